@@ -1,0 +1,55 @@
+"""Orbax checkpoints of the train state plus the loop's host-side state.
+
+Each checkpoint holds the ``TrainState`` arrays and a JSON item with what the
+Python loop needs to continue exactly (plateau controller, target bookkeeping).
+Restoring tries the newest step first; if it cannot be read (a process killed
+mid-write, a truncated file) it warns and falls back to the previous one, so a
+corrupt newest checkpoint costs progress, never the run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class Checkpointer:
+  """Saves and restores (train state, host state) under ``workdir/checkpoints``."""
+
+  def __init__(self, workdir: str, *, keep: int):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    options = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
+                                           enable_async_checkpointing=False)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=("state", "host"))
+
+  def save(self, step: int, state: Any, host: dict[str, Any]) -> None:
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)), force=True)
+    self._manager.wait_until_finished()
+
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    """Returns (step, state, host) of the newest readable checkpoint, or None."""
+    self._manager.reload()
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), host=ocp.args.JsonRestore()))
+        return step, restored.state, dict(restored.host)
+      except Exception as err:  # pylint: disable=broad-except
+        # Any read failure means this step is unusable; an older one may be fine.
+        logging.warning("Checkpoint at step %d in %s is unreadable (%s: %s); falling back "
+                        "to the previous one.", step, self.directory, type(err).__name__, err)
+    return None
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def abstract_like(tree: Any) -> Any:
+  """Shape/dtype/sharding skeleton of ``tree`` for restoring into."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

@@ -1,0 +1,262 @@
+"""The run configuration: its fields, their validation, and resolution to a plan.
+
+A config file (``configs/*.py``) starts from ``base_config()`` and changes what
+it needs. ``resolve(config)`` is the only place where the config is read as a
+whole: it rejects unknown fields and impossible values with one error naming
+the field and the fix, converts every length to steps for this run's global
+batch size (``lrscale.units``), applies the batch-size scaling rule once
+(``lrscale.scaling``), and returns a frozen ``RunPlan``. Everything downstream
+reads the plan, never the raw config, so a value cannot be interpreted twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from typing import Any, Callable
+
+import ml_collections
+from ml_collections import config_dict
+
+from lrscale import optimizers, scaling, schedules, units
+from lrscale.data import registry
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field a run config may set, with its default."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.dataset = ml_collections.ConfigDict(dict(
+      name="digits",          # see lrscale.data.registry.DATASET_NAMES
+      data_dir="",            # TFDS data_dir ('' = TFDS default ~/tensorflow_datasets)
+      train_split="train",
+      eval_split="test",
+      eval_examples=0,        # evaluate on the first N eval examples (0 = all)
+      standardize=True,       # per-channel mean/std of the train split
+  ))
+  c.model = ml_collections.ConfigDict(dict(
+      name="mlp",             # mlp | cnn | resnet8 | resnet20 | resnet18 | resnet50
+      hidden=(128, 128),      # mlp widths
+      channels=(32, 64),      # cnn conv widths
+      dense=128,              # cnn dense width
+      zero_init_last_bn=True,  # resnet: last BN gamma of each block = 0 (Goyal et al.)
+      # BatchNorm statistics group, in examples, so results do not depend on the
+      # number of devices: N > 0 = ghost batches of N examples (Goyal: 32);
+      # 0 = per device (B / devices / microbatches); -1 = the whole (micro)batch.
+      bn_group_size=32,
+  ))
+  c.batch_size = 128          # global batch: examples per optimizer step
+  c.microbatches = 1          # gradient accumulation: the batch is split into k parts
+  c.lr = 0.1                  # base learning rate, before the scaling rule
+  c.scaling = scaling.default_config()
+  c.optimizer = optimizers.default_config()
+  c.schedule = schedules.default_config()
+  c.warmup = schedules.default_warmup_config()
+  c.plateau = schedules.default_plateau_config()
+
+  c.budget = "30 epochs"      # training length: steps, epochs or examples
+  c.log_every = "10 steps"
+  c.eval_every = "1 epochs"
+  c.eval_batch_size = 1024
+  c.checkpoint_every = "5 epochs"
+  c.checkpoint_keep = 2
+
+  c.target = ml_collections.ConfigDict(dict(
+      metric="eval_accuracy",  # any eval_* metric
+      value=config_dict.placeholder(float),  # unset = no target
+      mode="max",              # max: reached when metric >= value; min: <=
+      stop=True,               # stop the run when the target is reached
+  ))
+  # A run whose train loss is non-finite or above max_loss is stopped and
+  # recorded as diverged (0 = automatic: 4 x the initial loss, at least 4 ln C).
+  c.divergence = ml_collections.ConfigDict(dict(max_loss=0.0))
+  c.noise_scale = ml_collections.ConfigDict(dict(
+      enabled=False,           # log McCandlish et al.'s B_simple during training
+      splits=4,                # small batches per step for the two-batch estimator
+      decay=0.95,              # EMA of numerator and denominator
+  ))
+  c.parallel = ml_collections.ConfigDict(dict(
+      num_devices=-1,          # -1 = every visible device
+      distributed=False,       # call jax.distributed.initialize (multi-host)
+      coordinator_address="",
+      num_processes=1,
+      process_id=0,
+  ))
+  c.compilation_cache = "~/.cache/lrscale/xla"  # '' = off
+  c.tensorboard = True
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """A config resolved for one run: every length in steps, every rule applied."""
+  config: ml_collections.FrozenConfigDict
+  dataset: registry.DatasetMeta
+  batch_size: int
+  microbatches: int
+  num_devices: int
+  bn_group_size: int
+  lr: float                   # peak lr after the scaling rule
+  optimizer: ml_collections.FrozenConfigDict  # with the rule's overrides (adam_sde)
+  scaled: scaling.ScaledHparams
+  total_steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  max_loss: float
+
+  @property
+  def steps_per_epoch(self) -> float:
+    return self.dataset.num_train / self.batch_size
+
+  @property
+  def has_target(self) -> bool:
+    return self.config.target.value is not None
+
+  def to_steps(self, length: str | int, field: str = "length") -> int:
+    """Resolves any length for this run's batch size and dataset."""
+    return units.to_steps(length, batch_size=self.batch_size,
+                          num_train_examples=self.dataset.num_train, field=field)
+
+  def lr_fn(self) -> Callable[[Any, Any], Any]:
+    """``(step, peak_lr) -> lr``: the schedule, traceable with a traced peak lr."""
+    cfg = self.config
+
+    def fn(step, peak_lr):
+      sched = schedules.build_schedule(cfg.schedule, cfg.warmup, peak_lr=peak_lr,
+                                       total_steps=self.total_steps, to_steps=self.to_steps)
+      return sched(step)
+    return fn
+
+  def summary(self) -> dict[str, Any]:
+    """The resolved numbers, for config.json and the log."""
+    return dict(
+        batch_size=self.batch_size, microbatches=self.microbatches,
+        num_devices=self.num_devices, bn_group_size=self.bn_group_size, lr=self.lr,
+        scaling=dict(self.scaled._asdict()), total_steps=self.total_steps,
+        steps_per_epoch=self.steps_per_epoch, log_every=self.log_every,
+        eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
+        max_loss=self.max_loss, num_train_examples=self.dataset.num_train,
+        num_eval_examples=self.dataset.num_eval,
+        optimizer=self.optimizer.to_dict())
+
+
+def check_known_fields(cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
+                       prefix: str = "config") -> None:
+  """Rejects fields that ``base_config()`` does not define (typos, stale names)."""
+  for key in cfg.keys():
+    path = f"{prefix}.{key}"
+    if key not in reference:
+      close = difflib.get_close_matches(key, list(reference.keys()), n=1)
+      hint = f" Did you mean {prefix}.{close[0]}?" if close else ""
+      raise ValueError(f"{path} is not a known field.{hint} Known fields here: "
+                       f"{sorted(reference.keys())}.")
+    value, ref = cfg[key], reference[key]
+    if isinstance(ref, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise ValueError(f"{path} must be a section (ConfigDict), got {value!r}.")
+      check_known_fields(value, ref, path)
+
+
+def _positive_int(value: Any, field: str) -> int:
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ValueError(f"config.{field} must be a positive integer, got {value!r}.")
+  return value
+
+
+def _resolve_bn_group(cfg, per_microbatch: int, num_devices: int) -> int:
+  group = cfg.model.bn_group_size
+  if group == -1:
+    return per_microbatch
+  if group == 0:
+    return per_microbatch // num_devices
+  if group < -1:
+    raise ValueError(f"config.model.bn_group_size={group}: use N > 0 (ghost batch of N), "
+                     "0 (per device) or -1 (whole batch).")
+  if per_microbatch % group:
+    raise ValueError(
+        f"config.model.bn_group_size={group} must divide the per-step microbatch of "
+        f"{per_microbatch} examples (batch_size {cfg.batch_size} / microbatches "
+        f"{cfg.microbatches}); pick a divisor, or -1 for whole-batch statistics.")
+  return group
+
+
+def resolve(cfg: ml_collections.ConfigDict, *, num_devices: int | None = None,
+            dataset_meta: registry.DatasetMeta | None = None) -> RunPlan:
+  """Validates ``cfg`` and resolves it into a ``RunPlan``; does no compute.
+
+  Args:
+    cfg: a run config (``base_config()`` plus changes).
+    num_devices: devices to shard over; default ``config.parallel.num_devices``.
+    dataset_meta: skip the dataset check (the study runner checks once).
+
+  Raises:
+    ValueError: naming the offending field and the fix.
+  """
+  check_known_fields(cfg, base_config())
+  batch = _positive_int(cfg.batch_size, "batch_size")
+  micro = _positive_int(cfg.microbatches, "microbatches")
+  if not isinstance(cfg.lr, (int, float)) or not math.isfinite(cfg.lr) or cfg.lr <= 0:
+    raise ValueError(f"config.lr must be a positive finite learning rate, got {cfg.lr!r}.")
+  if num_devices is None:
+    from lrscale import parallel  # pylint: disable=g-import-not-at-top
+    num_devices = parallel.num_devices_for(cfg.parallel)
+  if batch % (num_devices * micro):
+    raise ValueError(
+        f"config.batch_size={batch} must be divisible by devices x microbatches = "
+        f"{num_devices} x {micro} = {num_devices * micro}; change config.batch_size, "
+        "config.microbatches or config.parallel.num_devices.")
+  per_micro = batch // micro
+  bn_group = _resolve_bn_group(cfg, per_micro, num_devices)
+  if cfg.target.mode not in ("max", "min"):
+    raise ValueError(f"config.target.mode must be 'max' or 'min', got {cfg.target.mode!r}.")
+  if not cfg.target.metric.startswith("eval_"):
+    raise ValueError(f"config.target.metric={cfg.target.metric!r}: targets are eval metrics "
+                     "(eval_accuracy, eval_loss).")
+  ns = cfg.noise_scale
+  if ns.enabled and micro == 1 and (ns.splits < 2 or per_micro % ns.splits):
+    raise ValueError(f"config.noise_scale.splits={ns.splits} must be >= 2 and divide the "
+                     f"batch of {per_micro}.")
+  if not 0.0 <= ns.decay < 1.0:
+    raise ValueError(f"config.noise_scale.decay must be in [0, 1), got {ns.decay}.")
+  schedules.validate(cfg.schedule, cfg.warmup, cfg.plateau)
+  optimizers.validate(cfg.optimizer)
+  scaling.validate(cfg.scaling, cfg.optimizer)
+
+  meta = dataset_meta or registry.check_dataset(cfg.dataset)
+  if batch > meta.num_train:
+    raise ValueError(f"config.batch_size={batch} exceeds the {meta.num_train} training "
+                     f"examples of {meta.name}; use at most the full training set.")
+
+  def steps(field: str) -> int:
+    return units.to_steps(cfg[field], batch_size=batch, num_train_examples=meta.num_train,
+                          field=field)
+
+  total = steps("budget")
+  if total <= 0:
+    raise ValueError(f"config.budget={cfg.budget!r} resolves to 0 steps at batch {batch}.")
+  scaled = scaling.apply_scaling(cfg.scaling, base_lr=float(cfg.lr), batch_size=batch,
+                                 optimizer_cfg=cfg.optimizer)
+  opt_cfg = ml_collections.ConfigDict(cfg.optimizer.to_dict())
+  for key, value in scaled.optimizer_overrides.items():
+    opt_cfg[key] = value
+  max_loss = float(cfg.divergence.max_loss)
+  if max_loss < 0:
+    raise ValueError("config.divergence.max_loss must be >= 0 (0 = automatic).")
+  resolved = ml_collections.ConfigDict(cfg.to_dict())
+  return RunPlan(
+      config=ml_collections.FrozenConfigDict(resolved), dataset=meta, batch_size=batch,
+      microbatches=micro, num_devices=num_devices, bn_group_size=bn_group,
+      lr=float(scaled.lr), optimizer=ml_collections.FrozenConfigDict(opt_cfg),
+      scaled=scaled, total_steps=total, log_every=max(1, steps("log_every")),
+      eval_every=max(1, steps("eval_every")),
+      checkpoint_every=max(1, steps("checkpoint_every")), max_loss=max_loss)
+
+
+def to_json(plan: RunPlan) -> str:
+  """config.json: the config as given plus the resolved numbers."""
+  return json.dumps(dict(config=plan.config.to_dict(), resolved=plan.summary()),
+                    indent=2, default=str, sort_keys=True)

@@ -1,0 +1,36 @@
+"""The order in which training examples are visited: a pure function of (seed, epoch).
+
+Training reads the data as an endless stream of epochs, each a fresh
+permutation drawn from ``numpy.random.default_rng([seed, epoch])``. Step ``s``
+of a run with global batch ``B`` takes stream positions ``s*B .. s*B + B - 1``,
+so a batch may straddle two epochs and no example is dropped: after ``E``
+epochs' worth of steps the run has seen every example exactly ``E`` times, which
+keeps lengths in epochs (``lrscale.units``) exact. Because the batch at a step
+depends only on (seed, step, B), a resumed run reads exactly what an
+uninterrupted one would, and any number of devices sees the same global batch.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=8)
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  """The example order of one epoch (cached: consecutive steps share epochs)."""
+  return np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
+
+
+def batch_indices(*, seed: int, start_step: int, num_steps: int, batch_size: int,
+                  num_examples: int) -> np.ndarray:
+  """Example indices for ``num_steps`` steps from ``start_step``: [num_steps, batch_size]."""
+  positions = (start_step * batch_size
+               + np.arange(num_steps * batch_size, dtype=np.int64)).reshape(num_steps, batch_size)
+  epochs, offsets = np.divmod(positions, num_examples)
+  out = np.empty_like(positions, dtype=np.int32)
+  for epoch in np.unique(epochs):
+    mask = epochs == epoch
+    out[mask] = epoch_permutation(seed, int(epoch), num_examples)[offsets[mask]]
+  return out

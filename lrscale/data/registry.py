@@ -1,0 +1,117 @@
+"""Dataset registry: names in ``config.dataset.name`` -> arrays or a stream.
+
+Two kinds of dataset:
+- offline: shipped inside an installed package (``digits``: scikit-learn's 1797
+  8x8 handwritten digits), so the default study needs no network;
+- TFDS catalogue names (``mnist``, ``fashion_mnist``, ``cifar10``, ``imagenette``,
+  ``imagenet2012``, and ``lrscale_digits``, the offline digits prepared as a real
+  TFDS array_record dataset) read through ``tfds.data_source`` from a prepared
+  ``config.dataset.data_dir``; no TensorFlow is needed.
+
+Datasets that fit in memory are read once into numpy arrays (``InMemoryData``);
+the train loop then keeps them on the device and gathers batches by index, so no
+per-example Python work happens during training. ``imagenet2012`` streams through
+grain instead (``lrscale.data.stream``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from lrscale.data import offline
+
+# Names read from TFDS and whether they are small enough to hold in memory.
+TFDS_IN_MEMORY = ("mnist", "fashion_mnist", "cifar10", "imagenette", "lrscale_digits")
+TFDS_STREAMED = ("imagenet2012",)
+OFFLINE = tuple(offline.OFFLINE_DATASETS)
+DATASET_NAMES = OFFLINE + TFDS_IN_MEMORY + TFDS_STREAMED
+
+
+@dataclasses.dataclass(frozen=True)
+class InMemoryData:
+  """A dataset held in host memory as float32 images in [0, 1] and int32 labels."""
+  name: str
+  train_x: np.ndarray
+  train_y: np.ndarray
+  eval_x: np.ndarray
+  eval_y: np.ndarray
+  num_classes: int
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    return tuple(self.train_x.shape[1:])
+
+  @property
+  def num_train(self) -> int:
+    return int(self.train_x.shape[0])
+
+  @property
+  def num_eval(self) -> int:
+    return int(self.eval_x.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetMeta:
+  """What config resolution needs to know before any data is read."""
+  name: str
+  num_train: int
+  num_eval: int
+  num_classes: int
+  input_shape: tuple[int, ...]
+  streamed: bool
+
+
+def check_dataset(dataset_cfg: Any) -> DatasetMeta:
+  """Validates ``config.dataset`` and returns its size, reading no examples.
+
+  Raises:
+    ValueError: unknown name, or a TFDS dataset not prepared in ``data_dir``
+      (the message says how to prepare it).
+  """
+  name = dataset_cfg.name
+  if name in OFFLINE:
+    return offline.meta(name)
+  if name not in DATASET_NAMES:
+    raise ValueError(
+        f"config.dataset.name={name!r} is not a known dataset; choose one of {DATASET_NAMES}.")
+  from lrscale.data import tfds_source  # pylint: disable=g-import-not-at-top
+  data_dir = dataset_cfg.data_dir or None
+  tfds_source.check_prepared(name, data_dir=data_dir)
+  info = tfds_source.dataset_info(name, data_dir=data_dir)
+  for field, split in (("train_split", dataset_cfg.train_split),
+                       ("eval_split", dataset_cfg.eval_split)):
+    if split not in info.splits:
+      raise ValueError(
+          f"config.dataset.{field}={split!r} is not a split of {name}; it has "
+          f"{sorted(info.splits)}.")
+  return DatasetMeta(name=name, num_train=int(info.splits[dataset_cfg.train_split]),
+                     num_eval=int(info.splits[dataset_cfg.eval_split]),
+                     num_classes=int(info.num_classes),
+                     input_shape=tuple(info.image_shape), streamed=name in TFDS_STREAMED)
+
+
+def load_in_memory(dataset_cfg: Any) -> InMemoryData:
+  """Reads a dataset that fits in memory; ``check_dataset`` must have passed."""
+  name = dataset_cfg.name
+  if name in OFFLINE:
+    (tx, ty), (ex, ey), num_classes = offline.load(name)
+  else:
+    from lrscale.data import tfds_source  # pylint: disable=g-import-not-at-top
+    data_dir = dataset_cfg.data_dir or None
+    tx, ty = tfds_source.load_split(name, dataset_cfg.train_split, data_dir=data_dir)
+    ex, ey = tfds_source.load_split(name, dataset_cfg.eval_split, data_dir=data_dir)
+    num_classes = tfds_source.dataset_info(name, data_dir=data_dir).num_classes
+  if dataset_cfg.eval_examples > 0:
+    ex, ey = ex[:dataset_cfg.eval_examples], ey[:dataset_cfg.eval_examples]
+  if dataset_cfg.standardize:
+    # Per-channel statistics of the training split only, so eval leaks nothing.
+    axes = tuple(range(tx.ndim - 1))
+    mean = tx.mean(axis=axes, keepdims=True)
+    std = tx.std(axis=axes, keepdims=True) + 1e-6
+    tx, ex = (tx - mean) / std, (ex - mean) / std
+  return InMemoryData(name=name, train_x=np.asarray(tx, np.float32),
+                      train_y=np.asarray(ty, np.int32), eval_x=np.asarray(ex, np.float32),
+                      eval_y=np.asarray(ey, np.int32), num_classes=int(num_classes))

@@ -1,0 +1,166 @@
+"""The pure, jitted train and eval steps.
+
+The model lives as (graphdef, params, batch_stats) from ``nnx.split``; the step
+merges it, takes gradients, applies the optimizer and splits it again, so the
+jitted code holds no Python-side state and can be vmapped over trials or
+sharded over devices unchanged. The learning rate is computed inside the step
+from the schedule and a *traced* peak lr (``TrainState.base_lr``), so one
+compiled program serves every learning rate of a sweep.
+
+For speed on small models the loop itself runs on the device: ``make_train_segment``
+runs up to ``segment_len`` steps in one ``lax.fori_loop`` with a traced trip
+count (one compilation for every segment length), gathering each batch from a
+device-resident dataset by index. Per-step losses and learning rates come back
+in a buffer, so logging and divergence checks still see every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from lrscale import noise_scale, optimizers
+from lrscale.parallel import AXIS
+
+
+class TrainState(NamedTuple):
+  """Everything that changes during training, as one pytree of arrays."""
+  step: jax.Array          # int32: optimizer updates applied so far
+  params: Any              # nnx.State of nnx.Param
+  batch_stats: Any         # nnx.State of nnx.BatchStat (empty without BN)
+  opt_state: Any
+  base_lr: jax.Array       # peak lr after the scaling rule (traced: sweeps share a compile)
+  lr_scale: jax.Array      # reduce-on-plateau factor, set on the host between segments
+  noise: noise_scale.NoiseScaleState
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def _tree_sq_norm(tree: Any) -> jax.Array:
+  return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
+
+
+class StepFns(NamedTuple):
+  """The compiled pieces of a run (all pure)."""
+  train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+  train_segment: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+  evaluate: Callable[..., dict[str, jax.Array]]
+
+
+def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_cfg: Any,
+                  lr_fn: Callable[[Any, Any], Any], mesh: Mesh, noise_splits: int = 0,
+                  noise_decay: float = 0.95, segment_len: int = 1) -> StepFns:
+  """Builds the train step, the on-device segment loop and the evaluation.
+
+  Args:
+    graphdef: the model's static graph from ``nnx.split``.
+    tx: the optax optimizer (lr injected, see ``lrscale.optimizers``).
+    optimizer_cfg: the optimizer config (for schedule-free eval params).
+    lr_fn: ``(step, peak_lr) -> lr``, traceable.
+    mesh: the device mesh; batches are sharded over its ``data`` axis.
+    noise_splits: if > 1 and the step has a single microbatch, split it into this
+      many parts to estimate the gradient noise scale (same gradient, same update).
+    noise_decay: EMA decay of the noise-scale estimates.
+    segment_len: the largest number of steps ``train_segment`` runs per call.
+
+  Returns:
+    ``StepFns`` of jitted functions.
+  """
+  batch_spec = NamedSharding(mesh, P(None, AXIS))  # [microbatches, per_micro, ...]
+
+  def loss_fn(params, batch_stats, x, y):
+    model = nnx.merge(graphdef, params, batch_stats)
+    logits = model(x, train=True)
+    loss = jnp.mean(cross_entropy(logits, y))
+    return loss, nnx.state(model, nnx.BatchStat)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def gradients(params, batch_stats, x, y):
+    """Mean gradient over microbatches x: [k, b, ...]; k == 1 is one plain step.
+
+    Each microbatch starts from the same BatchNorm running statistics and the
+    new statistics are averaged, so k microbatches update them exactly as one
+    batch of k*b examples would (the ghost-BN groups are the same).
+    """
+    k = x.shape[0]
+    if k == 1:
+      (loss, stats), grads = grad_fn(params, batch_stats, x[0], y[0])
+      return loss, stats, grads, None
+
+    def body(g_sum, xy):
+      (loss, stats), g = grad_fn(params, batch_stats, *xy)
+      return jax.tree.map(jnp.add, g_sum, g), (loss, stats, _tree_sq_norm(g))
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    g_sum, (losses, stats, sq_norms) = jax.lax.scan(body, zeros, (x, y), unroll=min(k, 8))
+    grads = jax.tree.map(lambda g: g / k, g_sum)
+    stats = jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)
+    return jnp.mean(losses), stats, grads, jnp.mean(sq_norms)
+
+  def train_step(state: TrainState, x: jax.Array, y: jax.Array):
+    if noise_splits > 1 and x.shape[0] == 1:
+      # Same examples, same mean gradient: only the split into parts is new.
+      x = x.reshape((noise_splits, -1) + x.shape[2:])
+      y = y.reshape((noise_splits, -1))
+    x = jax.lax.with_sharding_constraint(x, batch_spec)
+    y = jax.lax.with_sharding_constraint(y, batch_spec)
+    loss, batch_stats, grads, small_sq = gradients(state.params, state.batch_stats, x, y)
+    lr = lr_fn(state.step, state.base_lr) * state.lr_scale
+    opt_state = optimizers.set_learning_rate(state.opt_state, lr)
+    updates, opt_state = tx.update(grads, opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_sq = _tree_sq_norm(grads)
+    metrics = {"train_loss": loss, "lr": jnp.asarray(lr, jnp.float32),
+               "grad_norm": jnp.sqrt(grad_sq)}
+    noise = state.noise
+    if small_sq is not None:
+      b_small = x.shape[1]
+      g2, trace = noise_scale.estimate(small_sq, grad_sq, b_small=b_small,
+                                       b_big=b_small * x.shape[0])
+      noise = noise_scale.update_noise_scale(noise, g2, trace, decay=noise_decay)
+      metrics.update(gns_grad_sq_norm=g2, gns_trace_sigma=trace,
+                     gns_b_simple=noise_scale.b_simple(noise))
+    new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                           opt_state=opt_state, base_lr=state.base_lr,
+                           lr_scale=state.lr_scale, noise=noise)
+    return new_state, metrics
+
+  def train_segment(state: TrainState, data_x, data_y, idx, n):
+    """Runs ``n <= segment_len`` steps; batch i is ``data[idx[i]]``, idx: [L, k, b]."""
+    probe = jax.eval_shape(train_step, state, data_x[idx[0]], data_y[idx[0]])[1]
+    buf = {key: jnp.zeros((segment_len,), v.dtype) for key, v in probe.items()}
+
+    def body(i, carry):
+      st, bf = carry
+      st, m = train_step(st, data_x[idx[i]], data_y[idx[i]])
+      return st, {key: bf[key].at[i].set(m[key]) for key in bf}
+
+    return jax.lax.fori_loop(0, n, body, (state, buf))
+
+  def evaluate(state: TrainState, xs, ys, ws):
+    """Weighted mean loss and accuracy over padded eval batches xs: [nb, eb, ...]."""
+    params = optimizers.eval_params(optimizer_cfg, state.opt_state, state.params)
+    model = nnx.merge(graphdef, params, state.batch_stats)
+
+    def one(carry, xyw):
+      x, y, w = xyw
+      logits = model(x, train=False)
+      loss = cross_entropy(logits, y)
+      correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+      return carry, (jnp.sum(loss * w), jnp.sum(correct * w), jnp.sum(w))
+
+    _, (loss, correct, count) = jax.lax.scan(one, None, (xs, ys, ws))
+    total = jnp.maximum(jnp.sum(count), 1.0)
+    return {"eval_loss": jnp.sum(loss) / total, "eval_accuracy": jnp.sum(correct) / total}
+
+  return StepFns(train_step=jax.jit(train_step, donate_argnums=0),
+                 train_segment=jax.jit(train_segment, donate_argnums=0),
+                 evaluate=jax.jit(evaluate))

@@ -1,0 +1,1 @@
+"""Batch size x learning rate studies: trial space, claims store, runner."""

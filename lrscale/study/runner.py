@@ -1,0 +1,121 @@
+"""Runs a study: every trial once, resumably, shared among any number of workers.
+
+Trials are grouped by batch size (and any other swept field that changes the
+program); each group resolves and compiles once, and all its learning rates
+and seeds reuse that compiled step because the lr is a traced value. A worker
+walks the trial list from its own offset, claims a trial atomically
+(``lrscale.study.store``), trains it into ``trials/<id>/`` (resuming from the
+trial's checkpoints if a previous owner died), and releases the claim. A
+diverged trial is recorded as such: it marks the edge of the stable lr range.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from lrscale import config as config_lib
+from lrscale import train as train_lib
+from lrscale.data import registry
+from lrscale.metrics import format_seconds
+from lrscale.study import space, store
+
+
+def _study_info(study: ml_collections.ConfigDict, meta: registry.DatasetMeta) -> dict[str, Any]:
+  return dict(name=study.name, target=study.target.to_dict(),
+              batch_sizes=[int(b) for b in study.batch_sizes],
+              reference_batch=int(study.lr.reference_batch), base_lr=float(study.lr.base_lr),
+              scaling_rule=study.lr.rule, lr_mode=study.lr.mode,
+              optimizer=study.base.optimizer.name, num_train_examples=meta.num_train,
+              dataset=meta.name, model=study.base.model.name, budget=study.budget,
+              config=study.to_dict())
+
+
+def validate_study(study: ml_collections.ConfigDict) -> list[space.Trial]:
+  """Checks the study and every trial's run config before any compute."""
+  config_lib.check_known_fields(study, space.default_study_config(), "config")
+  trials = space.enumerate_trials(study)
+  seen = set()
+  for trial in trials:
+    if trial.group_key() in seen:
+      continue
+    seen.add(trial.group_key())
+    config_lib.resolve(space.trial_config(study, trial))  # raises on a bad field
+  return trials
+
+
+def run_study(study: ml_collections.ConfigDict, workdir: str, *, worker: int = 0,
+              num_workers: int = 1, max_trials: int | None = None) -> dict[str, int]:
+  """Runs (this worker's share of) a study; returns counts by status.
+
+  Args:
+    study: a study config (``space.default_study_config()`` plus changes).
+    workdir: the study directory (shared among workers).
+    worker: this worker's index in [0, num_workers).
+    num_workers: how many workers share the study; they start at different
+      offsets of the trial list and coordinate through claims.
+    max_trials: stop after running this many trials (for tests).
+  """
+  trials = validate_study(study)
+  meta = registry.check_dataset(study.base.dataset)
+  if worker == 0:
+    store.write_study_json(workdir, _study_info(study, meta))
+  groups: dict[Any, list[space.Trial]] = {}
+  for trial in trials:
+    groups.setdefault(trial.group_key(), []).append(trial)
+  keys = list(groups)
+  keys = keys[worker * len(keys) // num_workers:] + keys[:worker * len(keys) // num_workers]
+  worker_name = f"worker{worker}of{num_workers}"
+  data = None
+  counts = {"complete": 0, "diverged": 0, "skipped": 0, "busy": 0}
+  ran, t0 = 0, time.perf_counter()
+  logging.info("Study %s: %d trials in %d groups -> %s", study.name, len(trials), len(keys),
+               workdir)
+  for key in keys:
+    setup = None
+    for trial in groups[key]:
+      if store.is_finished(workdir, trial.id):
+        counts["skipped"] += 1
+        continue
+      claim = store.try_claim(workdir, trial.id, worker=worker_name, stale_s=study.stale_claim_s)
+      if claim is None:
+        counts["busy"] += 1
+        continue
+      try:
+        store.write_trial_json(workdir, trial.to_json())
+        cfg = space.trial_config(study, trial)
+        plan = config_lib.resolve(cfg, dataset_meta=meta)
+        if data is None:
+          data = registry.load_in_memory(cfg.dataset)
+        if setup is None:  # one compile per group, reused by all its lrs and seeds
+          setup = train_lib.RunSetup(plan, data)
+        summary = train_lib.train(cfg, store.trial_dir(workdir, trial.id), plan=plan,
+                                  setup=setup, data=data)
+      finally:
+        claim.release()
+      counts[summary["status"]] = counts.get(summary["status"], 0) + 1
+      ran += 1
+      _log_progress(workdir, trials, ran, t0)
+      if max_trials is not None and ran >= max_trials:
+        return counts
+  return counts
+
+
+def _log_progress(workdir: str, trials: list[space.Trial], ran: int, t0: float) -> None:
+  done = diverged = running = 0
+  for t in trials:
+    summary = store.read_json(os.path.join(store.trial_dir(workdir, t.id), "summary.json"))
+    if summary and summary.get("status") in store.FINISHED:
+      done += 1
+      diverged += summary["status"] == "diverged"
+    elif os.path.exists(os.path.join(store.trial_dir(workdir, t.id), "claim")):
+      running += 1
+  left = len(trials) - done
+  rate = ran / max(time.perf_counter() - t0, 1e-9)
+  logging.info("Study progress: %d/%d done (%d diverged), %d running, %d left | ETA %s",
+               done, len(trials), diverged, running, left,
+               format_seconds(left / rate if rate else float("inf")))

@@ -1,0 +1,182 @@
+"""The trials of a study: batch sizes x learning rates x seeds (x other params).
+
+A study config (``configs/studies/*.py``) names a base run config and what to
+sweep. ``enumerate_trials`` turns it into a deterministic list of ``Trial``s
+with stable ids, so every worker and every rerun agrees on what the study is.
+
+Learning rates per batch size are either absolute (``lr.mode='absolute'``) or
+multipliers around a scaling rule's prediction (``lr.mode='relative'``: e.g.
+log-spaced multipliers around the linear rule, lr = base_lr * B / ref * m),
+which keeps the grid centred where the optimum is expected at every B.
+Search types: ``grid`` (all combinations), ``random`` (log-uniform lr
+multipliers between the grid's extremes) and ``quasirandom`` (a scrambled
+Halton sequence over the same range, as Shallue et al. 2018 used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from lrscale import scaling
+
+
+def default_study_config() -> ml_collections.ConfigDict:
+  """Every field a study config may set."""
+  s = ml_collections.ConfigDict()
+  s.name = "study"
+  s.base = ml_collections.ConfigDict()       # a run config (lrscale.config.base_config())
+  s.batch_sizes = (32, 64, 128)
+  s.seeds = (0,)
+  s.lr = ml_collections.ConfigDict(dict(
+      mode="relative",         # relative: multipliers of the rule's prediction; absolute
+      values=(0.5, 1.0, 2.0),  # multipliers (relative) or learning rates (absolute)
+      rule="linear",           # the scaling rule that centres a relative grid
+      base_lr=0.1,             # lr at reference_batch for the rule
+      reference_batch=256,
+  ))
+  # Other swept run-config fields: "optimizer.momentum=0.9,0.99; warmup.length=0 steps,1 epoch".
+  s.params = ""
+  s.search = ml_collections.ConfigDict(dict(type="grid", num_trials=0, seed=0))
+  s.target = ml_collections.ConfigDict(dict(metric="eval_accuracy", value=0.95, mode="max"))
+  s.budget = "30 epochs"       # per trial, in steps, epochs or examples
+  s.eval_every = ""            # per trial ('' = the base config's)
+  s.stale_claim_s = 120.0      # a claim whose heartbeat is older is taken over
+  return s
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+  """One training run of a study."""
+  id: str
+  batch_size: int
+  lr: float
+  seed: int
+  params: tuple[tuple[str, Any], ...] = ()
+
+  def group_key(self) -> tuple[Any, ...]:
+    """Trials with equal keys share one compiled train step (only lr and seed differ)."""
+    return (self.batch_size, self.params)
+
+  def to_json(self) -> dict[str, Any]:
+    return dict(id=self.id, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                params=dict(self.params))
+
+
+def parse_params(spec: str) -> list[tuple[str, list[Any]]]:
+  """Parses ``"optimizer.momentum=0.9,0.99; warmup.length=0 steps,1 epoch"``."""
+  out = []
+  for part in filter(None, (p.strip() for p in spec.split(";"))):
+    if "=" not in part:
+      raise ValueError(f"config.params entry {part!r} must look like 'section.field=v1,v2'.")
+    key, values = part.split("=", 1)
+    out.append((key.strip(), [_literal(v.strip()) for v in values.split(",")]))
+  return out
+
+
+def _literal(text: str) -> Any:
+  for cast in (int, float):
+    try:
+      return cast(text)
+    except ValueError:
+      pass
+  return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def rule_lr(study: ml_collections.ConfigDict, batch_size: int) -> float:
+  """The lr the study's scaling rule predicts at ``batch_size``."""
+  rule_cfg = scaling.default_config()
+  rule_cfg.rule = study.lr.rule
+  rule_cfg.reference_batch = study.lr.reference_batch
+  base = study.base
+  return scaling.apply_scaling(rule_cfg, base_lr=study.lr.base_lr, batch_size=batch_size,
+                               optimizer_cfg=base.optimizer).lr
+
+
+def _lr_values(study, batch_size: int, rng: np.random.Generator | None,
+               unit: float | None) -> list[float]:
+  values = [float(v) for v in study.lr.values]
+  if any(v <= 0 for v in values):
+    raise ValueError(f"config.lr.values must all be positive, got {values}.")
+  scale = rule_lr(study, batch_size) if study.lr.mode == "relative" else 1.0
+  if unit is not None:  # random / quasirandom: one log-uniform draw in the grid's range
+    lo, hi = math.log(min(values)), math.log(max(values))
+    return [scale * math.exp(lo + unit * (hi - lo))]
+  return [scale * v for v in values]
+
+
+def trial_id(batch_size: int, lr: float, seed: int, params: tuple[tuple[str, Any], ...]) -> str:
+  tag = ""
+  if params:
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+    tag = "_p" + digest[:6]
+  return f"b{batch_size:06d}_lr{lr:.4e}_s{seed}{tag}"
+
+
+def enumerate_trials(study: ml_collections.ConfigDict) -> list[Trial]:
+  """All trials of a study, in a fixed order (batch size, params, lr, seed)."""
+  if study.lr.mode not in ("relative", "absolute"):
+    raise ValueError(f"config.lr.mode must be 'relative' or 'absolute', got {study.lr.mode!r}.")
+  if study.search.type not in ("grid", "random", "quasirandom"):
+    raise ValueError(f"config.search.type must be grid, random or quasirandom, got "
+                     f"{study.search.type!r}.")
+  if not study.batch_sizes or any(int(b) <= 0 for b in study.batch_sizes):
+    raise ValueError(f"config.batch_sizes must be positive integers, got {study.batch_sizes}.")
+  swept = parse_params(study.params)
+  combos = [tuple(zip([k for k, _ in swept], vals))
+            for vals in itertools.product(*[v for _, v in swept])] or [()]
+  trials = []
+  for b in sorted(int(x) for x in study.batch_sizes):
+    for combo in combos:
+      if study.search.type == "grid":
+        for lr in _lr_values(study, b, None, None):
+          for seed in study.seeds:
+            trials.append(Trial(trial_id(b, lr, seed, combo), b, lr, int(seed), combo))
+      else:
+        n = study.search.num_trials
+        if n <= 0:
+          raise ValueError("config.search.num_trials must be > 0 for random/quasirandom search.")
+        units_ = _unit_draws(study.search.type, n, seed=study.search.seed + b)
+        for u in units_:
+          for seed in study.seeds:
+            lr = _lr_values(study, b, None, float(u))[0]
+            trials.append(Trial(trial_id(b, lr, seed, combo), b, lr, int(seed), combo))
+  return trials
+
+
+def _unit_draws(kind: str, n: int, *, seed: int) -> np.ndarray:
+  if kind == "random":
+    return np.random.default_rng(seed).uniform(size=n)
+  from scipy.stats import qmc  # pylint: disable=g-import-not-at-top
+  return qmc.Halton(d=1, scramble=True, seed=seed).random(n)[:, 0]
+
+
+def trial_config(study: ml_collections.ConfigDict, trial: Trial) -> ml_collections.ConfigDict:
+  """The run config of one trial: the base with this trial's values applied."""
+  cfg = ml_collections.ConfigDict(study.base.to_dict())
+  cfg.batch_size = trial.batch_size
+  cfg.lr = trial.lr
+  cfg.scaling.rule = "none"  # the trial's lr is already absolute
+  cfg.seed = trial.seed
+  cfg.budget = study.budget
+  if study.eval_every:
+    cfg.eval_every = study.eval_every
+  cfg.target.metric = study.target.metric
+  cfg.target.value = float(study.target.value)
+  cfg.target.mode = study.target.mode
+  for key, value in trial.params:
+    node = cfg
+    *path, leaf = key.split(".")
+    for part in path:
+      node = node[part]
+    if leaf not in node:
+      raise ValueError(f"config.params names {key!r}, which is not a run-config field.")
+    node[leaf] = value
+  return cfg

@@ -1,0 +1,107 @@
+"""Training lengths in steps, epochs or examples, resolved to optimizer steps.
+
+A length in a config is written as ``"<number> <unit>"`` with unit ``steps``,
+``epochs`` or ``examples`` (singular forms allowed), or as a plain int meaning
+steps. Writing the warmup in epochs (Goyal et al. 2017: 5 epochs) or the budget
+in examples keeps a config correct when the global batch size changes: the same
+file gives 5 * N / 256 warmup steps at B=256 and 5 * N / 8192 at B=8192. A length
+in steps stays fixed in steps. This module is the one place where that
+conversion happens (big_vision's ``steps(...)`` idea).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple, Sequence
+
+UNITS = ("steps", "epochs", "examples")
+_LENGTH_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]+)\s*$")
+
+
+class Length(NamedTuple):
+  """A parsed length: ``value`` in ``unit`` (one of ``UNITS``)."""
+  value: float
+  unit: str
+
+
+def parse_length(length: str | int | float, *, field: str = "length") -> Length:
+  """Parses ``"5 epochs"``, ``"1000 steps"``, ``"1e6 examples"`` or an int (steps).
+
+  Args:
+    length: the config value.
+    field: the config field name, used in the error message.
+
+  Returns:
+    The parsed ``Length``.
+
+  Raises:
+    ValueError: naming ``field`` when the value is not a length.
+  """
+  if isinstance(length, bool):
+    raise ValueError(f"config.{field} must be a length such as '5 epochs', got {length!r}.")
+  if isinstance(length, (int, float)):
+    if isinstance(length, float) and not length.is_integer():
+      raise ValueError(
+          f"config.{field}={length!r}: a bare number means steps and must be an integer; "
+          "write e.g. '2.5 epochs' for a fractional length in another unit.")
+    value, unit = float(length), "steps"
+  else:
+    match = _LENGTH_RE.match(str(length))
+    if not match:
+      raise ValueError(
+          f"config.{field}={length!r} is not a length: write '<number> <unit>' with unit "
+          f"one of {UNITS}, e.g. '5 epochs', '1000 steps' or '50000 examples'.")
+    value = float(match.group(1))
+    unit = match.group(2).lower()
+    if not unit.endswith("s"):
+      unit += "s"
+    if unit not in UNITS:
+      raise ValueError(
+          f"config.{field}={length!r}: unknown unit {match.group(2)!r}; use one of {UNITS}.")
+  if value < 0 or not math.isfinite(value):
+    raise ValueError(f"config.{field}={length!r} must be a finite length >= 0.")
+  return Length(value, unit)
+
+
+def to_steps(length: str | int | float | Length, *, batch_size: int,
+             num_train_examples: int, field: str = "length") -> int:
+  """Converts a length to optimizer steps for a global batch of ``batch_size``.
+
+  steps = value for steps; ceil(value * N / B) for epochs; ceil(value / B) for
+  examples (N = training-set size, B = global batch size). Rounding up means an
+  epoch-based length always covers at least the data it names.
+
+  Args:
+    length: a length as accepted by ``parse_length`` or a parsed ``Length``.
+    batch_size: the global batch size B (examples per optimizer step).
+    num_train_examples: N, the number of training examples (one epoch).
+    field: the config field name, for error messages.
+
+  Returns:
+    The number of optimizer steps (>= 0).
+  """
+  parsed = length if isinstance(length, Length) else parse_length(length, field=field)
+  if batch_size <= 0:
+    raise ValueError(f"batch size must be positive to resolve config.{field}, got {batch_size}.")
+  if parsed.unit == "steps":
+    return int(round(parsed.value))
+  examples = parsed.value * num_train_examples if parsed.unit == "epochs" else parsed.value
+  # A tiny tolerance keeps e.g. 0.1 * 3000 / 30 from rounding up to 11 by float error.
+  return int(math.ceil(examples / batch_size - 1e-9))
+
+
+def to_steps_many(lengths: str | Sequence[str | int], *, batch_size: int,
+                  num_train_examples: int, field: str = "lengths") -> list[int]:
+  """Resolves a sequence of lengths, or one string like ``"30,60,80 epochs"``."""
+  if isinstance(lengths, str):
+    text = lengths.strip()
+    match = re.match(r"^([0-9eE.+\-,\s]+?)\s*([a-zA-Z]*)$", text)
+    if not match:
+      raise ValueError(f"config.{field}={lengths!r}: write e.g. '30,60,80 epochs'.")
+    unit = match.group(2) or "steps"
+    items = [f"{v.strip()} {unit}" for v in match.group(1).split(",") if v.strip()]
+  else:
+    items = list(lengths)
+  return [to_steps(x, batch_size=batch_size, num_train_examples=num_train_examples,
+                   field=field) for x in items]
