@@ -3,13 +3,16 @@
 Each checkpoint holds the ``TrainState`` arrays and a JSON item with what the
 Python loop needs to continue exactly (plateau controller, target bookkeeping).
 Restoring tries the newest step first; if it cannot be read (a process killed
-mid-write, a truncated file) it warns and falls back to the previous one, so a
+mid-write, a truncated file) it warns, moves that step to
+``checkpoints_unreadable/`` and falls back to the previous one, so a
 corrupt newest checkpoint costs progress, never the run.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
@@ -42,8 +45,16 @@ class Checkpointer:
         return step, restored.state, dict(restored.host)
       except Exception as err:  # pylint: disable=broad-except
         # Any read failure means this step is unusable; an older one may be fine.
-        logging.warning("Checkpoint at step %d in %s is unreadable (%s: %s); falling back "
-                        "to the previous one.", step, self.directory, type(err).__name__, err)
+        aside = os.path.join(os.path.dirname(self.directory), "checkpoints_unreadable",
+                             f"{step}-{int(time.time())}")
+        logging.warning("Checkpoint at step %d in %s is unreadable (%s: %s); moved it to %s "
+                        "and falling back to the previous one.", step, self.directory,
+                        type(err).__name__, err, aside)
+        # Kept, not deleted: it may matter to whoever investigates; moved so the
+        # step can be written again when training passes it.
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        shutil.move(os.path.join(self.directory, str(step)), aside)
+        self._manager.reload()
     return None
 
   def close(self) -> None:

@@ -22,6 +22,7 @@ from ml_collections import config_dict
 
 from lrscale import optimizers, scaling, schedules, units
 from lrscale.data import registry
+from lrscale.models import MODEL_NAMES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -59,6 +60,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.budget = "30 epochs"      # training length: steps, epochs or examples
   c.log_every = "10 steps"
+  # How often the host syncs with the device (progress line, checkpoint checks).
+  # Logging, evaluation, target and divergence checks see every step regardless:
+  # they run inside the compiled loop.
+  c.sync_every = "200 steps"
   c.eval_every = "1 epochs"
   c.eval_batch_size = 1024
   c.checkpoint_every = "5 epochs"
@@ -87,6 +92,24 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   c.compilation_cache = "~/.cache/lrscale/xla"  # '' = off
   c.tensorboard = True
+  # The LR range test (python -m lrscale.lr_find); see docs/lr_find.md.
+  c.lr_find = ml_collections.ConfigDict(dict(
+      min_lr=1e-6,             # first lr of the sweep
+      max_lr=10.0,             # last lr (the sweep stops earlier if it diverges)
+      num_steps=100,           # N steps, both ends of the range included
+      ramp="exponential",      # exponential (evenly spaced in log lr) | linear
+      beta=0.98,               # bias-corrected EMA of the loss (fastai)
+      spike_window=5,          # running median over this many steps first (1 = off)
+      diverge_factor=4.0,      # diverged: smoothed loss > factor x best, or non-finite
+      skip_start=0.1,          # fractions of the sweep the suggestions ignore (fastai)
+      skip_end=0.05,
+      seeds=(0, 1, 2),         # one sweep per seed
+      vary="both",             # what a seed changes: both | init | data (order)
+      max_spread=3.0,          # unreliable: max/min of a suggestion over seeds above this
+      batch_sizes=(),          # () = config.batch_size; several = scaling exponent
+      check_every=25,          # steps per device call between divergence checks (0 = N)
+      vmap="auto",             # seeds in one vmapped call: auto (not on CPU) | on | off
+  ))
   return c
 
 
@@ -104,6 +127,7 @@ class RunPlan:
   scaled: scaling.ScaledHparams
   total_steps: int
   log_every: int
+  sync_every: int
   eval_every: int
   checkpoint_every: int
   max_loss: float
@@ -138,6 +162,7 @@ class RunPlan:
         num_devices=self.num_devices, bn_group_size=self.bn_group_size, lr=self.lr,
         scaling=dict(self.scaled._asdict()), total_steps=self.total_steps,
         steps_per_epoch=self.steps_per_epoch, log_every=self.log_every,
+        sync_every=self.sync_every,
         eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
         max_loss=self.max_loss, num_train_examples=self.dataset.num_train,
         num_eval_examples=self.dataset.num_eval,
@@ -158,7 +183,8 @@ def check_known_fields(cfg: ml_collections.ConfigDict, reference: ml_collections
     if isinstance(ref, ml_collections.ConfigDict):
       if not isinstance(value, ml_collections.ConfigDict):
         raise ValueError(f"{path} must be a section (ConfigDict), got {value!r}.")
-      check_known_fields(value, ref, path)
+      if ref.keys():  # an empty reference section is free-form (a study's base config)
+        check_known_fields(value, ref, path)
 
 
 def _positive_int(value: Any, field: str) -> int:
@@ -176,7 +202,7 @@ def _resolve_bn_group(cfg, per_microbatch: int, num_devices: int) -> int:
   if group < -1:
     raise ValueError(f"config.model.bn_group_size={group}: use N > 0 (ghost batch of N), "
                      "0 (per device) or -1 (whole batch).")
-  if per_microbatch % group:
+  if per_microbatch % group and cfg.model.name.startswith("resnet"):  # only ResNets have BN
     raise ValueError(
         f"config.model.bn_group_size={group} must divide the per-step microbatch of "
         f"{per_microbatch} examples (batch_size {cfg.batch_size} / microbatches "
@@ -209,6 +235,9 @@ def resolve(cfg: ml_collections.ConfigDict, *, num_devices: int | None = None,
         f"config.batch_size={batch} must be divisible by devices x microbatches = "
         f"{num_devices} x {micro} = {num_devices * micro}; change config.batch_size, "
         "config.microbatches or config.parallel.num_devices.")
+  if cfg.model.name not in MODEL_NAMES:
+    raise ValueError(f"config.model.name={cfg.model.name!r} is not a known model; choose one "
+                     f"of {MODEL_NAMES}.")
   per_micro = batch // micro
   bn_group = _resolve_bn_group(cfg, per_micro, num_devices)
   if cfg.target.mode not in ("max", "min"):
@@ -252,6 +281,7 @@ def resolve(cfg: ml_collections.ConfigDict, *, num_devices: int | None = None,
       microbatches=micro, num_devices=num_devices, bn_group_size=bn_group,
       lr=float(scaled.lr), optimizer=ml_collections.FrozenConfigDict(opt_cfg),
       scaled=scaled, total_steps=total, log_every=max(1, steps("log_every")),
+      sync_every=max(1, steps("sync_every")),
       eval_every=max(1, steps("eval_every")),
       checkpoint_every=max(1, steps("checkpoint_every")), max_loss=max_loss)
 

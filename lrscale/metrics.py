@@ -18,6 +18,21 @@ from typing import Any
 from absl import logging
 
 
+class _DropLibraryInfo:
+  """Drops INFO records from libraries that log on every checkpoint (orbax)."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or "/orbax/" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  """Keeps the console to lrscale's own progress; library warnings still show."""
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  absl_logger = std_logging.getLogger("absl")
+  if not any(isinstance(f, _DropLibraryInfo) for f in absl_logger.filters):
+    absl_logger.addFilter(_DropLibraryInfo())
+
+
 def atomic_write_text(path: str, text: str) -> None:
   tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "w") as f:

@@ -8,7 +8,7 @@ from the schedule and a *traced* peak lr (``TrainState.base_lr``), so one
 compiled program serves every learning rate of a sweep.
 
 For speed on small models the loop itself runs on the device: ``make_train_segment``
-runs up to ``segment_len`` steps in one ``lax.fori_loop`` with a traced trip
+runs up to ``segment_len`` steps in one ``lax.while_loop`` with a traced trip
 count (one compilation for every segment length), gathering each batch from a
 device-resident dataset by index. Per-step losses and learning rates come back
 in a buffer, so logging and divergence checks still see every step.
@@ -47,8 +47,19 @@ def _tree_sq_norm(tree: Any) -> jax.Array:
   return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
 
 
+class SegmentControl(NamedTuple):
+  """Per-call scalars of the on-device loop (traced: changing them never recompiles)."""
+  eval_every: jax.Array      # int32 steps; evaluate when step % eval_every == 0
+  max_loss: jax.Array        # float32; train loss above it (or non-finite) = diverged
+  target_value: jax.Array    # float32; NaN = no target
+  target_sign: jax.Array     # +1 when higher is better (accuracy), -1 when lower (loss)
+  target_is_loss: jax.Array  # bool: the target metric is eval_loss (else eval_accuracy)
+  stop_at_target: jax.Array  # bool
+
+
 class StepFns(NamedTuple):
-  """The compiled pieces of a run (all pure)."""
+  """The pieces of a run (all pure): jitted, plus the raw step for vmap/lr_find."""
+  step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]  # unjitted train_step
   train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
   train_segment: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
   evaluate: Callable[..., dict[str, jax.Array]]
@@ -76,7 +87,9 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
   batch_spec = NamedSharding(mesh, P(None, AXIS))  # [microbatches, per_micro, ...]
 
   def loss_fn(params, batch_stats, x, y):
-    model = nnx.merge(graphdef, params, batch_stats)
+    # copy=True: batch_stats is not differentiated, so grad hands its Variables
+    # through from the outer trace, and BatchNorm may not mutate those in place.
+    model = nnx.merge(graphdef, params, batch_stats, copy=True)
     logits = model(x, train=True)
     loss = jnp.mean(cross_entropy(logits, y))
     return loss, nnx.state(model, nnx.BatchStat)
@@ -133,18 +146,6 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
                            lr_scale=state.lr_scale, noise=noise)
     return new_state, metrics
 
-  def train_segment(state: TrainState, data_x, data_y, idx, n):
-    """Runs ``n <= segment_len`` steps; batch i is ``data[idx[i]]``, idx: [L, k, b]."""
-    probe = jax.eval_shape(train_step, state, data_x[idx[0]], data_y[idx[0]])[1]
-    buf = {key: jnp.zeros((segment_len,), v.dtype) for key, v in probe.items()}
-
-    def body(i, carry):
-      st, bf = carry
-      st, m = train_step(st, data_x[idx[i]], data_y[idx[i]])
-      return st, {key: bf[key].at[i].set(m[key]) for key in bf}
-
-    return jax.lax.fori_loop(0, n, body, (state, buf))
-
   def evaluate(state: TrainState, xs, ys, ws):
     """Weighted mean loss and accuracy over padded eval batches xs: [nb, eb, ...]."""
     params = optimizers.eval_params(optimizer_cfg, state.opt_state, state.params)
@@ -161,6 +162,48 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
     total = jnp.maximum(jnp.sum(count), 1.0)
     return {"eval_loss": jnp.sum(loss) / total, "eval_accuracy": jnp.sum(correct) / total}
 
-  return StepFns(train_step=jax.jit(train_step, donate_argnums=0),
+  def train_segment(state: TrainState, data_x, data_y, idx, n, eval_data,
+                    control: SegmentControl):
+    """Runs up to ``n <= segment_len`` steps on the device; batch i is ``data[idx[i]]``.
+
+    Evaluation (every ``control.eval_every`` steps), the target check and the
+    divergence check happen inside the loop, so a run that evaluates often
+    still makes no host round trip per step; the loop stops early at
+    divergence, or at the target when ``control.stop_at_target``.
+
+    Returns:
+      (state, buffer of per-step metrics [segment_len] with NaN eval entries on
+      steps without evaluation, number of steps run, stop flag).
+    """
+    probe = jax.eval_shape(train_step, state, data_x[idx[0]], data_y[idx[0]])[1]
+    buf = {key: jnp.zeros((segment_len,), v.dtype) for key, v in probe.items()}
+    nan = jnp.full((segment_len,), jnp.nan, jnp.float32)
+    buf.update(eval_loss=nan, eval_accuracy=nan, diverged=jnp.zeros((segment_len,), bool),
+               reached=jnp.zeros((segment_len,), bool))
+    no_eval = {"eval_loss": jnp.float32(jnp.nan), "eval_accuracy": jnp.float32(jnp.nan)}
+
+    def cond(carry):
+      _, _, i, stop = carry
+      return (i < n) & ~stop
+
+    def body(carry):
+      st, bf, i, _ = carry
+      st, m = train_step(st, data_x[idx[i]], data_y[idx[i]])
+      loss = m["train_loss"]
+      diverged = ~jnp.isfinite(loss) | (loss > control.max_loss)
+      do_eval = (st.step % control.eval_every == 0) & ~diverged
+      ev = jax.lax.cond(do_eval, lambda: evaluate(st, *eval_data), lambda: no_eval)
+      metric = jnp.where(control.target_is_loss, ev["eval_loss"], ev["eval_accuracy"])
+      reached = do_eval & (control.target_sign * (metric - control.target_value) >= 0)
+      m = dict(m, **ev, diverged=diverged, reached=reached)
+      bf = {key: bf[key].at[i].set(m[key]) for key in bf}
+      stop = diverged | (reached & control.stop_at_target)
+      return st, bf, i + 1, stop
+
+    state, buf, done, stop = jax.lax.while_loop(
+        cond, body, (state, buf, jnp.int32(0), jnp.bool_(False)))
+    return state, buf, done, stop
+
+  return StepFns(step=train_step, train_step=jax.jit(train_step, donate_argnums=0),
                  train_segment=jax.jit(train_segment, donate_argnums=0),
                  evaluate=jax.jit(evaluate))

@@ -32,7 +32,7 @@ from lrscale import noise_scale, optimizers, parallel, plateau as plateau_lib
 from lrscale.checkpoint import Checkpointer, abstract_like
 from lrscale.data import order, registry
 from lrscale.models import build_model
-from lrscale.step import StepFns, TrainState, make_step_fns
+from lrscale.step import SegmentControl, StepFns, TrainState, make_step_fns
 
 
 class RunSetup:
@@ -44,7 +44,7 @@ class RunSetup:
     self.mesh = parallel.make_mesh(plan.num_devices)
     self.graphdef, params, _ = self._init_model(cfg.seed)
     self.tx = optimizers.build_optimizer(plan.optimizer, params=params)
-    self.segment_len = plan.log_every
+    self.segment_len = plan.sync_every
     self.fns: StepFns = make_step_fns(
         graphdef=self.graphdef, tx=self.tx, optimizer_cfg=plan.optimizer, lr_fn=plan.lr_fn(),
         mesh=self.mesh, segment_len=self.segment_len,
@@ -107,6 +107,17 @@ class RunSetup:
     idx = idx.reshape(self.segment_len, plan.microbatches, -1)
     return parallel.put_batch(idx, self.mesh, axis=2)
 
+  def control(self, plan: config_lib.RunPlan, *, max_loss: float,
+              target_done: bool) -> SegmentControl:
+    """The on-device loop's eval cadence, divergence bound and target for ``plan``."""
+    t = plan.config.target
+    value = t.value if plan.has_target and not target_done else float("nan")
+    return SegmentControl(
+        eval_every=jnp.int32(plan.eval_every), max_loss=jnp.float32(max_loss),
+        target_value=jnp.float32(value), target_sign=jnp.float32(1 if t.mode == "max" else -1),
+        target_is_loss=jnp.bool_(t.metric == "eval_loss"),
+        stop_at_target=jnp.bool_(bool(t.stop)))
+
   def evaluate(self, state: TrainState) -> dict[str, float]:
     return {k: float(v) for k, v in self.fns.evaluate(state, *self.eval_batches).items()}
 
@@ -122,11 +133,12 @@ def _model_kwargs(model_cfg) -> dict[str, Any]:
   return {}
 
 
-def _next_boundary(step: int, plan: config_lib.RunPlan) -> int:
-  nxt = plan.total_steps
-  for every in (plan.log_every, plan.eval_every, plan.checkpoint_every):
-    nxt = min(nxt, (step // every + 1) * every)
-  return nxt
+def _next_boundary(step: int, plan: config_lib.RunPlan, segment_len: int) -> int:
+  """The next step at which the host must act: sync, checkpoint, plateau eval or the end."""
+  intervals = [segment_len, plan.checkpoint_every]
+  if plan.config.plateau.enabled:  # the plateau controller runs on the host after each eval
+    intervals.append(plan.eval_every)
+  return min([plan.total_steps] + [(step // every + 1) * every for every in intervals])
 
 
 def _check_workdir(workdir: str, config_json: dict[str, Any]) -> None:
@@ -155,7 +167,8 @@ def train(cfg, workdir: str, *, plan: config_lib.RunPlan | None = None,
     plan: an already resolved plan (the study runner resolves once).
     setup: a ``RunSetup`` to reuse (its compiled functions serve every lr).
     data: in-memory data to reuse.
-    stop_after_steps: stop (as if killed) once this many steps are done; for tests.
+    stop_after_steps: stop (as if killed) at the first host boundary at or after
+      this step; for tests.
 
   Returns:
     The summary dict also written to ``workdir/summary.json``.
@@ -165,10 +178,11 @@ def train(cfg, workdir: str, *, plan: config_lib.RunPlan | None = None,
   plan = plan or config_lib.resolve(cfg)
   config_json = json.loads(config_lib.to_json(plan))
   _check_workdir(workdir, config_json)
-  os.makedirs(workdir, exist_ok=True)
   if plan.dataset.streamed:
     raise ValueError(f"config.dataset.name={plan.dataset.name!r} is streamed; the streaming "
                      "train loop is not wired yet: use an in-memory dataset.")
+  os.makedirs(workdir, exist_ok=True)
+  metrics_lib.quiet_library_logs()
   parallel.enable_compilation_cache(os.path.expanduser(plan.config.compilation_cache))
   is_lead = jax.process_index() == 0
   if is_lead:
@@ -182,9 +196,9 @@ def train(cfg, workdir: str, *, plan: config_lib.RunPlan | None = None,
   state = setup.initial_state(plan)
   ckpt = Checkpointer(workdir, keep=plan.config.checkpoint_keep)
   plateau = plateau_lib.init_plateau(plan.config.plateau)
-  host: dict[str, Any] = dict(target_step=None, best=None, wall_time_s=0.0,
-                              plateau=plateau.to_dict() if hasattr(plateau, "to_dict")
-                              else plateau._asdict())
+  # Host-side state that a resumed run needs to continue exactly.
+  host: dict[str, Any] = dict(target_step=None, wall_time_s=0.0, loss_sum=0.0, loss_n=0,
+                              max_loss=plan.max_loss, last_eval={}, plateau=plateau.to_dict())
   restored = ckpt.restore_latest(abstract_like(state))
   step = 0
   if restored is not None:
@@ -194,69 +208,70 @@ def train(cfg, workdir: str, *, plan: config_lib.RunPlan | None = None,
   writer = metrics_lib.MetricsWriter(workdir, resume_step=step,
                                      tensorboard=plan.config.tensorboard and is_lead)
   progress = metrics_lib.Progress(total_steps=plan.total_steps, start_step=step)
-  max_loss = plan.max_loss
-  status, last_eval, last_loss = "running", {}, float("nan")
-  loss_sum, loss_n, diverged_step = 0.0, 0, None
-  wall_before = float(host.get("wall_time_s", 0.0))
-  t_loop = time.perf_counter()
   cfg_t = plan.config.target
+  status, diverged_step, last_loss = "running", None, float("nan")
+  wall_before = float(host["wall_time_s"])
+  t_loop = time.perf_counter()
   try:
     if step == 0:
-      last_eval = setup.evaluate(state)
-      if max_loss == 0.0:
-        max_loss = max(4.0 * last_eval["eval_loss"], 4.0 * math.log(data.num_classes))
-      writer.write(dict(step=0, examples_seen=0, **last_eval))
-    elif max_loss == 0.0:
-      max_loss = float(host.get("max_loss", 4.0 * math.log(data.num_classes)))
-    host["max_loss"] = max_loss
+      host["last_eval"] = setup.evaluate(state)
+      if host["max_loss"] == 0.0:  # automatic bound: 4 x the initial loss, at least 4 ln C
+        host["max_loss"] = max(4.0 * host["last_eval"]["eval_loss"],
+                               4.0 * math.log(data.num_classes))
+      writer.write(dict(step=0, examples_seen=0, **host["last_eval"]))
+    control = setup.control(plan, max_loss=host["max_loss"],
+                            target_done=host["target_step"] is not None)
     while step < plan.total_steps:
-      end = _next_boundary(step, plan)
-      n = end - step
-      state, buf = setup.fns.train_segment(state, setup.train_x, setup.train_y,
-                                           setup.indices(plan, step, n), jnp.int32(n))
-      buf = jax.device_get(buf)  # one transfer; slicing on device would compile per n
-      losses = buf["train_loss"][:n]
-      bad = np.flatnonzero(~np.isfinite(losses) | (losses > max_loss))
-      if bad.size:
-        diverged_step = step + int(bad[0]) + 1
-        status = "diverged"
-        writer.write(dict(step=diverged_step, examples_seen=diverged_step * plan.batch_size,
-                          lr=float(buf["lr"][bad[0]]), train_loss=float(losses[bad[0]])))
-        logging.warning("Diverged at step %d (train loss %s > bound %.3g or non-finite).",
-                        diverged_step, losses[bad[0]], max_loss)
-        break
-      step = end
-      loss_sum += float(losses.sum())
-      loss_n += n
-      last_loss = float(losses[-1])
-      if step % plan.log_every == 0 or step == plan.total_steps:
-        row = dict(step=step, examples_seen=step * plan.batch_size, lr=float(buf["lr"][n - 1]),
-                   train_loss=loss_sum / loss_n)
-        row.update({k: float(buf[k][n - 1]) for k in buf if k.startswith("gns_")})
-        row["grad_norm"] = float(buf["grad_norm"][n - 1])
-        writer.write(row)
-        loss_sum, loss_n = 0.0, 0
-      if step % plan.eval_every == 0 or step == plan.total_steps:
-        last_eval = setup.evaluate(state)
-        writer.write(dict(step=step, examples_seen=step * plan.batch_size, **last_eval))
-        metric = last_eval[cfg_t.metric]
-        if plan.config.plateau.enabled:
-          plateau = plateau_lib.update_plateau(plateau, last_eval[plan.config.plateau.metric],
-                                             cfg=plan.config.plateau, peak_lr=plan.lr)
-          state = state._replace(lr_scale=parallel.put_replicated(
-              jnp.asarray(plateau.scale, jnp.float32), setup.mesh))
-        if plan.has_target and host["target_step"] is None and _reached(metric, cfg_t):
-          host["target_step"] = step
+      end = _next_boundary(step, plan, setup.segment_len)
+      state, buf, done, _ = setup.fns.train_segment(
+          state, setup.train_x, setup.train_y, setup.indices(plan, step, end - step),
+          jnp.int32(end - step), setup.eval_batches, control)
+      buf, done = jax.device_get(buf), int(done)  # one transfer per segment
+      for i in range(done):
+        s = step + i + 1
+        loss = float(buf["train_loss"][i])
+        if buf["diverged"][i]:
+          status, diverged_step = "diverged", s
+          writer.write(dict(step=s, examples_seen=s * plan.batch_size,
+                            lr=float(buf["lr"][i]), train_loss=loss))
+          logging.warning("Diverged at step %d: train loss %s is non-finite or above %.3g.",
+                          s, loss, host["max_loss"])
+          break
+        host["loss_sum"] += loss
+        host["loss_n"] += 1
+        last_loss = loss
+        if s % plan.log_every == 0 or s == plan.total_steps:
+          row = dict(step=s, examples_seen=s * plan.batch_size, lr=float(buf["lr"][i]),
+                     train_loss=host["loss_sum"] / host["loss_n"],
+                     grad_norm=float(buf["grad_norm"][i]))
+          row.update({k: float(buf[k][i]) for k in buf if k.startswith("gns_")})
+          writer.write(row)
+          host["loss_sum"], host["loss_n"] = 0.0, 0
+        if not math.isnan(buf["eval_loss"][i]):
+          host["last_eval"] = {k: float(buf[k][i]) for k in ("eval_loss", "eval_accuracy")}
+          writer.write(dict(step=s, examples_seen=s * plan.batch_size, **host["last_eval"]))
+          if plan.config.plateau.enabled:
+            plateau = plateau_lib.update_plateau(plateau,
+                                                 host["last_eval"][plan.config.plateau.metric],
+                                                 cfg=plan.config.plateau, peak_lr=plan.lr)
+        if buf["reached"][i] and host["target_step"] is None:
+          host["target_step"] = s
+          control = control._replace(target_value=jnp.float32(jnp.nan))
           logging.info("Target %s %s %s reached at step %d.", cfg_t.metric,
-                       ">=" if cfg_t.mode == "max" else "<=", cfg_t.value, step)
-      progress.update(step, force=step == plan.total_steps, loss=last_loss,
-                      **{k: v for k, v in last_eval.items()})
-      reached_stop = plan.has_target and cfg_t.stop and host["target_step"] is not None
-      if step % plan.checkpoint_every == 0 or step == plan.total_steps or reached_stop:
+                       ">=" if cfg_t.mode == "max" else "<=", cfg_t.value, s)
+      if status == "diverged":
+        break
+      step += done
+      if plan.config.plateau.enabled:
+        state = state._replace(lr_scale=parallel.put_replicated(
+            jnp.asarray(plateau.scale, jnp.float32), setup.mesh))
+      progress.update(step, force=step == plan.total_steps, loss=last_loss, **host["last_eval"])
+      stop_now = plan.has_target and cfg_t.stop and host["target_step"] is not None
+      if step % plan.checkpoint_every == 0 or step == plan.total_steps or stop_now:
         host["plateau"] = plateau.to_dict()
         host["wall_time_s"] = wall_before + time.perf_counter() - t_loop
         ckpt.save(step, state, host)
-      if reached_stop:
+      if stop_now:
         break
       if stop_after_steps is not None and step >= stop_after_steps:
         return dict(status="interrupted", steps=step)
@@ -265,8 +280,8 @@ def train(cfg, workdir: str, *, plan: config_lib.RunPlan | None = None,
   finally:
     writer.close()
     ckpt.close()
-  summary = _summary(plan, status=status, step=diverged_step or step, last_eval=last_eval,
-                     last_loss=last_loss, host=host, state=state,
+  summary = _summary(plan, status=status, step=diverged_step or step,
+                     last_eval=host["last_eval"], last_loss=last_loss, host=host, state=state,
                      wall=wall_before + time.perf_counter() - t_loop,
                      total_wall=time.perf_counter() - t_start)
   if is_lead:
@@ -274,10 +289,6 @@ def train(cfg, workdir: str, *, plan: config_lib.RunPlan | None = None,
   logging.info("Run %s after %d steps: %s", status, summary["steps"],
                json.dumps(summary["final"], default=str))
   return summary
-
-
-def _reached(value: float, target_cfg) -> bool:
-  return value >= target_cfg.value if target_cfg.mode == "max" else value <= target_cfg.value
 
 
 def _summary(plan, *, status, step, last_eval, last_loss, host, state, wall, total_wall):
@@ -299,16 +310,16 @@ def _summary(plan, *, status, step, last_eval, last_loss, host, state, wall, tot
       noise_scale=noise or dict(b_simple=None, grad_sq_norm=None, trace_sigma=None))
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
-
-
 def main(argv):
   del argv
-  train(_CONFIG.value, _WORKDIR.value)
+  train(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
+  # Flags are defined only when this module is the program, so that the study
+  # runner and lr_find can import train() and define their own --config.
+  config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py).",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

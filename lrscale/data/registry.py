@@ -83,12 +83,12 @@ def check_dataset(dataset_cfg: Any) -> DatasetMeta:
   info = tfds_source.dataset_info(name, data_dir=data_dir)
   for field, split in (("train_split", dataset_cfg.train_split),
                        ("eval_split", dataset_cfg.eval_split)):
-    if split not in info.splits:
+    if split not in info.split_sizes:
       raise ValueError(
           f"config.dataset.{field}={split!r} is not a split of {name}; it has "
-          f"{sorted(info.splits)}.")
-  return DatasetMeta(name=name, num_train=int(info.splits[dataset_cfg.train_split]),
-                     num_eval=int(info.splits[dataset_cfg.eval_split]),
+          f"{sorted(info.split_sizes)}.")
+  return DatasetMeta(name=name, num_train=int(info.split_sizes[dataset_cfg.train_split]),
+                     num_eval=int(info.split_sizes[dataset_cfg.eval_split]),
                      num_classes=int(info.num_classes),
                      input_shape=tuple(info.image_shape), streamed=name in TFDS_STREAMED)
 

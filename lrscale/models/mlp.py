@@ -1,4 +1,4 @@
-"""Fully connected classifier (the MLP baselines of Shallue et al. 2018 and McCandlish et al. 2018)."""
+"""Fully connected classifier, as in Shallue et al. 2018's model-size experiments on MNIST."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 class MLP(nnx.Module):
     """Flatten, then ``len(hidden)`` dense layers with an activation, then a linear readout.
 
-    Follows the fully connected networks used in batch-size scaling studies (Shallue et al.
-    2018, "Measuring the Effects of Data Parallelism on Neural Network Training"). It has
+    Follows the fully connected networks of Shallue et al. 2018 ("Measuring the Effects of
+    Data Parallelism on Neural Network Training"), who varied their width and depth. It has
     no batch statistics, so ``nnx.state(model, nnx.BatchStat)`` is empty.
     """
 

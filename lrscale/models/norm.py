@@ -92,18 +92,18 @@ class GhostBatchNorm(nnx.Module):
         """Normalises ``x`` ``[B, ..., C]``; in training mode also updates the running stats."""
         if not train:
             return self._affine(x, self.mean[...], self.var[...])
-        groups = split_ghost_batches(x, self.group_size)
+        # [G, examples-per-group * spatial, C]: one reduction axis, whatever x's rank.
+        num_groups = split_ghost_batches(x, self.group_size).shape[0]
+        groups = x.reshape(num_groups, -1, self.num_features)
         # Statistics in at least float32 so half-precision activations do not lose them.
         stats_in = groups.astype(jnp.promote_types(x.dtype, jnp.float32))
-        axes = tuple(range(1, groups.ndim - 1))  # within-group examples and spatial axes
-        mean = stats_in.mean(axis=axes, keepdims=True)
+        mean = stats_in.mean(axis=1, keepdims=True)
         # Two-pass variance: with small ghost batches E[x^2] - E[x]^2 cancels badly.
-        var = jnp.square(stats_in - mean).mean(axis=axes, keepdims=True)
+        var = jnp.square(stats_in - mean).mean(axis=1, keepdims=True)
         # Running stats track the average over groups, independent of the group count;
         # they are state, not part of the differentiated computation.
         keep = self.momentum
-        avg_mean = mean.reshape(-1, self.num_features).mean(axis=0)
-        avg_var = var.reshape(-1, self.num_features).mean(axis=0)
+        avg_mean, avg_var = mean.mean(axis=(0, 1)), var.mean(axis=(0, 1))
         self.mean[...] = jax.lax.stop_gradient(keep * self.mean[...] + (1 - keep) * avg_mean)
         self.var[...] = jax.lax.stop_gradient(keep * self.var[...] + (1 - keep) * avg_var)
         return self._affine(groups, mean, var).reshape(x.shape)

@@ -31,6 +31,7 @@ __all__ = [
     "BottleneckBlock",
     "IMAGENET_DEPTHS",
     "ResNet",
+    "Shortcut",
     "cifar_resnet",
     "imagenet_resnet",
 ]
@@ -119,7 +120,7 @@ class Shortcut(nnx.Module):
 
 
 class BasicBlock(nnx.Module):
-    """Two 3x3 conv-BN layers plus shortcut, then ReLU (He et al. 2016, Fig. 2 left)."""
+    """Two 3x3 conv-BN layers plus shortcut, then ReLU (He et al. 2016, Fig. 5 left)."""
 
     expansion = 1
 
@@ -134,7 +135,7 @@ class BasicBlock(nnx.Module):
         zero_init_last_bn: bool,
         rngs: nnx.Rngs,
     ) -> None:
-        """Creates a block from ``in_ch`` to ``width`` channels with the first conv at ``stride``."""
+        """Creates a block from ``in_ch`` to ``width`` channels, first conv at ``stride``."""
         last_init = initializers.zeros_init() if zero_init_last_bn else initializers.ones_init()
         self.conv1 = _conv(in_ch, width, 3, stride, rngs)
         self.norm1 = norm(width)
@@ -298,7 +299,7 @@ def cifar_resnet(
       ValueError: If ``depth`` is not of the form 6n + 2 with n >= 1.
     """
     if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got {depth}.")
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2, n >= 1 (8, 14, 20, ...), got {depth}.")
     n = (depth - 2) // 6
     return ResNet(
         input_shape,
@@ -331,7 +332,9 @@ def imagenet_resnet(
       ValueError: If ``depth`` is not a key of ``IMAGENET_DEPTHS``.
     """
     if depth not in IMAGENET_DEPTHS:
-        raise ValueError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_DEPTHS)}, got {depth}.")
+        raise ValueError(
+            f"ImageNet ResNet depth must be one of {sorted(IMAGENET_DEPTHS)}, got {depth}."
+        )
     stage_sizes, block = IMAGENET_DEPTHS[depth]
     return ResNet(
         input_shape,

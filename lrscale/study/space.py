@@ -37,7 +37,7 @@ def default_study_config() -> ml_collections.ConfigDict:
   s.seeds = (0,)
   s.lr = ml_collections.ConfigDict(dict(
       mode="relative",         # relative: multipliers of the rule's prediction; absolute
-      values=(0.5, 1.0, 2.0),  # multipliers (relative) or learning rates (absolute)
+      grid=(0.5, 1.0, 2.0),    # multipliers (relative) or learning rates (absolute)
       rule="linear",           # the scaling rule that centres a relative grid
       base_lr=0.1,             # lr at reference_batch for the rule
       reference_batch=256,
@@ -102,9 +102,9 @@ def rule_lr(study: ml_collections.ConfigDict, batch_size: int) -> float:
 
 def _lr_values(study, batch_size: int, rng: np.random.Generator | None,
                unit: float | None) -> list[float]:
-  values = [float(v) for v in study.lr.values]
+  values = [float(v) for v in study.lr.grid]
   if any(v <= 0 for v in values):
-    raise ValueError(f"config.lr.values must all be positive, got {values}.")
+    raise ValueError(f"config.lr.grid must all be positive, got {values}.")
   scale = rule_lr(study, batch_size) if study.lr.mode == "relative" else 1.0
   if unit is not None:  # random / quasirandom: one log-uniform draw in the grid's range
     lo, hi = math.log(min(values)), math.log(max(values))

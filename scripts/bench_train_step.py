@@ -1,0 +1,503 @@
+r"""Train-step throughput and launch-to-first-step: lrscale vs a hand-written jax+optax loop.
+
+Usage (from the repo root, no install needed):
+  python scripts/bench_train_step.py                        # full benchmark, ~2-3 min
+  python scripts/bench_train_step.py --batch_sizes=32,1024 --reps=5 --launch_reps=2
+  python scripts/bench_train_step.py --baseline_run         # just the minimal loop, as a user
+                                                            # would launch it
+
+Throughput, all in this one process, on the same MLP (64-128-128-10, ReLU), the
+same digits batches (same example order) and momentum SGD (0.9):
+
+* ``lrscale``: ``configs/default.py`` resolved with one device, a real
+  ``RunSetup``, and ``setup.fns.train_segment`` called over precomputed batch
+  indices (the on-device loop of ``segment_len`` = ``sync_every`` steps that
+  ``lrscale.train`` runs between host syncs, with its per-step divergence and
+  target checks; in-loop evaluation is pushed out of reach, as the baseline
+  evaluates nothing);
+* ``lrscale loop``: the same plus what ``train()`` does per segment on the host
+  (build and upload the indices, fetch the per-step metric buffer), but not its
+  per-step Python bookkeeping of that buffer (logging rows, a few us per step);
+* ``py-loop``: a ``@jax.jit`` step on (params dict, opt_state, x, y) called from
+  a Python for-loop over batches pre-sliced on the device;
+* ``scan``: the same step inside a hand-written ``lax.scan`` over chunks of
+  ``segment_len`` pre-sliced batches (as many steps per call as lrscale's segment).
+
+Repetitions are interleaved (lrscale, lrscale loop, py-loop, scan, then the
+reverse order, ...) because this 2-core machine is shared and noisy; the table
+shows medians and the median of the per-repetition ratios.
+
+Launch to first step is wall time from ``Popen`` to the first progress line
+(``step N/M``) of ``python -m lrscale.train --config=configs/default.py`` with a
+cold (fresh, empty) and a warm persistent compilation cache
+(``config.compilation_cache``), vs this script's ``--baseline_run`` reaching its
+first completed step. lrscale prints its first progress line at its first host
+sync (step N is printed: the first segment's steps cost milliseconds, the
+start-up seconds), after the step-0 evaluation, so its time includes compiling
+evaluation too; the baseline evaluates nothing before training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import importlib.util
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+# Run from a checkout without installing: lrscale and configs/ live at the repo root.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+BASELINE_MARKER = "BASELINE_FIRST_STEP"
+# lrscale.metrics.Progress logs "step 10/450 loss=... | 12.3 steps/s | ETA 0:05".
+PROGRESS_RE = re.compile(r"\] step \d+/\d+ ")
+HIDDEN = (128, 128)
+MOMENTUM = 0.9
+
+
+# --------------------------------------------------------------------------------------
+# The hand-written baseline. Only jax, optax and numpy: ``--baseline_run`` is launched
+# as its own process to time a minimal script's start-up, so it must not import lrscale.
+# --------------------------------------------------------------------------------------
+
+Params = dict[str, dict[str, jax.Array]]
+
+
+def init_mlp(key: jax.Array, sizes: Sequence[int]) -> Params:
+  """LeCun-normal kernels and zero biases, like ``nnx.Linear``."""
+  params = {}
+  keys = jax.random.split(key, len(sizes) - 1)
+  for i, (k, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
+    w = jax.random.normal(k, (fan_in, fan_out), jnp.float32) / np.sqrt(fan_in)
+    params[f"layer{i}"] = {"w": w, "b": jnp.zeros((fan_out,), jnp.float32)}
+  return params
+
+
+def mlp_logits(params: Params, x: jax.Array) -> jax.Array:
+  """ReLU MLP on flattened inputs."""
+  h = x.reshape((x.shape[0], -1))
+  layers = [params[f"layer{i}"] for i in range(len(params))]
+  for layer in layers[:-1]:
+    h = jax.nn.relu(h @ layer["w"] + layer["b"])
+  return h @ layers[-1]["w"] + layers[-1]["b"]
+
+
+class Baseline(NamedTuple):
+  """The hand-written loop: one jitted step, and the same step under ``lax.scan``."""
+  tx: optax.GradientTransformation
+  step: Callable[..., tuple[Params, Any, jax.Array]]
+  scan: Callable[..., tuple[Params, Any, jax.Array]]
+
+
+def make_baseline(lr: float) -> Baseline:
+  """What a competent user writes: ``optax.sgd`` with momentum and a ``@jax.jit`` step."""
+  tx = optax.sgd(lr, momentum=MOMENTUM)
+
+  def loss_fn(params, x, y):
+    logits = mlp_logits(params, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  def step(params, opt_state, x, y):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  def scan(params, opt_state, xs, ys):
+    def body(carry, xy):
+      p, s, loss = step(*carry, *xy)
+      return (p, s), loss
+    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (xs, ys))
+    return params, opt_state, losses
+
+  # Donating params and optimizer state, as lrscale's train_segment donates its state.
+  return Baseline(tx=tx, step=jax.jit(step, donate_argnums=(0, 1)),
+                  scan=jax.jit(scan, donate_argnums=(0, 1)))
+
+
+def load_digits_fast() -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's digits from the CSV it ships: float32 [1797, 64] in [0, 1], labels.
+
+  ``sklearn.datasets.load_digits`` would add scikit-learn's import (seconds) to the
+  baseline's start-up; reading the file directly is what lrscale does, so both
+  sides pay the same small cost.
+  """
+  spec = importlib.util.find_spec("sklearn")
+  path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+  with gzip.open(path, "rt") as f:
+    table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+  return table[:, :-1] / 16.0, table[:, -1].astype(np.int32)
+
+
+def baseline_run(batch_size: int = 64, epochs: int = 20, lr: float = 0.05) -> None:
+  """A whole minimal training run; prints ``BASELINE_MARKER`` once step 1 is done."""
+  x, y = load_digits_fast()
+  perm = np.random.default_rng(0).permutation(len(x))
+  train, test = perm[:-360], perm[-360:]
+  mean, std = x[train].mean(), x[train].std() + 1e-6
+  xtr, ytr = jnp.asarray((x[train] - mean) / std), jnp.asarray(y[train])
+  xte, yte = jnp.asarray((x[test] - mean) / std), jnp.asarray(y[test])
+  base = make_baseline(lr)
+  params = init_mlp(jax.random.key(0), (64, *HIDDEN, 10))
+  opt_state = base.tx.init(params)
+  steps_per_epoch = len(train) // batch_size
+  rng = np.random.default_rng(0)
+  for epoch in range(epochs):
+    order = rng.permutation(len(train))
+    for i in range(steps_per_epoch):
+      idx = order[i * batch_size:(i + 1) * batch_size]
+      params, opt_state, loss = base.step(params, opt_state, xtr[idx], ytr[idx])
+      if epoch == 0 and i == 0:
+        print(f"{BASELINE_MARKER} loss={float(loss):.4f}", flush=True)
+  accuracy = jnp.mean(jnp.argmax(mlp_logits(params, xte), -1) == yte)
+  print(f"baseline: {epochs} epochs, final eval accuracy {float(accuracy):.4f}", flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Throughput, in this process.
+# --------------------------------------------------------------------------------------
+
+
+class Contender(NamedTuple):
+  """One way of training: ``run()`` does ``steps`` steps and blocks until they are done."""
+  name: str
+  run: Callable[[], None]
+
+
+def load_default_config(batch_size: int, steps: int, segment_steps: int | None):
+  """``configs/default.py`` for one device at ``batch_size``, as a run would resolve it."""
+  from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("default_config",
+                                                os.path.join(REPO, "configs", "default.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cfg = module.get_config()
+  cfg.parallel.num_devices = 1
+  cfg.batch_size = batch_size
+  cfg.budget = f"{steps} steps"  # shapes the cosine only; a step costs the same at any lr
+  cfg.compilation_cache = ""
+  cfg.tensorboard = False
+  # Train steps only: the baseline evaluates nothing, so no in-loop evaluation here.
+  cfg.eval_every = f"{10**9} steps"
+  if segment_steps:
+    cfg.sync_every = f"{segment_steps} steps"  # the segment length is sync_every
+  return cfg, config_lib.resolve(cfg)
+
+
+def lrscale_contenders(setup: Any, plan: Any, steps: int) -> list[Contender]:
+  """lrscale's segment loop as ``train()`` calls it, and its bare jitted step."""
+  from lrscale.data import order  # pylint: disable=g-import-not-at-top
+  seg = setup.segment_len
+  starts = range(0, steps, seg)
+  idx = [setup.indices(plan, s, seg) for s in starts]
+  n_seg = jnp.int32(seg)
+  # No target and no divergence bound: the checks still run every step, as in a real run.
+  control = setup.control(plan, max_loss=math.inf, target_done=True)
+  box: dict[str, Any] = {"state": setup.initial_state(plan)}
+
+  def run_lrscale() -> None:
+    state = box["state"]
+    for i in idx:
+      state, *_ = setup.fns.train_segment(state, setup.train_x, setup.train_y, i, n_seg,
+                                          setup.eval_batches, control)
+    box["state"] = jax.block_until_ready(state)
+
+  def run_lrscale_loop() -> None:
+    # train()'s per-segment host work: indices built and uploaded, metrics fetched.
+    state = box["state"]
+    for s in starts:
+      state, buf, done, _ = setup.fns.train_segment(
+          state, setup.train_x, setup.train_y, setup.indices(plan, s, seg), jnp.int32(seg),
+          setup.eval_batches, control)
+      jax.device_get((buf, done))
+    box["state"] = jax.block_until_ready(state)
+
+  # Diagnostic: lrscale's own jitted step in a Python loop over pre-sliced batches
+  # [microbatches=1, B, ...], like the py-loop baseline: the step's cost without the loop's.
+  flat = order.batch_indices(seed=plan.config.seed, start_step=0, num_steps=steps,
+                             batch_size=plan.batch_size, num_examples=setup.data.num_train)
+  batches = [(jnp.asarray(setup.data.train_x[f][None]), jnp.asarray(setup.data.train_y[f][None]))
+             for f in flat]
+  step_box: dict[str, Any] = {"state": setup.initial_state(plan)}
+
+  def run_lrscale_step() -> None:
+    state = step_box["state"]
+    for x, y in batches:
+      state, _ = setup.fns.train_step(state, x, y)
+    step_box["state"] = jax.block_until_ready(state)
+
+  return [Contender("lrscale", run_lrscale), Contender("lrscale loop", run_lrscale_loop),
+          Contender("lrscale step", run_lrscale_step)]
+
+
+def baseline_contenders(data: Any, lr: float, flat: np.ndarray, seg: int) -> list[Contender]:
+  """The hand-written loops on the batches ``flat`` ([steps, B] example indices)."""
+  x_host = data.train_x.reshape(data.num_train, -1)[flat]  # [steps, B, 64], flattened once
+  y_host = data.train_y[flat]
+  batches = [(jnp.asarray(x), jnp.asarray(y)) for x, y in zip(x_host, y_host)]
+  chunks = [(jnp.asarray(x_host[s:s + seg]), jnp.asarray(y_host[s:s + seg]))
+            for s in range(0, len(flat), seg)]
+  base = make_baseline(lr)
+  sizes = (x_host.shape[-1], *HIDDEN, data.num_classes)
+  loop_box: dict[str, Any] = {"p": init_mlp(jax.random.key(0), sizes)}
+  scan_box: dict[str, Any] = {"p": init_mlp(jax.random.key(0), sizes)}
+  for box in (loop_box, scan_box):
+    box["s"] = base.tx.init(box["p"])
+
+  def run_py_loop() -> None:
+    p, s = loop_box["p"], loop_box["s"]
+    for x, y in batches:
+      p, s, _ = base.step(p, s, x, y)
+    loop_box["p"], loop_box["s"] = jax.block_until_ready((p, s))
+
+  def run_scan() -> None:
+    p, s = scan_box["p"], scan_box["s"]
+    for xs, ys in chunks:
+      p, s, _ = base.scan(p, s, xs, ys)
+    scan_box["p"], scan_box["s"] = jax.block_until_ready((p, s))
+
+  return [Contender("py-loop", run_py_loop), Contender("scan", run_scan)]
+
+
+def make_contenders(batch_size: int, steps: int, segment_steps: int | None
+                    ) -> tuple[list[Contender], int, int]:
+  """Builds, compiles and warms up every contender for about ``steps`` steps.
+
+  Returns:
+    The contenders, lrscale's segment length (steps per device call, also the
+    scan baseline's) and the steps one ``run()`` does (``steps`` rounded up to
+    whole segments).
+  """
+  from lrscale import train as train_lib  # pylint: disable=g-import-not-at-top
+  from lrscale.data import order, registry  # pylint: disable=g-import-not-at-top
+  cfg, plan = load_default_config(batch_size, steps, segment_steps)
+  data = registry.load_in_memory(cfg.dataset)
+  setup = train_lib.RunSetup(plan, data)
+  seg = setup.segment_len
+  steps = -(-steps // seg) * seg
+  flat = order.batch_indices(seed=plan.config.seed, start_step=0, num_steps=steps,
+                             batch_size=batch_size, num_examples=data.num_train)
+  lrs = lrscale_contenders(setup, plan, steps)
+  contenders = lrs[:2] + baseline_contenders(data, plan.lr, flat, seg) + lrs[2:]
+  for c in contenders:  # compile and warm up outside the timed repetitions
+    c.run()
+  return contenders, seg, steps
+
+
+def time_once(fn: Callable[[], None]) -> float:
+  t = time.perf_counter()
+  fn()
+  return time.perf_counter() - t
+
+
+class ThroughputRow(NamedTuple):
+  batch_size: int
+  steps: int                      # steps per repetition
+  segment: int                    # steps per device call (lrscale and scan)
+  times: dict[str, list[float]]   # seconds per repetition, by contender
+
+
+def measure_throughput(batch_size: int, reps: int, segment_steps: int | None,
+                       target_s: float, probe_steps: int = 200) -> ThroughputRow:
+  """Interleaved repetitions (forward order, then reversed, ...) of every contender.
+
+  One repetition is ``passes`` calls of each contender's ``run()`` (``probe_steps``
+  steps each), with ``passes`` chosen so that lrscale's repetition lasts about
+  ``target_s``: long enough to swamp timer noise, short enough to interleave often.
+  """
+  contenders, seg, steps = make_contenders(batch_size, probe_steps, segment_steps)
+  probe = min(time_once(contenders[0].run) for _ in range(3))
+  passes = max(1, round(target_s / max(probe, 1e-9)))
+
+  def repeat(fn: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+      for _ in range(passes):
+        fn()
+    return run
+
+  times: dict[str, list[float]] = {c.name: [] for c in contenders}
+  for r in range(reps):
+    for c in (contenders if r % 2 == 0 else contenders[::-1]):
+      times[c.name].append(time_once(repeat(c.run)))
+  return ThroughputRow(batch_size, steps * passes, seg, times)
+
+
+def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+  """Median over repetitions of time(b) / time(a): throughput of a relative to b."""
+  return statistics.median(tb / ta for ta, tb in zip(a, b))
+
+
+# (lrscale side, baseline side) pairs whose throughput ratio the table shows.
+RATIOS = (("lrscale", "py-loop"), ("lrscale", "scan"), ("lrscale loop", "py-loop"),
+          ("lrscale loop", "scan"), ("lrscale step", "py-loop"))
+
+
+def print_throughput(rows: Sequence[ThroughputRow]) -> None:
+  names = list(rows[0].times)
+  print("\nTrain-step throughput, examples/s (median of interleaved repetitions)")
+  head = f"{'B':>5} {'steps':>6} {'seg':>4} | " + " ".join(f"{n:>12}" for n in names)
+  print(head)
+  print("-" * len(head))
+  for row in rows:
+    thr = [row.batch_size * row.steps / statistics.median(row.times[n]) for n in names]
+    print(f"{row.batch_size:>5} {row.steps:>6} {row.segment:>4} | "
+          + " ".join(f"{v:>12.0f}" for v in thr))
+  print("\nThroughput ratios (median over repetitions of the per-repetition ratio; "
+        "target lrscale >= 0.95x)")
+  head = f"{'B':>5} | " + " ".join(f"{a + ' / ' + b:>22}" for a, b in RATIOS)
+  print(head)
+  print("-" * len(head))
+  for row in rows:
+    print(f"{row.batch_size:>5} | " + " ".join(
+        f"{median_ratio(row.times[a], row.times[b]):>22.2f}" for a, b in RATIOS))
+  for row in rows:
+    for a, b in RATIOS[:2]:
+      pairs = ", ".join(f"{tb / ta:.2f}" for ta, tb in zip(row.times[a], row.times[b]))
+      print(f"  B={row.batch_size} {a} / {b} per repetition: {pairs}")
+
+
+# --------------------------------------------------------------------------------------
+# Launch to first step, in fresh processes.
+# --------------------------------------------------------------------------------------
+
+
+def time_to_line(cmd: Sequence[str], pattern: re.Pattern[str], *, stream: str,
+                 env: dict[str, str] | None = None, timeout_s: float = 300.0
+                 ) -> tuple[float, str]:
+  """Seconds from ``Popen`` to the first output line matching ``pattern``, and that line.
+
+  The process is killed then: only its start-up is measured, the rest of the run
+  would just cost time.
+  """
+  t0 = time.perf_counter()
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, text=True, bufsize=1,
+                          stdout=subprocess.PIPE if stream == "stdout" else subprocess.DEVNULL,
+                          stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL)
+  pipe = proc.stdout if stream == "stdout" else proc.stderr
+  tail: list[str] = []
+  try:
+    for line in pipe:
+      if pattern.search(line):
+        return time.perf_counter() - t0, line.strip()
+      tail = (tail + [line])[-20:]
+      if time.perf_counter() - t0 > timeout_s:
+        break
+    raise RuntimeError(f"{' '.join(cmd)} ended without a line matching {pattern.pattern!r}; "
+                       f"last output:\n{''.join(tail)}")
+  finally:
+    proc.kill()
+    proc.wait()
+
+
+def lrscale_launch_cmd(workdir: str, cache_dir: str) -> list[str]:
+  return [sys.executable, "-m", "lrscale.train", "--config=configs/default.py",
+          f"--workdir={workdir}", f"--config.compilation_cache={cache_dir}"]
+
+
+@contextlib.contextmanager
+def temp_dir(prefix: str) -> Iterator[str]:
+  path = tempfile.mkdtemp(prefix=prefix)
+  try:
+    yield path
+  finally:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class LaunchResult(NamedTuple):
+  times: dict[str, list[float]]   # seconds per launch, by variant
+  first_lines: dict[str, str]     # the line that marked each variant's first step
+
+
+def measure_launch(reps: int) -> LaunchResult:
+  """Interleaved: lrscale cold cache, lrscale warm cache, baseline; ``reps`` times each."""
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      filter(None, [REPO, os.environ.get("PYTHONPATH", "")])))
+  baseline_cmd = [sys.executable, os.path.abspath(__file__), "--baseline_run"]
+  times: dict[str, list[float]] = {"lrscale cold cache": [], "lrscale warm cache": [],
+                                   "baseline (no cache)": []}
+  lines: dict[str, str] = {}
+  with temp_dir("bench_launch_") as root:
+    warm = os.path.join(root, "warm_cache")
+    # Fill the warm cache once (untimed): what a user's second launch finds.
+    time_to_line(lrscale_launch_cmd(os.path.join(root, "fill"), warm), PROGRESS_RE,
+                 stream="stderr", env=env)
+    for r in range(reps):
+      runs = {
+          # A fresh, empty cache directory every time.
+          "lrscale cold cache": (lrscale_launch_cmd(os.path.join(root, f"cold{r}"),
+                                                    os.path.join(root, f"cold_cache{r}")),
+                                 PROGRESS_RE, "stderr"),
+          "lrscale warm cache": (lrscale_launch_cmd(os.path.join(root, f"warm{r}"), warm),
+                                 PROGRESS_RE, "stderr"),
+          "baseline (no cache)": (baseline_cmd, re.compile(BASELINE_MARKER), "stdout"),
+      }
+      for name, (cmd, pattern, stream) in runs.items():
+        seconds, lines[name] = time_to_line(cmd, pattern, stream=stream, env=env)
+        times[name].append(seconds)
+  return LaunchResult(times, lines)
+
+
+def print_launch(result: LaunchResult) -> None:
+  print("\nLaunch to first completed train step (s, median of interleaved launches; "
+        "ratio = median of per-launch ratios to the baseline launched beside it)")
+  base = result.times["baseline (no cache)"]
+  for name, ts in result.times.items():
+    ratio = statistics.median(t / b for t, b in zip(ts, base))
+    runs = ", ".join(f"{t:.2f}" for t in ts)
+    print(f"  {name:<20} {statistics.median(ts):6.2f}   x{ratio:.2f} of baseline   [{runs}]")
+  for name, line in result.first_lines.items():
+    print(f"  {name} first-step line: {line[-110:]}")
+
+
+# --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--batch_sizes", default="32,128,1024", help="Comma-separated batch sizes.")
+  p.add_argument("--reps", type=int, default=7, help="Interleaved throughput repetitions.")
+  p.add_argument("--rep_seconds", type=float, default=0.4,
+                 help="Target length of one lrscale repetition (sets steps per repetition).")
+  p.add_argument("--segment_steps", type=int, default=0,
+                 help="Steps per device call for lrscale and the scan baseline (0 = the "
+                      "config's sync_every).")
+  p.add_argument("--launch_reps", type=int, default=3, help="Launches per launch variant "
+                 "(0 = skip the launch benchmark).")
+  p.add_argument("--skip_throughput", action="store_true")
+  p.add_argument("--baseline_run", action="store_true",
+                 help="Only run the minimal hand-written training loop (used as a subprocess).")
+  return p.parse_args(argv)
+
+
+def main(argv: Sequence[str]) -> None:
+  args = parse_args(argv)
+  if args.baseline_run:
+    baseline_run()
+    return
+  print(f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}, "
+        f"{jax.device_count()} device(s), {os.cpu_count()} CPU(s)")
+  if not args.skip_throughput:
+    rows = [measure_throughput(int(b), args.reps, args.segment_steps or None, args.rep_seconds)
+            for b in args.batch_sizes.split(",")]
+    print_throughput(rows)
+  if args.launch_reps > 0:
+    print_launch(measure_launch(args.launch_reps))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

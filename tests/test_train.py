@@ -1,0 +1,224 @@
+"""The training run: device-count invariance, resume, accumulation, outputs, errors."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lrscale import config as config_lib
+from lrscale import train as train_lib
+from lrscale.metrics import read_jsonl
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config(**overrides):
+  c = config_lib.base_config()
+  c.parallel.num_devices = 1
+  c.compilation_cache = ""
+  c.tensorboard = False
+  c.batch_size = 64
+  c.lr = 0.05
+  c.budget = "60 steps"
+  c.log_every = "5 steps"
+  c.eval_every = "20 steps"
+  c.checkpoint_every = "20 steps"
+  c.schedule.name = "cosine"
+  c.model.hidden = (32,)
+  for key, value in overrides.items():
+    node = c
+    *path, leaf = key.split(".")
+    for part in path:
+      node = node[part]
+    node[leaf] = value
+  return c
+
+
+def train_losses(workdir):
+  return [r["train_loss"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+          if "train_loss" in r]
+
+
+def test_outputs_and_accuracy(tmp_path):
+  """The default config's model learns digits well above chance within its budget."""
+  cfg = small_config(budget="8 epochs", eval_every="2 epochs", **{"model.hidden": (128, 128)})
+  cfg.target.value = 0.9
+  cfg.target.stop = False
+  cfg.tensorboard = True
+  summary = train_lib.train(cfg, str(tmp_path))
+  assert summary["status"] == "complete"
+  assert summary["final"]["eval_accuracy"] > 0.9  # chance is 0.1
+  assert summary["target"]["reached"] and summary["target"]["step"] > 0
+  rows = read_jsonl(tmp_path / "metrics.jsonl")
+  train_rows = [r for r in rows if "train_loss" in r]
+  eval_rows = [r for r in rows if "eval_loss" in r]
+  assert {"step", "examples_seen", "lr", "train_loss"} <= set(train_rows[0])
+  assert all(r["examples_seen"] == r["step"] * 64 for r in rows)
+  assert train_rows[-1]["train_loss"] < train_rows[0]["train_loss"]
+  assert eval_rows[0]["step"] == 0 and eval_rows[-1]["step"] == summary["steps"]
+  resolved = json.loads((tmp_path / "config.json").read_text())["resolved"]
+  assert resolved["total_steps"] == int(np.ceil(8 * 1437 / 64))
+  assert os.listdir(tmp_path / "tensorboard")
+  assert json.loads((tmp_path / "summary.json").read_text())["status"] == "complete"
+
+
+def test_one_vs_eight_devices_same_losses(tmp_path):
+  runs = {}
+  for n in (1, 8):
+    cfg = small_config(**{"parallel.num_devices": n})
+    train_lib.train(cfg, str(tmp_path / f"d{n}"))
+    runs[n] = train_losses(tmp_path / f"d{n}")
+  np.testing.assert_allclose(runs[1], runs[8], rtol=1e-5, atol=1e-6)
+
+
+def test_ghost_batchnorm_resnet_is_device_count_invariant(tmp_path):
+  """BN statistics over groups of 16 examples: 1 and 8 devices see the same groups."""
+  runs = {}
+  for n in (1, 8):
+    cfg = small_config(budget="6 steps", log_every="2 steps", eval_every="6 steps",
+                       checkpoint_every="6 steps", **{"parallel.num_devices": n,
+                                                      "model.name": "resnet8",
+                                                      "model.bn_group_size": 16})
+    summary = train_lib.train(cfg, str(tmp_path / f"d{n}"))
+    runs[n] = train_losses(tmp_path / f"d{n}") + [summary["final"]["eval_loss"]]
+  np.testing.assert_allclose(runs[1], runs[8], rtol=2e-5, atol=1e-6)
+
+
+def test_microbatch_accumulation_equals_one_big_batch(tmp_path):
+  one = small_config()
+  four = small_config(microbatches=4)
+  train_lib.train(one, str(tmp_path / "k1"))
+  train_lib.train(four, str(tmp_path / "k4"))
+  np.testing.assert_allclose(train_losses(tmp_path / "k1"), train_losses(tmp_path / "k4"),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+  cfg = small_config()
+  full = train_lib.train(cfg, str(tmp_path / "full"))
+  part = train_lib.train(cfg, str(tmp_path / "resumed"), stop_after_steps=25)
+  assert part["status"] == "interrupted"
+  resumed = train_lib.train(cfg, str(tmp_path / "resumed"))
+  assert resumed["final"] == full["final"]
+  assert train_losses(tmp_path / "resumed") == train_losses(tmp_path / "full")
+
+
+def test_kill9_mid_run_then_resume_matches(tmp_path):
+  """A process killed with SIGKILL resumes from its last checkpoint to the same end."""
+  overrides = ["--config.parallel.num_devices=1", "--config.compilation_cache=",
+               "--config.budget=1500 steps", "--config.checkpoint_every=100 steps",
+               "--config.eval_every=500 steps", "--config.log_every=50 steps",
+               "--config.tensorboard=False", "--config.model.hidden=(32,)"]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             PYTHONPATH=REPO)
+
+  def cmd(workdir):
+    return [sys.executable, "-m", "lrscale.train", "--config=configs/default.py",
+            f"--workdir={workdir}", *overrides]
+
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(cmd(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpt_dir = killed / "checkpoints"
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    steps = [d for d in os.listdir(ckpt_dir) if d.isdigit()] if ckpt_dir.exists() else []
+    if steps:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+  subprocess.run(cmd(killed), cwd=REPO, env=env, check=True, capture_output=True)
+  subprocess.run(cmd(tmp_path / "clean"), cwd=REPO, env=env, check=True, capture_output=True)
+  a = json.loads((killed / "summary.json").read_text())
+  b = json.loads((tmp_path / "clean" / "summary.json").read_text())
+  assert a["final"] == b["final"] and a["steps"] == b["steps"] == 1500
+  assert train_losses(killed) == train_losses(tmp_path / "clean")
+
+
+def test_corrupt_newest_checkpoint_falls_back(tmp_path):
+  cfg = small_config()
+  full = train_lib.train(cfg, str(tmp_path / "full"))
+  work = tmp_path / "run"
+  train_lib.train(cfg, str(work), stop_after_steps=40)
+  ckpts = sorted(int(d) for d in os.listdir(work / "checkpoints") if d.isdigit())
+  assert ckpts == [20, 40]
+  newest = work / "checkpoints" / "40"
+  for root, _, files in os.walk(newest):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+  resumed = train_lib.train(cfg, str(work))
+  assert resumed["final"] == full["final"]
+  assert train_losses(work) == train_losses(tmp_path / "full")
+
+
+def test_divergence_is_recorded_not_raised(tmp_path):
+  cfg = small_config(lr=1e4)
+  summary = train_lib.train(cfg, str(tmp_path))
+  assert summary["status"] == "diverged"
+  assert summary["steps"] < 60
+  assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_tfds_read_path_trains_like_the_offline_copy(tmp_path):
+  """lrscale_digits prepared as array_record and read via tfds.data_source = offline digits."""
+  from lrscale.data import digits_builder
+  data_dir = str(tmp_path / "tfds")
+  digits_builder.prepare_digits(data_dir)
+  offline = small_config()
+  via_tfds = small_config(**{"dataset.name": "lrscale_digits", "dataset.data_dir": data_dir})
+  train_lib.train(offline, str(tmp_path / "offline"))
+  train_lib.train(via_tfds, str(tmp_path / "tfds_run"))
+  np.testing.assert_allclose(train_losses(tmp_path / "offline"),
+                             train_losses(tmp_path / "tfds_run"), rtol=1e-6)
+
+
+@pytest.mark.parametrize("overrides,field", [
+    ({"schedule.name": "cosinee"}, "config.schedule.name"),
+    ({"batch_size": 60, "parallel.num_devices": 8}, "config.batch_size"),
+    ({"batch_size": 64, "microbatches": 3}, "config.batch_size"),
+    ({"dataset.name": "mnist", "dataset.data_dir": "/nonexistent"}, "config.dataset"),
+    ({"dataset.name": "imagenet"}, "config.dataset.name"),
+    ({"lr": -0.1}, "config.lr"),
+    ({"budget": "10 days"}, "config.budget"),
+    ({"optimizer.name": "adamm"}, "config.optimizer.name"),
+    ({"scaling.rule": "cubic"}, "config.scaling.rule"),
+    ({"model.name": "vgg"}, "config.model.name"),
+    ({"model.bn_group_size": 48, "model.name": "resnet8"}, "config.model.bn_group_size"),
+])
+def test_bad_input_is_one_clear_error_before_compute(tmp_path, overrides, field):
+  cfg = small_config(**overrides)
+  with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+    train_lib.train(cfg, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_unknown_field_is_named_with_a_suggestion():
+  cfg = small_config()
+  cfg.schedul = "cosine"
+  with pytest.raises(ValueError, match=r"config\.schedul .*Did you mean config\.schedule"):
+    config_lib.resolve(cfg)
+
+
+def test_workdir_of_another_run_is_refused_and_kept(tmp_path):
+  train_lib.train(small_config(), str(tmp_path))
+  before = (tmp_path / "summary.json").read_text()
+  with pytest.raises(ValueError, match="--workdir"):
+    train_lib.train(small_config(lr=0.2), str(tmp_path))
+  assert (tmp_path / "summary.json").read_text() == before
+
+
+def test_same_config_and_seed_same_numbers(tmp_path):
+  a = train_lib.train(small_config(), str(tmp_path / "a"))
+  b = train_lib.train(small_config(), str(tmp_path / "b"))
+  c = train_lib.train(small_config(seed=1), str(tmp_path / "c"))
+  assert a["final"] == b["final"]
+  assert a["final"] != c["final"]
