@@ -58,6 +58,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.warmup = schedules.default_warmup_config()
   c.plateau = schedules.default_plateau_config()
 
+  # Smith et al. 2017: multiply the global batch by `factor` at each milestone
+  # (epochs or examples) instead of decaying the lr. Realised as more
+  # microbatches of the same size, so one compiled step serves every phase.
+  c.batch_ramp = ml_collections.ConfigDict(dict(milestones=(), factor=5))
   c.budget = "30 epochs"      # training length: steps, epochs or examples
   c.log_every = "10 steps"
   # How often the host syncs with the device (progress line, checkpoint checks).
@@ -126,6 +130,7 @@ class RunPlan:
   optimizer: ml_collections.FrozenConfigDict  # with the rule's overrides (adam_sde)
   scaled: scaling.ScaledHparams
   total_steps: int
+  ramp: tuple[units.RampPhase, ...]  # one phase (multiplier 1) without a batch ramp
   log_every: int
   sync_every: int
   eval_every: int
@@ -141,9 +146,22 @@ class RunPlan:
     return self.config.target.value is not None
 
   def to_steps(self, length: str | int, field: str = "length") -> int:
-    """Resolves any length for this run's batch size and dataset."""
-    return units.to_steps(length, batch_size=self.batch_size,
-                          num_train_examples=self.dataset.num_train, field=field)
+    """Resolves any length for this run's batch size (and batch ramp) and dataset."""
+    return units.ramp_to_steps(length, phases=self.ramp, batch_size=self.batch_size,
+                               num_train_examples=self.dataset.num_train, field=field)
+
+  @property
+  def max_microbatches(self) -> int:
+    """Microbatches per step in the last ramp phase (= microbatches without a ramp)."""
+    return self.microbatches * self.ramp[-1].multiplier
+
+  def examples_at(self, step: int) -> int:
+    """Examples consumed by the first ``step`` steps."""
+    return units.examples_at_step(step, self.ramp, self.batch_size)
+
+  def microbatches_at(self, step: int) -> int:
+    """Microbatches of step ``step`` (0-based, the step about to run)."""
+    return self.microbatches * units.multiplier_at_step(step, self.ramp)
 
   def lr_fn(self) -> Callable[[Any, Any], Any]:
     """``(step, peak_lr) -> lr``: the schedule, traceable with a traced peak lr."""
@@ -166,7 +184,7 @@ class RunPlan:
         eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
         max_loss=self.max_loss, num_train_examples=self.dataset.num_train,
         num_eval_examples=self.dataset.num_eval,
-        optimizer=self.optimizer.to_dict())
+        optimizer=self.optimizer.to_dict(), batch_ramp=[p._asdict() for p in self.ramp])
 
 
 def check_known_fields(cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
@@ -260,9 +278,19 @@ def resolve(cfg: ml_collections.ConfigDict, *, num_devices: int | None = None,
     raise ValueError(f"config.batch_size={batch} exceeds the {meta.num_train} training "
                      f"examples of {meta.name}; use at most the full training set.")
 
+  ramp_cfg = cfg.batch_ramp
+  if ramp_cfg.milestones and (not isinstance(ramp_cfg.factor, int) or ramp_cfg.factor < 2):
+    raise ValueError(f"config.batch_ramp.factor must be an integer >= 2 (the batch grows by "
+                     f"whole microbatches), got {ramp_cfg.factor!r}.")
+  if ramp_cfg.milestones and ns.enabled:
+    raise ValueError("config.noise_scale.enabled with config.batch_ramp: the noise-scale "
+                     "estimator needs a fixed batch; turn one of them off.")
+  ramp = units.make_batch_ramp(tuple(ramp_cfg.milestones), factor=int(ramp_cfg.factor),
+                               batch_size=batch, num_train_examples=meta.num_train)
+
   def steps(field: str) -> int:
-    return units.to_steps(cfg[field], batch_size=batch, num_train_examples=meta.num_train,
-                          field=field)
+    return units.ramp_to_steps(cfg[field], phases=ramp, batch_size=batch,
+                               num_train_examples=meta.num_train, field=field)
 
   total = steps("budget")
   if total <= 0:
@@ -280,7 +308,7 @@ def resolve(cfg: ml_collections.ConfigDict, *, num_devices: int | None = None,
       config=ml_collections.FrozenConfigDict(resolved), dataset=meta, batch_size=batch,
       microbatches=micro, num_devices=num_devices, bn_group_size=bn_group,
       lr=float(scaled.lr), optimizer=ml_collections.FrozenConfigDict(opt_cfg),
-      scaled=scaled, total_steps=total, log_every=max(1, steps("log_every")),
+      scaled=scaled, total_steps=total, ramp=ramp, log_every=max(1, steps("log_every")),
       sync_every=max(1, steps("sync_every")),
       eval_every=max(1, steps("eval_every")),
       checkpoint_every=max(1, steps("checkpoint_every")), max_loss=max_loss)

@@ -105,6 +105,7 @@ def sweep_plan(cfg: ml_collections.ConfigDict, batch_size: int, *,
   c.budget = f"{n} steps"
   c.log_every = c.sync_every = c.checkpoint_every = f"{segment} steps"
   c.eval_every = f"{n + 1} steps"  # never: the sweep needs train losses only
+  c.batch_ramp.milestones = ()  # one batch size per sweep
   return config_lib.resolve(c, num_devices=num_devices)
 
 
@@ -206,13 +207,17 @@ class RangeTest:
 
   def compile(self, state: TrainState, num_seeds: int) -> None:
     """Compiles the segment ahead of time (threads can compile batch sizes side by side)."""
-    idx = self.setup.indices(self.plan, 0, self.segment)
+    idx = self._indices(self.plan, 0, self.segment)
     fn = self.fns.train_segment
     if self.vmap:
       state = jax.tree.map(lambda x: jnp.stack([x] * num_seeds), state)
       idx, fn = jnp.stack([idx] * num_seeds), self._vsegment
     fn.lower(state, self.setup.train_x, self.setup.train_y, idx, jnp.int32(self.segment),
              self.setup.eval_batches, self.control).compile()
+
+  def _indices(self, plan: config_lib.RunPlan, start: int, n: int) -> jax.Array:
+    """Example indices [segment, microbatches, b] of steps [start, start + n)."""
+    return self.setup.indices(plan, start, n)[0]  # [1]: a batch ramp's k, none here
 
   def _plans(self, seed: int) -> tuple[config_lib.RunPlan, config_lib.RunPlan]:
     """(plan whose seed inits the model, plan whose seed orders the data)."""
@@ -281,7 +286,7 @@ class RangeTest:
     """One seed, one device call per segment; stops once divergence is settled."""
     recorded: list[np.ndarray] = []
     for start, n in self._calls():
-      state, losses = self._segment(state, self.setup.indices(data_plan, start, n), n)
+      state, losses = self._segment(state, self._indices(data_plan, start, n), n)
       recorded.append(losses[:n])
       losses = np.concatenate(recorded)
       if self._settled(losses):
@@ -294,7 +299,7 @@ class RangeTest:
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
     recorded: list[np.ndarray] = []
     for start, n in self._calls():
-      idx = jnp.stack([self.setup.indices(p, start, n) for p in data_plans])
+      idx = jnp.stack([self._indices(p, start, n) for p in data_plans])
       state, losses = self._segment(state, idx, n)
       recorded.append(losses[:, :n])
       losses = np.concatenate(recorded, axis=1)

@@ -27,8 +27,11 @@ recommendation with its spread:
   its spread ``max / min`` over seeds, and it is *unreliable* when the spread
   exceeds ``max_spread``.
 * **recommendation** (the rule, stated once in ``RECOMMENDATION_RULE``): the
-  log-space median of the reliable ones of steepest, valley and minimum/10,
-  capped at half the smallest seed's largest stable lr.
+  geometric mean of steepest and minimum/10 (those of them that are reliable),
+  capped at a quarter of the smallest seed's largest stable lr. Valley is
+  reported but left out: it sits in the middle of the longest decreasing run,
+  which on a curve that falls from the first step starts wherever the range
+  does, so it moves with ``min_lr`` (measured in tests/test_lr_find.py).
 """
 
 from __future__ import annotations
@@ -42,13 +45,17 @@ import numpy as np
 RAMPS = ("exponential", "linear")
 # The suggestions, in the order reports list them.
 SUGGESTIONS = ("steepest", "valley", "minimum", "stable")
-# Suggestions whose median makes the recommendation (stable only caps it).
-RECOMMENDERS = ("steepest", "valley", "minimum")
-STABLE_CAP = 0.5
+# Suggestions whose geometric mean makes the recommendation (stable only caps it).
+RECOMMENDERS = ("steepest", "minimum")
+# The cap, as a fraction of the largest stable lr: Smith (2017) puts the base lr
+# of a cycle at 1/3 to 1/4 of the lr where the loss turns up, and the last lr
+# before divergence overshoots the constant-lr limit (the ramp moves on while
+# the unstable direction grows; about 2x at 100 steps, tests/test_lr_find.py).
+STABLE_CAP = 0.25
 RECOMMENDATION_RULE = (
-    "log-space median of the reliable ones of steepest, valley and minimum/10 (each the "
-    "median over seeds), capped at 0.5 x the smallest seed's largest stable lr; if none is "
-    "reliable, the median of all three, marked unreliable")
+    "geometric mean of steepest and minimum/10 (each the median over seeds; only the "
+    "reliable ones, both if neither is), capped at 1/4 of the smallest seed's largest "
+    "stable lr")
 
 
 def lr_ramp(min_lr: float, max_lr: float, num_steps: int, *,
@@ -273,12 +280,7 @@ class Recommendation(NamedTuple):
 
 
 def recommend(spreads: Mapping[str, Spread]) -> Recommendation:
-  """Applies ``RECOMMENDATION_RULE`` to the output of ``across_seeds``.
-
-  The cap: an lr within a factor 2 of where some seed diverged is too close to
-  the edge (for SGD on a quadratic the stable limit is 2/L and 1/L = half of it
-  is the fastest rate for the sharpest direction).
-  """
+  """Applies ``RECOMMENDATION_RULE`` to the output of ``across_seeds``."""
   used = tuple(n for n in RECOMMENDERS if spreads[n].reliable)
   reliable = bool(used)
   used = used or RECOMMENDERS

@@ -96,13 +96,17 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def gradients(params, batch_stats, x, y):
-    """Mean gradient over microbatches x: [k, b, ...]; k == 1 is one plain step.
+  def gradients(params, batch_stats, x, y, k=None):
+    """Mean gradient over microbatches x: [K, b, ...]; K == 1 is one plain step.
 
     Each microbatch starts from the same BatchNorm running statistics and the
     new statistics are averaged, so k microbatches update them exactly as one
-    batch of k*b examples would (the ghost-BN groups are the same).
+    batch of k*b examples would (the ghost-BN groups are the same). A traced
+    ``k <= K`` uses only the first k microbatches: a batch-size ramp changes k
+    between phases without recompiling.
     """
+    if k is not None:
+      return _dynamic_gradients(params, batch_stats, x, y, k)
     k = x.shape[0]
     if k == 1:
       (loss, stats), grads = grad_fn(params, batch_stats, x[0], y[0])
@@ -118,14 +122,33 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
     stats = jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)
     return jnp.mean(losses), stats, grads, jnp.mean(sq_norms)
 
-  def train_step(state: TrainState, x: jax.Array, y: jax.Array):
+  def _dynamic_gradients(params, batch_stats, x, y, k):
+    def body(j, carry):
+      g_sum, s_sum, l_sum = carry
+      (loss, stats), g = grad_fn(params, batch_stats, x[j], y[j])
+      return (jax.tree.map(jnp.add, g_sum, g), jax.tree.map(jnp.add, s_sum, stats),
+              l_sum + loss)
+
+    zeros = lambda t: jax.tree.map(jnp.zeros_like, t)  # noqa: E731
+    g_sum, s_sum, l_sum = jax.lax.fori_loop(
+        0, k, body, (zeros(params), zeros(batch_stats), jnp.float32(0)))
+    kf = k.astype(jnp.float32)
+    mean = lambda t: jax.tree.map(lambda a: a / kf, t)  # noqa: E731
+    return l_sum / kf, mean(s_sum), mean(g_sum), None
+
+  def train_step(state: TrainState, x: jax.Array, y: jax.Array, k: jax.Array | None = None):
+    """One optimizer step on the global batch x: [K, b, ...] (K microbatches of b).
+
+    ``k`` (traced int, optional) = how many of the K microbatches this step
+    uses; given by a batch-size ramp.
+    """
     if noise_splits > 1 and x.shape[0] == 1:
       # Same examples, same mean gradient: only the split into parts is new.
       x = x.reshape((noise_splits, -1) + x.shape[2:])
       y = y.reshape((noise_splits, -1))
     x = jax.lax.with_sharding_constraint(x, batch_spec)
     y = jax.lax.with_sharding_constraint(y, batch_spec)
-    loss, batch_stats, grads, small_sq = gradients(state.params, state.batch_stats, x, y)
+    loss, batch_stats, grads, small_sq = gradients(state.params, state.batch_stats, x, y, k)
     lr = lr_fn(state.step, state.base_lr) * state.lr_scale
     opt_state = optimizers.set_learning_rate(state.opt_state, lr)
     updates, opt_state = tx.update(grads, opt_state, state.params)
@@ -163,7 +186,7 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
     return {"eval_loss": jnp.sum(loss) / total, "eval_accuracy": jnp.sum(correct) / total}
 
   def train_segment(state: TrainState, data_x, data_y, idx, n, eval_data,
-                    control: SegmentControl):
+                    control: SegmentControl, ks=None):
     """Runs up to ``n <= segment_len`` steps on the device; batch i is ``data[idx[i]]``.
 
     Evaluation (every ``control.eval_every`` steps), the target check and the
@@ -171,11 +194,15 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
     still makes no host round trip per step; the loop stops early at
     divergence, or at the target when ``control.stop_at_target``.
 
+    ``ks`` (int32 [segment_len], optional): microbatches used at each step, for a
+    batch-size ramp; idx then holds the largest number of microbatches.
+
     Returns:
       (state, buffer of per-step metrics [segment_len] with NaN eval entries on
       steps without evaluation, number of steps run, stop flag).
     """
-    probe = jax.eval_shape(train_step, state, data_x[idx[0]], data_y[idx[0]])[1]
+    probe = jax.eval_shape(train_step, state, data_x[idx[0]], data_y[idx[0]],
+                           None if ks is None else ks[0])[1]
     buf = {key: jnp.zeros((segment_len,), v.dtype) for key, v in probe.items()}
     nan = jnp.full((segment_len,), jnp.nan, jnp.float32)
     buf.update(eval_loss=nan, eval_accuracy=nan, diverged=jnp.zeros((segment_len,), bool),
@@ -188,7 +215,7 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
 
     def body(carry):
       st, bf, i, _ = carry
-      st, m = train_step(st, data_x[idx[i]], data_y[idx[i]])
+      st, m = train_step(st, data_x[idx[i]], data_y[idx[i]], None if ks is None else ks[i])
       loss = m["train_loss"]
       diverged = ~jnp.isfinite(loss) | (loss > control.max_loss)
       do_eval = (st.step % control.eval_every == 0) & ~diverged

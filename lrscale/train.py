@@ -99,13 +99,31 @@ class RunSetup:
     return tuple(parallel.put_batch(a.reshape(shape + a.shape[1:]), self.mesh, axis=1)
                  for a in (xs, ys, ws))
 
-  def indices(self, plan: config_lib.RunPlan, start: int, n: int) -> jax.Array:
-    """Batch indices for steps [start, start+n), padded to the segment length: [L, k, b]."""
-    idx = order.batch_indices(seed=plan.config.seed, start_step=start, num_steps=n,
-                              batch_size=plan.batch_size, num_examples=self.data.num_train)
-    idx = np.concatenate([idx, np.zeros((self.segment_len - n, plan.batch_size), np.int32)])
-    idx = idx.reshape(self.segment_len, plan.microbatches, -1)
-    return parallel.put_batch(idx, self.mesh, axis=2)
+  def indices(self, plan: config_lib.RunPlan, start: int,
+              n: int) -> tuple[jax.Array, jax.Array | None]:
+    """Batch indices for steps [start, start+n), padded to the segment length.
+
+    Returns idx [L, K, b] (K microbatches of b examples; with a batch ramp K is
+    the largest phase's count and unused rows are 0) and, with a ramp, the
+    microbatches of each step [L] (else None).
+    """
+    micro = plan.batch_size // plan.microbatches
+    if len(plan.ramp) == 1:  # fixed batch: one vectorised lookup for the whole segment
+      idx = np.zeros((self.segment_len, plan.batch_size), np.int32)
+      idx[:n] = order.batch_indices(seed=plan.config.seed, start_step=start, num_steps=n,
+                                    batch_size=plan.batch_size,
+                                    num_examples=self.data.num_train)
+      idx = idx.reshape(self.segment_len, plan.microbatches, micro)
+      return parallel.put_batch(idx, self.mesh, axis=2), None
+    idx = np.zeros((self.segment_len, plan.max_microbatches, micro), np.int32)
+    ks = np.zeros((self.segment_len,), np.int32)
+    for i in range(n):  # one slice per step: the batch of step s depends on its phase
+      k = plan.microbatches_at(start + i)
+      idx[i, :k] = order.stream_indices(
+          seed=plan.config.seed, start=plan.examples_at(start + i), count=k * micro,
+          num_examples=self.data.num_train).reshape(k, micro)
+      ks[i] = k
+    return parallel.put_batch(idx, self.mesh, axis=2), parallel.put_replicated(ks, self.mesh)
 
   def control(self, plan: config_lib.RunPlan, *, max_loss: float,
               target_done: bool) -> SegmentControl:
@@ -223,16 +241,17 @@ def train(cfg, workdir: str, *, plan: config_lib.RunPlan | None = None,
                             target_done=host["target_step"] is not None)
     while step < plan.total_steps:
       end = _next_boundary(step, plan, setup.segment_len)
+      idx, ks = setup.indices(plan, step, end - step)
       state, buf, done, _ = setup.fns.train_segment(
-          state, setup.train_x, setup.train_y, setup.indices(plan, step, end - step),
-          jnp.int32(end - step), setup.eval_batches, control)
+          state, setup.train_x, setup.train_y, idx, jnp.int32(end - step),
+          setup.eval_batches, control, ks)
       buf, done = jax.device_get(buf), int(done)  # one transfer per segment
       for i in range(done):
         s = step + i + 1
         loss = float(buf["train_loss"][i])
         if buf["diverged"][i]:
           status, diverged_step = "diverged", s
-          writer.write(dict(step=s, examples_seen=s * plan.batch_size,
+          writer.write(dict(step=s, examples_seen=plan.examples_at(s),
                             lr=float(buf["lr"][i]), train_loss=loss))
           logging.warning("Diverged at step %d: train loss %s is non-finite or above %.3g.",
                           s, loss, host["max_loss"])
@@ -241,7 +260,7 @@ def train(cfg, workdir: str, *, plan: config_lib.RunPlan | None = None,
         host["loss_n"] += 1
         last_loss = loss
         if s % plan.log_every == 0 or s == plan.total_steps:
-          row = dict(step=s, examples_seen=s * plan.batch_size, lr=float(buf["lr"][i]),
+          row = dict(step=s, examples_seen=plan.examples_at(s), lr=float(buf["lr"][i]),
                      train_loss=host["loss_sum"] / host["loss_n"],
                      grad_norm=float(buf["grad_norm"][i]))
           row.update({k: float(buf[k][i]) for k in buf if k.startswith("gns_")})
@@ -249,7 +268,7 @@ def train(cfg, workdir: str, *, plan: config_lib.RunPlan | None = None,
           host["loss_sum"], host["loss_n"] = 0.0, 0
         if not math.isnan(buf["eval_loss"][i]):
           host["last_eval"] = {k: float(buf[k][i]) for k in ("eval_loss", "eval_accuracy")}
-          writer.write(dict(step=s, examples_seen=s * plan.batch_size, **host["last_eval"]))
+          writer.write(dict(step=s, examples_seen=plan.examples_at(s), **host["last_eval"]))
           if plan.config.plateau.enabled:
             plateau = plateau_lib.update_plateau(plateau,
                                                  host["last_eval"][plan.config.plateau.metric],
@@ -300,12 +319,12 @@ def _summary(plan, *, status, step, last_eval, last_loss, host, state, wall, tot
                  grad_sq_norm=float(state.noise.ema_grad_sq),
                  trace_sigma=float(state.noise.ema_trace))
   return dict(
-      status=status, steps=int(step), examples_seen=int(step) * plan.batch_size,
+      status=status, steps=int(step), examples_seen=plan.examples_at(int(step)),
       batch_size=plan.batch_size, lr=plan.lr,
       final=dict(train_loss=last_loss, **last_eval),
       target=dict(metric=cfg_t.metric, value=cfg_t.value, mode=cfg_t.mode,
                   reached=target_step is not None, step=target_step,
-                  examples=None if target_step is None else target_step * plan.batch_size),
+                  examples=None if target_step is None else plan.examples_at(target_step)),
       wall_time_s=wall, process_time_s=total_wall,
       noise_scale=noise or dict(b_simple=None, grad_sq_norm=None, trace_sigma=None))
 

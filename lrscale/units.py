@@ -105,3 +105,67 @@ def to_steps_many(lengths: str | Sequence[str | int], *, batch_size: int,
     items = list(lengths)
   return [to_steps(x, batch_size=batch_size, num_train_examples=num_train_examples,
                    field=field) for x in items]
+
+
+class RampPhase(NamedTuple):
+  """A phase of a batch-size ramp: from ``start_step`` (= ``start_example``) on,
+  the global batch is ``multiplier`` x the initial batch."""
+  start_step: int
+  start_example: int
+  multiplier: int
+
+
+def make_batch_ramp(milestones: Sequence[str | int], *, factor: int, batch_size: int,
+                    num_train_examples: int) -> tuple[RampPhase, ...]:
+  """Phases of Smith et al. 2017's "increase the batch size instead of decaying the lr".
+
+  At each milestone (a length in epochs or examples) the global batch is
+  multiplied by ``factor``. Milestones are positions in the data, not in steps,
+  because the steps per epoch change at every phase; a phase starts at the
+  first step whose first example is at or past its milestone.
+  """
+  phases = [RampPhase(0, 0, 1)]
+  for i, length in enumerate(milestones):
+    parsed = parse_length(length, field=f"batch_ramp.milestones[{i}]")
+    if parsed.unit == "steps":
+      raise ValueError(f"config.batch_ramp.milestones[{i}]={length!r}: give batch-ramp "
+                       "milestones in epochs or examples (the steps per epoch change with "
+                       "the batch).")
+    examples = parsed.value * (num_train_examples if parsed.unit == "epochs" else 1)
+    prev = phases[-1]
+    if examples <= prev.start_example:
+      raise ValueError(f"config.batch_ramp.milestones must increase; {length!r} does not.")
+    batch = batch_size * prev.multiplier
+    steps = int(math.ceil((examples - prev.start_example) / batch - 1e-9))
+    phases.append(RampPhase(prev.start_step + steps, prev.start_example + steps * batch,
+                            prev.multiplier * factor))
+  return tuple(phases)
+
+
+def _phase_at_step(step: int, phases: Sequence[RampPhase]) -> RampPhase:
+  return max((p for p in phases if p.start_step <= step), key=lambda p: p.start_step)
+
+
+def examples_at_step(step: int, phases: Sequence[RampPhase], batch_size: int) -> int:
+  """Examples consumed by the first ``step`` steps under a ramp."""
+  phase = _phase_at_step(step, phases)
+  return phase.start_example + (step - phase.start_step) * batch_size * phase.multiplier
+
+
+def multiplier_at_step(step: int, phases: Sequence[RampPhase]) -> int:
+  """The batch multiplier of step ``step`` (0-based: the step that is about to run)."""
+  return _phase_at_step(step, phases).multiplier
+
+
+def ramp_to_steps(length: str | int | float | Length, *, phases: Sequence[RampPhase],
+                  batch_size: int, num_train_examples: int, field: str = "length") -> int:
+  """Like ``to_steps`` for a run whose batch follows ``phases``: a length in epochs
+  or examples becomes the first step at which that many examples are consumed."""
+  parsed = length if isinstance(length, Length) else parse_length(length, field=field)
+  if parsed.unit == "steps":
+    return int(round(parsed.value))
+  examples = parsed.value * (num_train_examples if parsed.unit == "epochs" else 1)
+  phase = max((p for p in phases if p.start_example <= examples + 1e-9),
+              key=lambda p: p.start_step)
+  return phase.start_step + int(math.ceil(
+      (examples - phase.start_example) / (batch_size * phase.multiplier) - 1e-9))

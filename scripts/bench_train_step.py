@@ -204,7 +204,7 @@ def lrscale_contenders(setup: Any, plan: Any, steps: int) -> list[Contender]:
   from lrscale.data import order  # pylint: disable=g-import-not-at-top
   seg = setup.segment_len
   starts = range(0, steps, seg)
-  idx = [setup.indices(plan, s, seg) for s in starts]
+  idx = [setup.indices(plan, s, seg) for s in starts]  # (idx [L, K, b], ks or None)
   n_seg = jnp.int32(seg)
   # No target and no divergence bound: the checks still run every step, as in a real run.
   control = setup.control(plan, max_loss=math.inf, target_done=True)
@@ -212,18 +212,19 @@ def lrscale_contenders(setup: Any, plan: Any, steps: int) -> list[Contender]:
 
   def run_lrscale() -> None:
     state = box["state"]
-    for i in idx:
+    for i, ks in idx:
       state, *_ = setup.fns.train_segment(state, setup.train_x, setup.train_y, i, n_seg,
-                                          setup.eval_batches, control)
+                                          setup.eval_batches, control, ks)
     box["state"] = jax.block_until_ready(state)
 
   def run_lrscale_loop() -> None:
     # train()'s per-segment host work: indices built and uploaded, metrics fetched.
     state = box["state"]
     for s in starts:
+      i, ks = setup.indices(plan, s, seg)
       state, buf, done, _ = setup.fns.train_segment(
-          state, setup.train_x, setup.train_y, setup.indices(plan, s, seg), jnp.int32(seg),
-          setup.eval_batches, control)
+          state, setup.train_x, setup.train_y, i, jnp.int32(seg), setup.eval_batches, control,
+          ks)
       jax.device_get((buf, done))
     box["state"] = jax.block_until_ready(state)
 

@@ -26,8 +26,14 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
 def batch_indices(*, seed: int, start_step: int, num_steps: int, batch_size: int,
                   num_examples: int) -> np.ndarray:
   """Example indices for ``num_steps`` steps from ``start_step``: [num_steps, batch_size]."""
-  positions = (start_step * batch_size
-               + np.arange(num_steps * batch_size, dtype=np.int64)).reshape(num_steps, batch_size)
+  return stream_indices(seed=seed, start=start_step * batch_size,
+                        count=num_steps * batch_size,
+                        num_examples=num_examples).reshape(num_steps, batch_size)
+
+
+def stream_indices(*, seed: int, start: int, count: int, num_examples: int) -> np.ndarray:
+  """Example indices of stream positions [start, start + count)."""
+  positions = start + np.arange(count, dtype=np.int64)
   epochs, offsets = np.divmod(positions, num_examples)
   out = np.empty_like(positions, dtype=np.int32)
   for epoch in np.unique(epochs):

@@ -87,6 +87,7 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, worker: int = 0
         continue
       try:
         store.write_trial_json(workdir, trial.to_json())
+        store.record_attempt(workdir, trial.id, worker=worker_name)
         cfg = space.trial_config(study, trial)
         plan = config_lib.resolve(cfg, dataset_meta=meta)
         if data is None:

@@ -128,3 +128,20 @@ def write_trial_json(workdir: str, trial_info: dict[str, Any]) -> None:
   path = os.path.join(trial_dir(workdir, trial_info["id"]), "trial.json")
   if not os.path.exists(path):
     atomic_write_json(path, trial_info)
+
+
+def record_attempt(workdir: str, trial_id: str, *, worker: str) -> None:
+  """Appends who started (or resumed) a trial and when: provenance, and proof in
+  tests that no trial ran twice."""
+  path = os.path.join(trial_dir(workdir, trial_id), "attempts.jsonl")
+  with open(path, "a") as f:
+    f.write(json.dumps(dict(worker=worker, host=socket.gethostname(), pid=os.getpid(),
+                            time=time.time())) + "\n")
+
+
+def read_attempts(workdir: str, trial_id: str) -> list[dict[str, Any]]:
+  path = os.path.join(trial_dir(workdir, trial_id), "attempts.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,338 @@
+"""The LR range test: known answers on quadratics, spikes, seeds, purity, divergence, outputs."""
+
+import csv
+import functools
+import json
+import os
+import random
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lrscale import config as config_lib
+from lrscale import lr_find
+from lrscale import lr_find_suggest as S
+from lrscale.data import registry
+from lrscale.train import RunSetup
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --------------------------------------------------------------------------
+# Known answers: SGD on a quadratic, a plain JAX loop (no model, no lrscale step).
+# --------------------------------------------------------------------------
+
+L_MAX = 4.0                                     # largest Hessian eigenvalue
+EIGS = np.geomspace(0.4, L_MAX, 16)             # condition number 10
+LIMIT = 2.0 / L_MAX                             # SGD (no momentum) is stable iff lr < 2/L
+
+
+@jax.jit
+def quadratic_losses(lrs, eigs, seeds, sigma):
+  """Losses of SGD on 0.5 sum_i eigs_i w_i^2, gradient noise N(0, sigma^2), lr_t = lrs[t].
+
+  Row s is seed s (its own w_0 ~ N(0, I) and noise); entry t is the loss before update t.
+  """
+  def one(seed):
+    init_key, noise_key = jax.random.split(jax.random.key(seed))
+    w0 = jax.random.normal(init_key, eigs.shape)
+    tx = optax.sgd(lambda t: lrs[t])
+
+    def step(carry, t):
+      w, opt = carry
+      grad = eigs * w + sigma * jax.random.normal(jax.random.fold_in(noise_key, t), w.shape)
+      updates, opt = tx.update(grad, opt, w)
+      return (optax.apply_updates(w, updates), opt), 0.5 * jnp.sum(eigs * w * w)
+
+    return jax.lax.scan(step, (w0, tx.init(w0)), jnp.arange(lrs.shape[0]))[1]
+
+  return jax.vmap(one)(seeds)
+
+
+def sweeps(lrs, *, eigs=EIGS, seeds=(0, 1, 2), sigma=0.1):
+  return np.asarray(quadratic_losses(jnp.asarray(lrs, jnp.float32), jnp.asarray(eigs, jnp.float32),
+                                     jnp.asarray(seeds), jnp.float32(sigma)), np.float64)
+
+
+def test_isotropic_quadratic_minimum_is_exactly_the_stability_limit():
+  """GD on (L/2)|w|^2: loss_{t+1} = loss_t (1 - lr_t L)^2, falling iff lr_t < 2/L.
+
+  With smoothing off, the loss minimum is therefore the first lr of the ramp
+  above 2/L (minimum = that lr / 10), and the sweep cannot diverge before it.
+  """
+  lrs = S.lr_ramp(1e-6, 10.0, 100)
+  first_unstable = lrs[np.argmax(lrs > LIMIT)]
+  for losses in sweeps(lrs, eigs=np.full(16, L_MAX), sigma=0.0):
+    curve = S.analyse(lrs, losses, beta=0.0, spike_window=1)
+    found = S.suggest(curve, skip_start=0.0, skip_end=0.0)
+    assert found["minimum"] * 10 == pytest.approx(first_unstable)
+    assert curve.diverged and found["stable"] >= first_unstable
+
+
+def test_quadratic_stable_lr_converges_to_2_over_L_and_recommendation_is_stable():
+  """Noisy SGD on a quadratic with condition number 10: where theory puts the answers.
+
+  The largest stable lr (last before divergence) is never below 2/L, and its
+  overshoot, the ramp's progress while the unstable direction grows, shrinks
+  as the ramp gets finer. The recommendation is an lr that converges (< 2/L)
+  and within 20x of the best constant lr 2/(L + mu) (~2/L here).
+  """
+  measured = {}
+  for n in (100, 1000):
+    lrs = S.lr_ramp(1e-6, 10.0, n)
+    found = [S.suggest(S.analyse(lrs, losses)) for losses in sweeps(lrs)]
+    stable = np.array([f["stable"] for f in found])
+    assert np.all(stable >= LIMIT), stable / LIMIT
+    measured[n] = stable.max() / LIMIT
+    if n == 100:
+      rec = S.recommend(S.across_seeds(found))
+      assert LIMIT / 20 < rec.lr < LIMIT, rec.lr / LIMIT
+  assert measured[100] < 3.5 and measured[1000] < 1.4, measured
+  assert measured[1000] < measured[100] / 1.8, measured
+
+
+def test_valley_moves_with_the_range_steepest_and_minimum_do_not():
+  """Why the recommendation leaves valley out: same problem, min_lr 1e-6 vs 1e-8."""
+  found = {}
+  for min_lr in (1e-6, 1e-8):
+    lrs = S.lr_ramp(min_lr, 10.0, 100)
+    found[min_lr] = S.across_seeds([S.suggest(S.analyse(lrs, l)) for l in sweeps(lrs)])
+  ratio = {name: found[1e-6][name].lr / found[1e-8][name].lr for name in S.SUGGESTIONS}
+  assert ratio["valley"] > 5, ratio
+  for name in ("minimum", "stable"):
+    assert 1 / 2 < ratio[name] < 2, ratio
+
+
+# --------------------------------------------------------------------------
+# The rules on curves made by hand.
+# --------------------------------------------------------------------------
+
+def test_ramp_is_evenly_spaced_in_log_lr_with_both_ends():
+  lrs = S.lr_ramp(1e-6, 10.0, 100)
+  assert lrs.size == 100 and lrs[0] == 1e-6 and lrs[-1] == pytest.approx(10.0, rel=1e-12)
+  np.testing.assert_allclose(np.diff(np.log(lrs)), np.log(1e7) / 99, rtol=1e-9)
+  np.testing.assert_allclose(S.lr_ramp(0.1, 1.0, 10, mode="linear"), np.linspace(0.1, 1.0, 10))
+  with pytest.raises(ValueError, match="min_lr"):
+    S.lr_ramp(1.0, 0.1, 10)
+
+
+def test_debiased_ema_is_the_normalised_weighted_mean():
+  x = np.random.default_rng(0).uniform(1, 3, 50)
+  beta = 0.9
+  s = S.debiased_ema(x, beta)
+  for t in (0, 1, 7, 49):
+    w = beta ** np.arange(t, -1, -1)  # weight beta^(t-i) of x_i
+    assert s[t] == pytest.approx(np.sum(w * x[:t + 1]) / np.sum(w), rel=1e-12)
+  assert s[0] == x[0]
+
+
+def test_divergence_is_a_non_finite_loss_or_k_times_the_best():
+  assert S.divergence_index(np.array([3.0, 2, 1, np.inf, 1]), np.array([3.0, 2, 1, 1, 1])) == 3
+  smoothed = np.array([3.0, 1.0, 2.0, 3.9, 4.1, 9.0])
+  assert S.divergence_index(np.ones(6), smoothed, factor=4.0) == 4
+  assert S.divergence_index(np.ones(6), smoothed, factor=10.0) is None
+  curve = S.analyse(np.arange(1.0, 7.0), np.array([1.0, 1, 1, np.nan, 1, 1]))
+  assert curve.diverged and curve.end == 3 and np.all(np.isnan(curve.smoothed[3:]))
+
+
+def test_early_spikes_neither_stop_nor_move_the_sweep():
+  """Two bad batches early: fastai's plain debiased EMA stops there; the median does not."""
+  lrs = S.lr_ramp(1e-6, 10.0, 100)
+  clean = sweeps(lrs, seeds=(0,))[0]
+  spiked = clean.copy()
+  spiked[[4, 5]] *= 50.0
+  fastai_like = S.analyse(lrs, spiked, spike_window=1)
+  assert fastai_like.diverged and fastai_like.end <= 6  # fooled: "diverged" at lr ~1e-6
+  ours, reference = S.analyse(lrs, spiked), S.analyse(lrs, clean)
+  assert abs(ours.end - reference.end) <= 1
+  step = lrs[1] / lrs[0]
+  for name, lr in S.suggest(ours).items():
+    assert 1 / step ** 2 <= lr / S.suggest(reference)[name] <= step ** 2, name
+
+
+def test_spread_reliability_and_recommendation_rule():
+  per_seed = [dict(steepest=0.1, valley=0.01, minimum=0.02, stable=2.0),
+              dict(steepest=0.2, valley=0.1, minimum=0.04, stable=1.0),
+              dict(steepest=0.4, valley=0.02, minimum=0.03, stable=4.0)]
+  spreads = S.across_seeds(per_seed, max_spread=3.0)
+  assert spreads["steepest"].spread == pytest.approx(4.0) and not spreads["steepest"].reliable
+  assert spreads["steepest"].lr == pytest.approx(0.2)  # median over seeds
+  assert spreads["minimum"].spread == pytest.approx(2.0) and spreads["minimum"].reliable
+  rec = S.recommend(spreads)
+  assert rec.used == ("minimum",) and rec.lr == pytest.approx(0.03) and rec.reliable
+  loose = S.recommend(S.across_seeds(per_seed, max_spread=10.0))
+  assert loose.lr == pytest.approx(np.sqrt(0.2 * 0.03)) and not loose.capped
+  capped = S.recommend(S.across_seeds([dict(per_seed[0], stable=0.1)]))
+  assert capped.capped and capped.lr == pytest.approx(0.1 * S.STABLE_CAP)
+
+
+# --------------------------------------------------------------------------
+# The real path: config -> model -> step on digits.
+# --------------------------------------------------------------------------
+
+def small_config(**overrides):
+  c = config_lib.base_config()
+  c.parallel.num_devices = 1
+  c.compilation_cache = ""
+  c.tensorboard = False
+  c.batch_size = 32
+  c.model.hidden = (32,)
+  c.optimizer.name = "momentum"
+  lf = c.lr_find
+  lf.min_lr, lf.max_lr, lf.num_steps, lf.check_every = 1e-4, 1e3, 60, 10
+  lf.seeds = (0, 1, 2)
+  for key, value in overrides.items():
+    node = c
+    *path, leaf = key.split(".")
+    for part in path:
+      node = node[part]
+    node[leaf] = value
+  return c
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+  cfg = small_config(**{"lr_find.batch_sizes": (32, 128)})
+  workdir = tmp_path_factory.mktemp("lr_find")
+  return cfg, workdir, lr_find.lr_find(cfg, str(workdir))
+
+
+def test_outputs_csv_json_png_and_paste_line(digits_run):
+  cfg, workdir, result = digits_run
+  with open(workdir / "lr_find.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert tuple(rows[0]) == lr_find.CSV_FIELDS
+  for r in result.results:
+    for sweep in r.sweeps:
+      mine = [row for row in rows if int(row["seed"]) == sweep.seed and
+              int(row["batch_size"]) == r.batch_size]
+      assert [int(row["step"]) for row in mine] == list(range(sweep.curve.end + 1))
+      np.testing.assert_allclose([float(row["lr"]) for row in mine],
+                                 sweep.curve.lrs[:sweep.curve.end + 1], rtol=1e-5)
+  info = json.loads((workdir / "lr_find.json").read_text())
+  assert [b["batch_size"] for b in info["per_batch"]] == [32, 128]
+  for b in info["per_batch"]:
+    assert set(b["suggestions"]) == set(S.SUGGESTIONS)
+    assert b["recommendation"]["lr"] > 0
+  fit = info["batch_scaling"]["recommended"]
+  lrs = [b["recommendation"]["lr"] for b in info["per_batch"]]
+  assert fit["exponent"] == pytest.approx(np.log(lrs[1] / lrs[0]) / np.log(4), rel=1e-6)
+  assert fit["linear_rule"]["lr"][1] == pytest.approx(4 * lrs[0])
+  assert fit["sqrt_rule"]["lr"][1] == pytest.approx(2 * lrs[0])
+  png = (workdir / "lr_find.png").read_bytes()
+  assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+  lines = result.paste.splitlines()
+  assert lines[0] == f"--config.batch_size=32 --config.lr={lrs[0]:.3g}"
+  assert lines[-1].startswith("--config.scaling.rule=fitted --config.scaling.coef=")
+
+
+def test_divergence_stops_the_sweep(digits_run):
+  cfg, _, result = digits_run
+  lf = cfg.lr_find
+  for r in result.results:
+    for sweep in r.sweeps:
+      c = sweep.curve
+      assert c.diverged and c.end < lf.num_steps
+      assert sweep.steps_run < lf.num_steps  # later device calls never ran
+      assert sweep.steps_run <= c.end + lf.spike_window // 2 + lf.check_every
+      assert sweep.suggestions["stable"] == c.lrs[c.end - 1] < lf.max_lr
+
+
+def test_seed_spread_is_measured(digits_run):
+  _, _, result = digits_run
+  for r in result.results:
+    curves = [s.curve.losses[:20] for s in r.sweeps]
+    assert not np.allclose(curves[0], curves[1])  # the seeds really differ
+    for name, spread in r.spreads.items():
+      values = [s.suggestions[name] for s in r.sweeps]
+      assert spread.per_seed == tuple(values)
+      assert spread.spread == pytest.approx(max(values) / min(values))
+      assert spread.reliable == (spread.spread <= 3.0)
+  spreads = [s.spread for r in result.results for s in r.spreads.values()]
+  assert max(spreads) > 1.0
+
+
+def test_vary_init_or_data_and_vmap_matches_one_after_another():
+  cfg = small_config(**{"lr_find.num_steps": 20, "lr_find.check_every": 0,
+                        "lr_find.seeds": (0, 1), "lr_find.vary": "init"})
+  plan = lr_find.sweep_plan(cfg, 32)
+  setup = RunSetup(plan, registry.load_in_memory(cfg.dataset))
+  test = lr_find.RangeTest(setup, plan, cfg.lr_find, vmap=False)
+  init, data = zip(*(test._plans(s) for s in (0, 1)))  # pylint: disable=protected-access
+  assert [p.config.seed for p in init] == [0, 1] and [p.config.seed for p in data] == [0, 0]
+  a, b = (jax.tree.leaves(test.initial_state(s).params)[0] for s in (0, 1))
+  assert not np.allclose(a, b)
+  one_by_one = test.run((0, 1))
+  vmapped = lr_find.RangeTest(setup, plan, cfg.lr_find, vmap=True).run((0, 1))
+  for s, v in zip(one_by_one.sweeps, vmapped.sweeps):
+    assert s.steps_run == v.steps_run
+    np.testing.assert_allclose(s.curve.losses, v.curve.losses, rtol=2e-5, atol=1e-6)
+
+
+def test_callers_state_bn_statistics_and_rng_are_untouched():
+  """A ResNet-8 with BatchNorm; the sweep starts from a copy of the caller's state."""
+  cfg = small_config(**{"model.name": "resnet8", "model.bn_group_size": 16,
+                        "lr_find.num_steps": 8, "lr_find.check_every": 0,
+                        "lr_find.seeds": (0, 1), "lr_find.vary": "data",
+                        "lr_find.min_lr": 1e-3, "lr_find.max_lr": 1.0})
+  plan = lr_find.sweep_plan(cfg, 32)
+  setup = RunSetup(plan, registry.load_in_memory(cfg.dataset))
+  state = setup.initial_state(plan)
+  state = state._replace(step=state.step + 500)  # mid-training: the sweep restarts its ramp
+  assert jax.tree.leaves(state.batch_stats), "the model must have BatchNorm statistics"
+  before = jax.device_get(state)
+  train_x = np.asarray(setup.train_x)
+  np_rng, py_rng = np.random.get_state(), random.getstate()
+  result = lr_find.RangeTest(setup, plan, cfg.lr_find).run((0, 1), state=state)
+  assert all(s.steps_run == 8 for s in result.sweeps)
+  leaves = jax.tree.leaves(state)
+  assert not any(x.is_deleted() for x in leaves)  # the donated buffers were copies
+  for old, new in zip(jax.tree.leaves(before), jax.device_get(leaves)):
+    np.testing.assert_array_equal(old, new)
+  np.testing.assert_array_equal(train_x, setup.train_x)
+  assert random.getstate() == py_rng
+  after = np.random.get_state()
+  assert after[0] == np_rng[0] and np.array_equal(after[1], np_rng[1]) and after[2:] == np_rng[2:]
+  with pytest.raises(ValueError, match="vary='init'"):
+    lr_find.RangeTest(setup, plan, small_config(**{"lr_find.vary": "init"}).lr_find).run(
+        (0,), state=state)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("ramp", "cubic"), ("min_lr", 100.0), ("spike_window", 4), ("seeds", ()),
+    ("vary", "weights"), ("batch_sizes", (0, 64)), ("max_spread", 0.5), ("beta", 1.0),
+])
+def test_bad_lr_find_config_is_one_clear_error_before_compute(tmp_path, field, value):
+  cfg = small_config(**{f"lr_find.{field}": value})
+  with pytest.raises(ValueError, match=rf"config\.lr_find\.(min_lr|{field})"):
+    lr_find.lr_find(cfg, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+
+
+def test_paste_value_undoes_the_scaling_rule():
+  cfg = small_config(**{"scaling.rule": "linear", "scaling.reference_batch": 256})
+  assert lr_find.base_lr_for(cfg, 0.1, 64) == ("", pytest.approx(0.4))
+  cfg.scaling.rule = "sqrt"
+  assert lr_find.base_lr_for(cfg, 0.1, 64)[1] == pytest.approx(0.2)
+  cfg.scaling.update(dict(rule="fitted", coef=0.01, exponent=0.5))
+  assert lr_find.base_lr_for(cfg, 0.1, 64) == ("--config.scaling.rule=none ", 0.1)
+
+
+def test_command_line(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             PYTHONPATH=REPO)
+  out = subprocess.run(
+      [sys.executable, "-m", "lrscale.lr_find", "--config=configs/lr_find.py",
+       f"--workdir={tmp_path}", "--config.parallel.num_devices=1", "--config.compilation_cache=",
+       "--config.model.hidden=(16,)", "--config.lr_find.num_steps=30",
+       "--config.lr_find.seeds=(0,1)"],
+      cwd=REPO, env=env, check=True, capture_output=True, text=True).stdout
+  lines = out.splitlines()
+  assert lines[-2] == "Paste into python -m lrscale.train:"
+  assert lines[-1].startswith("--config.lr=") and float(lines[-1].split("=")[1]) > 0
+  assert {"lr_find.csv", "lr_find.json", "lr_find.png"} <= set(os.listdir(tmp_path))
