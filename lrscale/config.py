@@ -102,7 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
       max_lr=10.0,             # last lr (the sweep stops earlier if it diverges)
       num_steps=100,           # N steps, both ends of the range included
       ramp="exponential",      # exponential (evenly spaced in log lr) | linear
-      beta=0.98,               # bias-corrected EMA of the loss (fastai)
+      beta=0.9,                # bias-corrected EMA of the loss, run both ways (no lag)
       spike_window=5,          # running median over this many steps first (1 = off)
       diverge_factor=4.0,      # diverged: smoothed loss > factor x best, or non-finite
       skip_start=0.1,          # fractions of the sweep the suggestions ignore (fastai)

@@ -32,7 +32,6 @@ lr_find.png, and a printed ``--config.lr=VALUE`` line.
 
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import dataclasses
 import io
@@ -52,7 +51,7 @@ from lrscale import config as config_lib
 from lrscale import lr_find_suggest as suggest_lib
 from lrscale import metrics as metrics_lib
 from lrscale import parallel, scaling
-from lrscale.data import registry
+from lrscale.data import order, registry
 from lrscale.step import StepFns, TrainState, make_step_fns
 from lrscale.train import RunSetup
 
@@ -85,9 +84,10 @@ def validate(lf: ml_collections.ConfigDict) -> None:
     raise bad("vary", f"use one of {VARY}.")
   if not lf.max_spread >= 1.0:
     raise bad("max_spread", "a factor >= 1 (max/min of a suggestion over seeds).")
-  if not all(isinstance(b, int) and b > 0 for b in tuple(lf.batch_sizes)):
-    raise bad("batch_sizes", "give positive integers, e.g. (64, 256, 1024), or () for "
-              "config.batch_size.")
+  sizes = tuple(lf.batch_sizes)
+  if not all(isinstance(b, int) and b > 0 for b in sizes) or len(set(sizes)) != len(sizes):
+    raise bad("batch_sizes", "give distinct positive integers, e.g. (64, 256, 1024), or () "
+              "for config.batch_size.")
   if not (isinstance(lf.check_every, int) and lf.check_every >= 0):
     raise bad("check_every", "a number of steps >= 0 (0 = the whole sweep in one call).")
   if lf.vmap not in VMAP:
@@ -110,15 +110,35 @@ def sweep_plan(cfg: ml_collections.ConfigDict, batch_size: int, *,
 
 
 def shares_setup(a: config_lib.RunPlan, b: config_lib.RunPlan) -> bool:
-  """Whether plans ``a`` and ``b`` build the same model, optimizer and segment.
+  """Whether plans ``a`` and ``b`` build the same model, optimizer, mesh and segment.
 
   Batch sizes differ only in their batches, unless BatchNorm groups follow the
   batch (``bn_group_size`` 0 or -1) or the scaling rule changes the optimizer
-  (``adam_sde``); sharing a ``RunSetup`` then saves a model-init compile per B.
+  (``adam_sde``).
   """
   return (a.bn_group_size == b.bn_group_size and a.optimizer == b.optimizer and
-          a.num_devices == b.num_devices and
-          a.sync_every == b.sync_every and a.microbatches == b.microbatches)
+          a.num_devices == b.num_devices and a.sync_every == b.sync_every)
+
+
+def program_groups(plans: Sequence[config_lib.RunPlan]) -> list[list[config_lib.RunPlan]]:
+  """Splits the batch sizes' plans into groups that one compiled program serves.
+
+  A group shares a set-up (``shares_setup``) and its batch sizes are multiples of
+  the group's microbatch ``b`` (its smallest ``batch_size / microbatches``): a
+  batch of B then runs as B/b microbatches of b, the traced microbatch count of
+  the train step. The common ladder (64, 256, 1024) is one group, one compile.
+  """
+  groups: list[list[config_lib.RunPlan]] = []
+  for plan in sorted(plans, key=lambda p: p.batch_size):
+    for group in groups:
+      micro = min(p.batch_size // p.microbatches for p in group + [plan])
+      if shares_setup(group[0], plan) and all(p.batch_size % micro == 0
+                                               for p in group + [plan]):
+        group.append(plan)
+        break
+    else:
+      groups.append([plan])
+  return groups
 
 
 def _with_seed(plan: config_lib.RunPlan, seed: int) -> config_lib.RunPlan:
@@ -148,7 +168,7 @@ class Sweep(NamedTuple):
 
 
 class BatchResult(NamedTuple):
-  """All seeds at one batch size."""
+  """All seeds at one batch size; ``seconds`` of sweeping (compilation excluded)."""
   batch_size: int
   sweeps: tuple[Sweep, ...]
   spreads: dict[str, suggest_lib.Spread]
@@ -157,22 +177,29 @@ class BatchResult(NamedTuple):
 
 
 class RangeTest:
-  """The compiled sweep for one batch size; ``run`` it for any seeds.
+  """The compiled sweep of a group of batch sizes (``program_groups``); ``run`` any seeds.
+
+  The train step of ``lrscale.step`` is built with the ramp as its schedule,
+  ``lr(t) = ramp[t]``, and runs a batch of B as ``k = B / b`` microbatches of
+  ``b`` examples (mean gradient over all B, as one batch; BatchNorm groups
+  likewise), so every batch size of the group and every seed share one program.
 
   Args:
-    setup: a run set-up (data, model, optimizer) whose model and optimizer are
-      those of ``plan`` (``shares_setup``); its segment length is the check interval.
-    plan: ``sweep_plan(config, batch_size)``.
+    setup: the run set-up (data, model, optimizer, mesh) of the group's plans.
+    plans: ``sweep_plan(config, B)`` for each batch size B of the group.
     lf: ``config.lr_find``.
     vmap: run the seeds in one vmapped call (default: ``lf.vmap``).
   """
 
-  def __init__(self, setup: RunSetup, plan: config_lib.RunPlan,
+  def __init__(self, setup: RunSetup, plans: Sequence[config_lib.RunPlan],
                lf: ml_collections.ConfigDict, *, vmap: bool | None = None):
-    if not shares_setup(setup.plan, plan):
-      raise ValueError(f"the set-up of batch size {setup.plan.batch_size} has another model "
-                       f"or optimizer than batch size {plan.batch_size}.")
-    self.setup, self.lf, self.plan = setup, lf, plan
+    if len(program_groups(list(plans) + [setup.plan])) != 1:
+      raise ValueError("RangeTest: these batch sizes need separate programs "
+                       "(lr_find.program_groups).")
+    self.setup, self.lf = setup, lf
+    self.plans = {p.batch_size: p for p in plans}
+    self.micro = min(p.batch_size // p.microbatches for p in plans)
+    self.max_k = max(self.plans) // self.micro
     self.lrs = suggest_lib.lr_ramp(lf.min_lr, lf.max_lr, lf.num_steps, mode=lf.ramp)
     self.segment = setup.segment_len
     table = jnp.asarray(self.lrs, jnp.float32)
@@ -183,58 +210,77 @@ class RangeTest:
       return table[jnp.minimum(step, last)]
 
     self.fns: StepFns = make_step_fns(
-        graphdef=setup.graphdef, tx=setup.tx, optimizer_cfg=self.plan.optimizer,
+        graphdef=setup.graphdef, tx=setup.tx, optimizer_cfg=setup.plan.optimizer,
         lr_fn=ramp, mesh=setup.mesh, segment_len=self.segment)
+    # No evaluation, no target; the loop itself stops only at a non-finite loss
+    # (the smoothed divergence rule runs on the host, between calls).
+    self.control = setup.control(setup.plan, max_loss=math.inf, target_done=True)
     if vmap is None:
       vmap = lf.vmap == "on" or (lf.vmap == "auto" and jax.default_backend() != "cpu")
     self.vmap = vmap
-    # No evaluation, no target; the loop itself stops only at a non-finite loss
-    # (the smoothed divergence rule runs on the host, between calls).
-    self.control = setup.control(self.plan, max_loss=math.inf, target_done=True)
     self._vsegment = jax.jit(
-        jax.vmap(self.fns.train_segment, in_axes=(0, None, None, 0, None, None, None)),
+        jax.vmap(self.fns.train_segment, in_axes=(0, None, None, 0, None, None, None, None)),
         donate_argnums=0)
 
-  def _segment(self, state: TrainState, idx: jax.Array, n: int):
-    """One device call: (state, per-step losses [.., segment])."""
+  def _indices(self, plan: config_lib.RunPlan, start: int, n: int
+               ) -> tuple[jax.Array, jax.Array]:
+    """Examples [segment, max_k, b] of steps [start, start + n) and microbatches per step.
+
+    The batch of each step is ``lrscale.data.order``'s, as in training; rows
+    past ``k`` are unused padding.
+    """
+    k = plan.batch_size // self.micro
+    idx = np.zeros((self.segment, self.max_k, self.micro), np.int32)
+    idx[:n, :k] = order.batch_indices(
+        seed=plan.config.seed, start_step=start, num_steps=n, batch_size=plan.batch_size,
+        num_examples=self.setup.data.num_train).reshape(n, k, self.micro)
+    ks = np.full((self.segment,), k, np.int32)
+    mesh = self.setup.mesh
+    return parallel.put_batch(idx, mesh, axis=2), parallel.put_replicated(ks, mesh)
+
+  def _segment(self, state: TrainState, idx: jax.Array, ks: jax.Array, n: int):
+    """One device call: (state, per-step losses [..., segment], NaN where not run)."""
     fn = self._vsegment if self.vmap else self.fns.train_segment
     state, buf, done, _ = fn(state, self.setup.train_x, self.setup.train_y, idx, jnp.int32(n),
-                             self.setup.eval_batches, self.control)
+                             self.setup.eval_batches, self.control, ks)
     losses, done = jax.device_get((buf["train_loss"], done))
-    # Steps after a non-finite loss were not run (the loop stops there): NaN.
+    # The loop stops at a non-finite loss: later entries were not run.
     return state, np.where(np.arange(losses.shape[-1]) < np.expand_dims(done, -1), losses,
                            np.nan)
 
-  def compile(self, state: TrainState, num_seeds: int) -> None:
-    """Compiles the segment ahead of time (threads can compile batch sizes side by side)."""
-    idx = self._indices(self.plan, 0, self.segment)
+  def compile(self, num_seeds: int, state: TrainState | None = None) -> float:
+    """Compiles the group's program ahead of the sweeps; returns the seconds it took."""
+    t0 = time.perf_counter()
+    plan = next(iter(self.plans.values()))
+    state = self.initial_state(plan, plan.config.seed, state)
+    idx, ks = self._indices(plan, 0, self.segment)
     fn = self.fns.train_segment
     if self.vmap:
       state = jax.tree.map(lambda x: jnp.stack([x] * num_seeds), state)
       idx, fn = jnp.stack([idx] * num_seeds), self._vsegment
     fn.lower(state, self.setup.train_x, self.setup.train_y, idx, jnp.int32(self.segment),
-             self.setup.eval_batches, self.control).compile()
+             self.setup.eval_batches, self.control, ks).compile()
+    return time.perf_counter() - t0
 
-  def _indices(self, plan: config_lib.RunPlan, start: int, n: int) -> jax.Array:
-    """Example indices [segment, microbatches, b] of steps [start, start + n)."""
-    return self.setup.indices(plan, start, n)[0]  # [1]: a batch ramp's k, none here
-
-  def _plans(self, seed: int) -> tuple[config_lib.RunPlan, config_lib.RunPlan]:
+  def _plans(self, plan: config_lib.RunPlan, seed: int
+             ) -> tuple[config_lib.RunPlan, config_lib.RunPlan]:
     """(plan whose seed inits the model, plan whose seed orders the data)."""
-    vary, plan = self.lf.vary, self.plan
+    vary = self.lf.vary
     seeded = _with_seed(plan, seed)
     return (seeded if vary in ("both", "init") else plan,
             seeded if vary in ("both", "data") else plan)
 
-  def initial_state(self, seed: int, state: TrainState | None = None) -> TrainState:
+  def initial_state(self, plan: config_lib.RunPlan, seed: int,
+                    state: TrainState | None = None) -> TrainState:
     """A fresh state for ``seed``, or a copy of ``state`` restarted at step 0."""
     if state is None:
-      return self.setup.initial_state(self._plans(seed)[0])
+      return self.setup.initial_state(self._plans(plan, seed)[0])
     state = _copy(state)
     return state._replace(step=jnp.zeros_like(state.step), lr_scale=jnp.ones_like(state.lr_scale))
 
-  def run(self, seeds: Sequence[int], *, state: TrainState | None = None) -> BatchResult:
-    """Sweeps every seed; with ``state``, each starts from a copy of it (seeds vary the data).
+  def run(self, batch_size: int, seeds: Sequence[int], *,
+          state: TrainState | None = None) -> BatchResult:
+    """Sweeps every seed at ``batch_size``; with ``state``, each starts from a copy of it.
 
     Raises:
       ValueError: ``state`` given with ``vary='init'`` (the state fixes the init).
@@ -243,12 +289,13 @@ class RangeTest:
       raise ValueError("config.lr_find.vary='init' cannot vary the init of a given state: "
                        "use vary='data'.")
     t0 = time.perf_counter()
-    states = [self.initial_state(s, state) for s in seeds]
-    data_plans = [self._plans(s)[1] for s in seeds]
+    plan = self.plans[batch_size]
+    states = [self.initial_state(plan, s, state) for s in seeds]
+    data_plans = [self._plans(plan, s)[1] for s in seeds]
     if self.vmap:
       losses = self._sweep_vmapped(states, data_plans)
     else:
-      losses = [self._sweep(st, dp)[0] for st, dp in zip(states, data_plans)]
+      losses = [self._sweep(st, dp) for st, dp in zip(states, data_plans)]
     sweeps = []
     for seed, loss in zip(seeds, losses):
       curve = self._analyse(loss)
@@ -256,8 +303,8 @@ class RangeTest:
           curve, skip_start=self.lf.skip_start, skip_end=self.lf.skip_end), loss.size))
     spreads = suggest_lib.across_seeds([s.suggestions for s in sweeps],
                                        max_spread=self.lf.max_spread)
-    return BatchResult(self.plan.batch_size, tuple(sweeps), spreads,
-                       suggest_lib.recommend(spreads), time.perf_counter() - t0)
+    return BatchResult(batch_size, tuple(sweeps), spreads, suggest_lib.recommend(spreads),
+                       time.perf_counter() - t0)
 
   def _analyse(self, losses: np.ndarray) -> suggest_lib.Curve:
     return suggest_lib.analyse(self.lrs[:losses.size], losses, beta=self.lf.beta,
@@ -276,22 +323,20 @@ class RangeTest:
     return (not np.all(np.isfinite(losses))) or \
         curve.end < losses.size - self.lf.spike_window // 2
 
-  def _calls(self):
+  def _calls(self) -> list[tuple[int, int]]:
     """(start, n) of each device call of a sweep."""
-    n_total = self.lf.num_steps
-    return [(s, min(self.segment, n_total - s)) for s in range(0, n_total, self.segment)]
+    total = self.lf.num_steps
+    return [(s, min(self.segment, total - s)) for s in range(0, total, self.segment)]
 
-  def _sweep(self, state: TrainState, data_plan: config_lib.RunPlan
-             ) -> tuple[np.ndarray, TrainState]:
+  def _sweep(self, state: TrainState, data_plan: config_lib.RunPlan) -> np.ndarray:
     """One seed, one device call per segment; stops once divergence is settled."""
     recorded: list[np.ndarray] = []
     for start, n in self._calls():
-      state, losses = self._segment(state, self._indices(data_plan, start, n), n)
+      state, losses = self._segment(state, *self._indices(data_plan, start, n), n)
       recorded.append(losses[:n])
-      losses = np.concatenate(recorded)
-      if self._settled(losses):
+      if self._settled(np.concatenate(recorded)):
         break
-    return np.concatenate(recorded), state
+    return np.concatenate(recorded)
 
   def _sweep_vmapped(self, states: Sequence[TrainState],
                      data_plans: Sequence[config_lib.RunPlan]) -> list[np.ndarray]:
@@ -299,17 +344,15 @@ class RangeTest:
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
     recorded: list[np.ndarray] = []
     for start, n in self._calls():
-      idx = jnp.stack([self._indices(p, start, n) for p in data_plans])
-      state, losses = self._segment(state, idx, n)
+      idx, ks = zip(*(self._indices(p, start, n) for p in data_plans))
+      state, losses = self._segment(state, jnp.stack(idx), ks[0], n)
       recorded.append(losses[:, :n])
-      losses = np.concatenate(recorded, axis=1)
-      if all(self._settled(row) for row in losses):
+      if all(self._settled(row) for row in np.concatenate(recorded, axis=1)):
         break
-    losses = np.concatenate(recorded, axis=1)
-    return [self._trim(row) for row in losses]
+    return [self._trim(row) for row in np.concatenate(recorded, axis=1)]
 
   def _trim(self, losses: np.ndarray) -> np.ndarray:
-    """A vmapped seed's losses cut where it alone would have stopped (same as sequential)."""
+    """A vmapped seed's losses cut where it alone would have stopped (as sequentially)."""
     for start, n in self._calls():
       if self._settled(losses[:start + n]):
         return losses[:start + n]
@@ -414,23 +457,16 @@ def lr_find(cfg: ml_collections.ConfigDict, workdir: str | None = None, *,
                      "test needs an in-memory dataset.")
   parallel.enable_compilation_cache(os.path.expanduser(plans[0].config.compilation_cache))
   data = data or registry.load_in_memory(plans[0].config.dataset)
-  setups: list[RunSetup] = []
-  tests = []
-  for plan in plans:
-    setup = next((s for s in setups if shares_setup(s.plan, plan)), None)
-    if setup is None:
-      setup = RunSetup(plan, data)
-      setups.append(setup)
-    tests.append(RangeTest(setup, plan, lf))
   seeds = tuple(lf.seeds)
-  # XLA releases the GIL while compiling: the batch sizes' programs build side by side.
-  with concurrent.futures.ThreadPoolExecutor(len(tests)) as pool:
-    list(pool.map(lambda t: t.compile(t.initial_state(seeds[0], state), len(seeds)), tests))
-  results = []
-  for test in tests:
-    result = test.run(seeds, state=state)
-    results.append(result)
-    logging.info("B=%d: %s (%.2f s)", result.batch_size, _describe(result), result.seconds)
+  results = {}
+  for group in program_groups(plans):
+    test = RangeTest(RunSetup(group[0], data), group, lf)
+    logging.info("Compiled the sweep of B=%s in %.2f s.", [p.batch_size for p in group],
+                 test.compile(len(seeds), state))
+    for plan in group:
+      results[plan.batch_size] = result = test.run(plan.batch_size, seeds, state=state)
+      logging.info("B=%d: %s (%.2f s)", plan.batch_size, _describe(result), result.seconds)
+  results = [results[p.batch_size] for p in plans]
   fit = batch_scaling(results)
   out = LrFindResult(tuple(results), fit, paste_line(cfg, results, fit),
                      suggest_lib.RECOMMENDATION_RULE)
@@ -454,7 +490,7 @@ def to_json(result: LrFindResult, cfg: ml_collections.ConfigDict) -> dict[str, A
         batch_size=r.batch_size, seconds=r.seconds,
         suggestions={n: dict(lr=s.lr, per_seed=list(s.per_seed), spread=s.spread,
                              reliable=s.reliable) for n, s in r.spreads.items()},
-        recommendation=dict(lr=rec.lr, used=list(rec.used), capped=rec.capped,
+        recommendation=dict(lr=rec.lr, capped=rec.capped,
                             reliable=rec.reliable),
         seeds=[dict(seed=s.seed, steps_run=s.steps_run, diverged=s.curve.diverged,
                     diverged_at_step=s.curve.end if s.curve.diverged else None,

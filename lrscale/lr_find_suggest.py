@@ -11,13 +11,20 @@ recommendation with its spread:
 
 * **smoothing**: a running median over ``spike_window`` losses centred on each
   step (Tukey's running median), then fastai's bias-corrected EMA
-  ``a_t = beta a_{t-1} + (1 - beta) x_t``, ``s_t = a_t / (1 - beta^{t+1})``.
-  The median removes isolated spikes (one bad batch) that an EMA alone carries
-  for tens of steps and that make fastai, Lightning and torch-lr-finder stop
-  early or pick the rebound after the spike; ``spike_window=1`` is fastai's
-  plain debiased EMA.
-* **divergence**: the first step whose loss is non-finite or whose smoothed
-  loss exceeds ``factor`` times the best smoothed loss so far (fastai: 4).
+  ``a_t = beta a_{t-1} + (1 - beta) x_t``, ``s_t = a_t / (1 - beta^{t+1})``
+  run forward and then backward over the steps before divergence, so the
+  curve has no lag (fastai's one-way EMA of 0.98 shows each lr with the loss
+  of ~20 steps earlier). The median removes isolated spikes (one or two bad
+  batches) that an EMA alone carries for tens of steps and that make fastai,
+  Lightning and torch-lr-finder stop early or pick the rebound after the spike;
+  ``spike_window=1`` turns it off.
+* **divergence**: the first step whose loss is non-finite or whose
+  median-smoothed loss exceeds ``factor`` times its best so far (fastai: 4,
+  on its EMA). The median has no lag; the EMA of ``beta=0.98`` averages the
+  last ~50 steps, so on a 100-step sweep it lets a blow-up run ~20 steps (an
+  order of magnitude of lr) before it crosses the threshold, and it never sees
+  a classifier that collapses to chance (loss ln C, from a best of ~ln C / 5,
+  while the lagging best is ~ln C / 2; measured on digits).
 * **suggestions** (on the smoothed curve before divergence, skipping the first
   ``skip_start`` and last ``skip_end`` fractions of the sweep as fastai does):
   ``steepest`` argmin d s / d log lr; ``valley`` fastai's longest decreasing
@@ -26,12 +33,16 @@ recommendation with its spread:
 * **across seeds** each suggestion's lr is the median over seeds in log space,
   its spread ``max / min`` over seeds, and it is *unreliable* when the spread
   exceeds ``max_spread``.
-* **recommendation** (the rule, stated once in ``RECOMMENDATION_RULE``): the
-  geometric mean of steepest and minimum/10 (those of them that are reliable),
-  capped at a quarter of the smallest seed's largest stable lr. Valley is
-  reported but left out: it sits in the middle of the longest decreasing run,
-  which on a curve that falls from the first step starts wherever the range
-  does, so it moves with ``min_lr`` (measured in tests/test_lr_find.py).
+* **recommendation** (``RECOMMENDATION_RULE``): ``sqrt(steepest x stable/4)``,
+  the log-space midpoint between the lr where the loss falls fastest (a lower
+  bracket) and a quarter of the largest stable lr (Smith's base lr of a cycle,
+  an upper bracket), at most ``stable/4``. On SGD with a quadratic it lands at
+  0.1-0.2 x 2/L, a stable lr within 5x of the best constant one 2/(L + mu);
+  on the digits MLP within the range that trains best at B = 64, and below
+  it at larger B (docs/lr_find.md). Valley and minimum/10 are reported, not
+  used: valley moves with ``min_lr`` (the longest decreasing run of a curve
+  that falls from the first step starts wherever the range does), and
+  minimum/10 was fitted by practice to fastai's lagging curve (see smoothing).
 """
 
 from __future__ import annotations
@@ -45,17 +56,13 @@ import numpy as np
 RAMPS = ("exponential", "linear")
 # The suggestions, in the order reports list them.
 SUGGESTIONS = ("steepest", "valley", "minimum", "stable")
-# Suggestions whose geometric mean makes the recommendation (stable only caps it).
-RECOMMENDERS = ("steepest", "minimum")
-# The cap, as a fraction of the largest stable lr: Smith (2017) puts the base lr
-# of a cycle at 1/3 to 1/4 of the lr where the loss turns up, and the last lr
-# before divergence overshoots the constant-lr limit (the ramp moves on while
-# the unstable direction grows; about 2x at 100 steps, tests/test_lr_find.py).
-STABLE_CAP = 0.25
+# The recommendation's anchor below the edge: Smith (2017) starts a cycle at
+# 1/3 to 1/4 of the lr where the loss turns up.
+STABLE_FRACTION = 0.25
 RECOMMENDATION_RULE = (
-    "geometric mean of steepest and minimum/10 (each the median over seeds; only the "
-    "reliable ones, both if neither is), capped at 1/4 of the smallest seed's largest "
-    "stable lr")
+    "sqrt(steepest x stable/4): the geometric mean of the lr where the smoothed loss falls "
+    "fastest and a quarter of the largest stable lr, each the median over seeds, and at most "
+    "stable/4; reliable when both are")
 
 
 def lr_ramp(min_lr: float, max_lr: float, num_steps: int, *,
@@ -79,7 +86,7 @@ def lr_ramp(min_lr: float, max_lr: float, num_steps: int, *,
     ValueError: on an impossible range or unknown mode.
   """
   if mode not in RAMPS:
-    raise ValueError(f"config.lr_find.mode={mode!r}: use one of {RAMPS}.")
+    raise ValueError(f"config.lr_find.ramp={mode!r}: use one of {RAMPS}.")
   if not (0 < min_lr < max_lr and math.isfinite(max_lr)):
     raise ValueError(f"config.lr_find needs 0 < min_lr < max_lr, got min_lr={min_lr}, "
                      f"max_lr={max_lr}.")
@@ -119,29 +126,39 @@ def debiased_ema(values: np.ndarray, beta: float) -> np.ndarray:
   return out
 
 
-def smooth(losses: np.ndarray, *, beta: float = 0.98, spike_window: int = 5) -> np.ndarray:
-  """Running median over ``spike_window`` steps, then the debiased EMA.
+def smooth(losses: np.ndarray, *, beta: float = 0.9, spike_window: int = 5) -> np.ndarray:
+  """Running median over ``spike_window`` steps, then the debiased EMA forward and backward.
 
+  Forward-backward filtering (as ``scipy.signal.filtfilt``) cancels the EMA's
+  lag: a one-way EMA shows at step t the loss of ~beta/(1-beta) steps earlier,
+  i.e. at an lr ``r^(beta/(1-beta))`` too high on a ramp growing r per step
+  (fastai's beta 0.98 on its 100-step ramp: ~20 steps at mid-sweep, 40x in lr).
   Steps from the first non-finite loss on are NaN (the model is lost there).
   """
   losses = np.asarray(losses, np.float64)
   bad = np.flatnonzero(~np.isfinite(losses))
   end = int(bad[0]) if bad.size else losses.size
   out = np.full_like(losses, np.nan)
-  out[:end] = debiased_ema(running_median(losses[:end], spike_window), beta)
+  forward = debiased_ema(running_median(losses[:end], spike_window), beta)
+  out[:end] = debiased_ema(forward[::-1], beta)[::-1]
   return out
 
 
-def divergence_index(losses: np.ndarray, smoothed: np.ndarray, *,
+def divergence_index(losses: np.ndarray, *, spike_window: int = 5,
                      factor: float = 4.0) -> int | None:
-  """First step ``t`` with a non-finite loss or ``s_t > factor * min_{u <= t} s_u``; None if none."""
+  """First step with a non-finite loss or ``m_t > factor * min_{u <= t} m_u``; None if none.
+
+  ``m = running_median(losses, spike_window)``: one or two bad batches in a
+  window of five do not count, a sustained rise counts from its first step.
+  """
   losses = np.asarray(losses, np.float64)
-  smoothed = np.asarray(smoothed, np.float64)
-  with np.errstate(invalid="ignore"):
-    best = np.fmin.accumulate(smoothed)
-    bad = ~np.isfinite(losses) | ~np.isfinite(smoothed) | (smoothed > factor * best)
-  hits = np.flatnonzero(bad)
-  return int(hits[0]) if hits.size else None
+  bad = np.flatnonzero(~np.isfinite(losses))
+  end = int(bad[0]) if bad.size else losses.size
+  m = running_median(losses[:end], spike_window)
+  hits = np.flatnonzero(m > factor * np.minimum.accumulate(m)) if end else np.array([], int)
+  if hits.size:
+    return int(hits[0])
+  return end if bad.size else None
 
 
 class Curve(NamedTuple):
@@ -161,7 +178,7 @@ class Curve(NamedTuple):
   diverged: bool
 
 
-def analyse(lrs: np.ndarray, losses: np.ndarray, *, beta: float = 0.98,
+def analyse(lrs: np.ndarray, losses: np.ndarray, *, beta: float = 0.9,
             spike_window: int = 5, factor: float = 4.0) -> Curve:
   """Smooths a recorded sweep and finds where it diverged."""
   lrs = np.asarray(lrs, np.float64)
@@ -169,9 +186,11 @@ def analyse(lrs: np.ndarray, losses: np.ndarray, *, beta: float = 0.98,
   if lrs.shape != losses.shape or lrs.ndim != 1 or lrs.size == 0:
     raise ValueError(f"lrs and losses must be equal-length 1-D arrays, got {lrs.shape} "
                      f"and {losses.shape}.")
-  smoothed = smooth(losses, beta=beta, spike_window=spike_window)
-  div = divergence_index(losses, smoothed, factor=factor)
-  return Curve(lrs, losses, smoothed, lrs.size if div is None else div, div is not None)
+  div = divergence_index(losses, spike_window=spike_window, factor=factor)
+  end = lrs.size if div is None else div
+  smoothed = np.full_like(losses, np.nan)  # of the steps before divergence only
+  smoothed[:end] = smooth(losses[:end], beta=beta, spike_window=spike_window)
+  return Curve(lrs, losses, smoothed, end, div is not None)
 
 
 def _window(curve: Curve, skip_start: float, skip_end: float) -> tuple[int, int]:
@@ -267,13 +286,11 @@ class Recommendation(NamedTuple):
 
   Attributes:
     lr: the recommended lr.
-    used: the suggestions whose median it is.
-    capped: whether the stability cap lowered it.
-    reliable: False when no suggestion was reliable.
+    capped: whether the steepest lr lay above stable/4, so the cap set it.
+    reliable: whether both of its inputs were reliable across seeds.
     rule: ``RECOMMENDATION_RULE``.
   """
   lr: float
-  used: tuple[str, ...]
   capped: bool
   reliable: bool
   rule: str
@@ -281,9 +298,8 @@ class Recommendation(NamedTuple):
 
 def recommend(spreads: Mapping[str, Spread]) -> Recommendation:
   """Applies ``RECOMMENDATION_RULE`` to the output of ``across_seeds``."""
-  used = tuple(n for n in RECOMMENDERS if spreads[n].reliable)
-  reliable = bool(used)
-  used = used or RECOMMENDERS
-  lr = log_median([spreads[n].lr for n in used])
-  cap = STABLE_CAP * min(spreads["stable"].per_seed)
-  return Recommendation(min(lr, cap), used, lr > cap, reliable, RECOMMENDATION_RULE)
+  steepest, stable = spreads["steepest"], spreads["stable"]
+  edge = STABLE_FRACTION * stable.lr
+  lr = min(math.sqrt(steepest.lr * edge), edge)
+  return Recommendation(lr, steepest.lr > edge, steepest.reliable and stable.reliable,
+                        RECOMMENDATION_RULE)

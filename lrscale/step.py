@@ -60,6 +60,7 @@ class SegmentControl(NamedTuple):
 class StepFns(NamedTuple):
   """The pieces of a run (all pure): jitted, plus the raw step for vmap/lr_find."""
   step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]  # unjitted train_step
+  segment: Callable[..., Any]  # unjitted train_segment (vmapped over trials by the study)
   train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
   train_segment: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
   evaluate: Callable[..., dict[str, jax.Array]]
@@ -231,6 +232,7 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
         cond, body, (state, buf, jnp.int32(0), jnp.bool_(False)))
     return state, buf, done, stop
 
-  return StepFns(step=train_step, train_step=jax.jit(train_step, donate_argnums=0),
+  return StepFns(step=train_step, segment=train_segment,
+                 train_step=jax.jit(train_step, donate_argnums=0),
                  train_segment=jax.jit(train_segment, donate_argnums=0),
                  evaluate=jax.jit(evaluate))

@@ -1,10 +1,9 @@
 r"""Train-step throughput and launch-to-first-step: lrscale vs a hand-written jax+optax loop.
 
 Usage (from the repo root, no install needed):
-  python scripts/bench_train_step.py                        # full benchmark, ~2-3 min
-  python scripts/bench_train_step.py --batch_sizes=32,1024 --reps=5 --launch_reps=2
-  python scripts/bench_train_step.py --baseline_run         # just the minimal loop, as a user
-                                                            # would launch it
+  python scripts/bench_train_step.py                   # everything, ~4-5 min on 2 busy cores
+  python scripts/bench_train_step.py --batch_sizes=32 --reps=15 --launch_reps=0
+  python scripts/bench_train_step.py --baseline_run    # only the minimal hand-written run
 
 Throughput, all in this one process, on the same MLP (64-128-128-10, ReLU), the
 same digits batches (same example order) and momentum SGD (0.9):
@@ -21,20 +20,27 @@ same digits batches (same example order) and momentum SGD (0.9):
 * ``py-loop``: a ``@jax.jit`` step on (params dict, opt_state, x, y) called from
   a Python for-loop over batches pre-sliced on the device;
 * ``scan``: the same step inside a hand-written ``lax.scan`` over chunks of
-  ``segment_len`` pre-sliced batches (as many steps per call as lrscale's segment).
+  ``segment_len`` pre-sliced batches (as many steps per call as lrscale's segment);
+* ``lrscale step`` (diagnostic): lrscale's own jitted ``train_step`` called from a
+  Python loop, to tell the step's cost from the loop's.
 
-Repetitions are interleaved (lrscale, lrscale loop, py-loop, scan, then the
-reverse order, ...) because this 2-core machine is shared and noisy; the table
-shows medians and the median of the per-repetition ratios.
+Repetitions are interleaved (all contenders in order, then in reverse order, ...)
+because this 2-core machine is shared and noisy; the tables show medians and
+the median of the per-repetition ratios.
 
 Launch to first step is wall time from ``Popen`` to the first progress line
 (``step N/M``) of ``python -m lrscale.train --config=configs/default.py`` with a
 cold (fresh, empty) and a warm persistent compilation cache
-(``config.compilation_cache``), vs this script's ``--baseline_run`` reaching its
-first completed step. lrscale prints its first progress line at its first host
-sync (step N is printed: the first segment's steps cost milliseconds, the
-start-up seconds), after the step-0 evaluation, so its time includes compiling
-evaluation too; the baseline evaluates nothing before training.
+(``config.compilation_cache``), vs this script's ``--baseline_run`` printing its
+first completed step, in two styles: ``jax`` (``jax.random`` init, batches
+gathered on the device: the usual tutorial script) and ``numpy`` (numpy init,
+host-sliced batches: no random-number or gather program to compile before the
+step; about the fastest start a minimal script gets). The baseline has no
+persistent cache (a minimal script does not set one up). lrscale prints its
+first progress line at its first host sync (step N is printed: the first
+segment's steps cost milliseconds, the start-up seconds), after the step-0
+evaluation, so its time includes compiling evaluation too; the baseline
+evaluates nothing before training.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 BASELINE_MARKER = "BASELINE_FIRST_STEP"
+LAUNCH_VARIANTS = ("lrscale cold cache", "lrscale warm cache", "baseline, jax init",
+                   "baseline, numpy init")
 # lrscale.metrics.Progress logs "step 10/450 loss=... | 12.3 steps/s | ETA 0:05".
 PROGRESS_RE = re.compile(r"\] step \d+/\d+ ")
 HIDDEN = (128, 128)
@@ -144,16 +152,39 @@ def load_digits_fast() -> tuple[np.ndarray, np.ndarray]:
   return table[:, :-1] / 16.0, table[:, -1].astype(np.int32)
 
 
-def baseline_run(batch_size: int = 64, epochs: int = 20, lr: float = 0.05) -> None:
-  """A whole minimal training run; prints ``BASELINE_MARKER`` once step 1 is done."""
+def init_mlp_numpy(seed: int, sizes: Sequence[int]) -> Params:
+  """``init_mlp`` with numpy's generator: no JAX program to compile for the init."""
+  rng = np.random.default_rng(seed)
+  params = {}
+  for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    w = rng.normal(size=(fan_in, fan_out)).astype(np.float32) / np.float32(np.sqrt(fan_in))
+    params[f"layer{i}"] = {"w": jnp.asarray(w), "b": jnp.asarray(np.zeros(fan_out, np.float32))}
+  return params
+
+
+def baseline_run(style: str, batch_size: int = 64, epochs: int = 20, lr: float = 0.05) -> None:
+  """A whole minimal training run; prints ``BASELINE_MARKER`` once step 1 is done.
+
+  Args:
+    style: ``jax``: ``jax.random`` init and batches gathered on the device (the
+      usual JAX tutorial script; every eager op compiles on first use, and
+      threefry's generator compiles slowly on CPU); ``numpy``: numpy init and
+      batches sliced on the host (only optax's tiny init ops compile before the step).
+    batch_size, epochs, lr: the run, as configs/default.py (without its cosine).
+  """
   x, y = load_digits_fast()
   perm = np.random.default_rng(0).permutation(len(x))
   train, test = perm[:-360], perm[-360:]
   mean, std = x[train].mean(), x[train].std() + 1e-6
-  xtr, ytr = jnp.asarray((x[train] - mean) / std), jnp.asarray(y[train])
-  xte, yte = jnp.asarray((x[test] - mean) / std), jnp.asarray(y[test])
+  xtr, ytr = (x[train] - mean) / std, y[train]
+  xte, yte = (x[test] - mean) / std, y[test]
+  sizes = (64, *HIDDEN, 10)
+  if style == "jax":
+    xtr, ytr = jnp.asarray(xtr), jnp.asarray(ytr)
+    params = init_mlp(jax.random.key(0), sizes)
+  else:
+    params = init_mlp_numpy(0, sizes)
   base = make_baseline(lr)
-  params = init_mlp(jax.random.key(0), (64, *HIDDEN, 10))
   opt_state = base.tx.init(params)
   steps_per_epoch = len(train) // batch_size
   rng = np.random.default_rng(0)
@@ -164,8 +195,9 @@ def baseline_run(batch_size: int = 64, epochs: int = 20, lr: float = 0.05) -> No
       params, opt_state, loss = base.step(params, opt_state, xtr[idx], ytr[idx])
       if epoch == 0 and i == 0:
         print(f"{BASELINE_MARKER} loss={float(loss):.4f}", flush=True)
-  accuracy = jnp.mean(jnp.argmax(mlp_logits(params, xte), -1) == yte)
-  print(f"baseline: {epochs} epochs, final eval accuracy {float(accuracy):.4f}", flush=True)
+  accuracy = jnp.mean(jnp.argmax(mlp_logits(params, jnp.asarray(xte)), -1) == yte)
+  print(f"baseline ({style}): {epochs} epochs, final eval accuracy {float(accuracy):.4f}",
+        flush=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -306,11 +338,23 @@ def time_once(fn: Callable[[], None]) -> float:
   return time.perf_counter() - t
 
 
+def time_wall_cpu(fn: Callable[[], None]) -> tuple[float, float]:
+  """Wall seconds and this process's CPU seconds (all threads) of one call.
+
+  CPU time is a cross-check that other people's jobs on the shared cores
+  disturb less: a descheduled thread accrues wall time but no CPU time.
+  """
+  wall, cpu = time.perf_counter(), time.process_time()
+  fn()
+  return time.perf_counter() - wall, time.process_time() - cpu
+
+
 class ThroughputRow(NamedTuple):
   batch_size: int
   steps: int                      # steps per repetition
   segment: int                    # steps per device call (lrscale and scan)
-  times: dict[str, list[float]]   # seconds per repetition, by contender
+  times: dict[str, list[float]]   # wall seconds per repetition, by contender
+  cpu: dict[str, list[float]]     # CPU seconds per repetition, by contender
 
 
 def measure_throughput(batch_size: int, reps: int, segment_steps: int | None,
@@ -332,10 +376,13 @@ def measure_throughput(batch_size: int, reps: int, segment_steps: int | None,
     return run
 
   times: dict[str, list[float]] = {c.name: [] for c in contenders}
+  cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
   for r in range(reps):
     for c in (contenders if r % 2 == 0 else contenders[::-1]):
-      times[c.name].append(time_once(repeat(c.run)))
-  return ThroughputRow(batch_size, steps * passes, seg, times)
+      wall_s, cpu_s = time_wall_cpu(repeat(c.run))
+      times[c.name].append(wall_s)
+      cpu[c.name].append(cpu_s)
+  return ThroughputRow(batch_size, steps * passes, seg, times, cpu)
 
 
 def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
@@ -366,6 +413,12 @@ def print_throughput(rows: Sequence[ThroughputRow]) -> None:
   for row in rows:
     print(f"{row.batch_size:>5} | " + " ".join(
         f"{median_ratio(row.times[a], row.times[b]):>22.2f}" for a, b in RATIOS))
+  print("\nThe same ratios from CPU time (process_time, all threads) instead of wall time")
+  print(head)
+  print("-" * len(head))
+  for row in rows:
+    print(f"{row.batch_size:>5} | " + " ".join(
+        f"{median_ratio(row.cpu[a], row.cpu[b]):>22.2f}" for a, b in RATIOS))
   for row in rows:
     for a, b in RATIOS[:2]:
       pairs = ", ".join(f"{tb / ta:.2f}" for ta, tb in zip(row.times[a], row.times[b]))
@@ -377,10 +430,15 @@ def print_throughput(rows: Sequence[ThroughputRow]) -> None:
 # --------------------------------------------------------------------------------------
 
 
+class Launch(NamedTuple):
+  wall_s: float   # Popen to the first-step line
+  cpu_s: float    # the child's CPU time (user + system) until it was killed just after
+  line: str       # the line that marked the first step
+
+
 def time_to_line(cmd: Sequence[str], pattern: re.Pattern[str], *, stream: str,
-                 env: dict[str, str] | None = None, timeout_s: float = 300.0
-                 ) -> tuple[float, str]:
-  """Seconds from ``Popen`` to the first output line matching ``pattern``, and that line.
+                 env: dict[str, str] | None = None, timeout_s: float = 300.0) -> Launch:
+  """Times ``cmd`` from ``Popen`` to its first output line matching ``pattern``.
 
   The process is killed then: only its start-up is measured, the rest of the run
   would just cost time.
@@ -391,18 +449,23 @@ def time_to_line(cmd: Sequence[str], pattern: re.Pattern[str], *, stream: str,
                           stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL)
   pipe = proc.stdout if stream == "stdout" else proc.stderr
   tail: list[str] = []
-  try:
-    for line in pipe:
-      if pattern.search(line):
-        return time.perf_counter() - t0, line.strip()
-      tail = (tail + [line])[-20:]
-      if time.perf_counter() - t0 > timeout_s:
-        break
+  found, wall = "", 0.0
+  for line in pipe:
+    if pattern.search(line):
+      wall, found = time.perf_counter() - t0, line.strip()
+      break
+    tail = (tail + [line])[-20:]
+    if time.perf_counter() - t0 > timeout_s:
+      break
+  proc.kill()
+  # wait4 (not proc.wait) to read the child's CPU time.
+  _, _, usage = os.wait4(proc.pid, 0)
+  proc.returncode = -9
+  pipe.close()
+  if not found:
     raise RuntimeError(f"{' '.join(cmd)} ended without a line matching {pattern.pattern!r}; "
                        f"last output:\n{''.join(tail)}")
-  finally:
-    proc.kill()
-    proc.wait()
+  return Launch(wall, usage.ru_utime + usage.ru_stime, found)
 
 
 def lrscale_launch_cmd(workdir: str, cache_dir: str) -> list[str]:
@@ -420,18 +483,16 @@ def temp_dir(prefix: str) -> Iterator[str]:
 
 
 class LaunchResult(NamedTuple):
-  times: dict[str, list[float]]   # seconds per launch, by variant
-  first_lines: dict[str, str]     # the line that marked each variant's first step
+  launches: dict[str, list[Launch]]   # by variant, in launch order
 
 
 def measure_launch(reps: int) -> LaunchResult:
-  """Interleaved: lrscale cold cache, lrscale warm cache, baseline; ``reps`` times each."""
+  """Interleaved: lrscale cold cache, lrscale warm cache, both baselines; ``reps`` rounds."""
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       filter(None, [REPO, os.environ.get("PYTHONPATH", "")])))
   baseline_cmd = [sys.executable, os.path.abspath(__file__), "--baseline_run"]
-  times: dict[str, list[float]] = {"lrscale cold cache": [], "lrscale warm cache": [],
-                                   "baseline (no cache)": []}
-  lines: dict[str, str] = {}
+  marker = re.compile(BASELINE_MARKER)
+  launches: dict[str, list[Launch]] = {name: [] for name in LAUNCH_VARIANTS}
   with temp_dir("bench_launch_") as root:
     warm = os.path.join(root, "warm_cache")
     # Fill the warm cache once (untimed): what a user's second launch finds.
@@ -445,24 +506,33 @@ def measure_launch(reps: int) -> LaunchResult:
                                  PROGRESS_RE, "stderr"),
           "lrscale warm cache": (lrscale_launch_cmd(os.path.join(root, f"warm{r}"), warm),
                                  PROGRESS_RE, "stderr"),
-          "baseline (no cache)": (baseline_cmd, re.compile(BASELINE_MARKER), "stdout"),
+          "baseline, jax init": (baseline_cmd + ["--baseline_style=jax"], marker, "stdout"),
+          "baseline, numpy init": (baseline_cmd + ["--baseline_style=numpy"], marker, "stdout"),
       }
       for name, (cmd, pattern, stream) in runs.items():
-        seconds, lines[name] = time_to_line(cmd, pattern, stream=stream, env=env)
-        times[name].append(seconds)
-  return LaunchResult(times, lines)
+        launches[name].append(time_to_line(cmd, pattern, stream=stream, env=env))
+  return LaunchResult(launches)
 
 
 def print_launch(result: LaunchResult) -> None:
-  print("\nLaunch to first completed train step (s, median of interleaved launches; "
-        "ratio = median of per-launch ratios to the baseline launched beside it)")
-  base = result.times["baseline (no cache)"]
-  for name, ts in result.times.items():
-    ratio = statistics.median(t / b for t, b in zip(ts, base))
-    runs = ", ".join(f"{t:.2f}" for t in ts)
-    print(f"  {name:<20} {statistics.median(ts):6.2f}   x{ratio:.2f} of baseline   [{runs}]")
-  for name, line in result.first_lines.items():
-    print(f"  {name} first-step line: {line[-110:]}")
+  print("\nLaunch to first completed train step (median of interleaved launches; ratio = "
+        "median of per-launch ratios to the baseline launched in the same round)")
+  print(f"  {'':<22} {'wall s':>7} {'/ jax-init':>10} {'/ numpy-init':>12} {'CPU s':>7} "
+        f"{'/ jax-init':>10} {'/ numpy-init':>12}   [wall s of each launch]")
+  base_jax = result.launches["baseline, jax init"]
+  base_np = result.launches["baseline, numpy init"]
+
+  def ratio(ls: list[Launch], base: list[Launch], field: str) -> float:
+    return statistics.median(getattr(a, field) / getattr(b, field) for a, b in zip(ls, base))
+
+  for name, ls in result.launches.items():
+    runs = ", ".join(f"{x.wall_s:.2f}" for x in ls)
+    print(f"  {name:<22} {statistics.median(x.wall_s for x in ls):>7.2f} "
+          f"{ratio(ls, base_jax, 'wall_s'):>10.2f} {ratio(ls, base_np, 'wall_s'):>12.2f} "
+          f"{statistics.median(x.cpu_s for x in ls):>7.2f} "
+          f"{ratio(ls, base_jax, 'cpu_s'):>10.2f} {ratio(ls, base_np, 'cpu_s'):>12.2f}   [{runs}]")
+  for name, ls in result.launches.items():
+    print(f"  {name} first-step line: {ls[-1].line[-110:]}")
 
 
 # --------------------------------------------------------------------------------------
@@ -471,7 +541,7 @@ def print_launch(result: LaunchResult) -> None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--batch_sizes", default="32,128,1024", help="Comma-separated batch sizes.")
-  p.add_argument("--reps", type=int, default=7, help="Interleaved throughput repetitions.")
+  p.add_argument("--reps", type=int, default=9, help="Interleaved throughput repetitions.")
   p.add_argument("--rep_seconds", type=float, default=0.4,
                  help="Target length of one lrscale repetition (sets steps per repetition).")
   p.add_argument("--segment_steps", type=int, default=0,
@@ -482,13 +552,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--skip_throughput", action="store_true")
   p.add_argument("--baseline_run", action="store_true",
                  help="Only run the minimal hand-written training loop (used as a subprocess).")
+  p.add_argument("--baseline_style", choices=("jax", "numpy"), default="jax",
+                 help="--baseline_run's init and batching, see baseline_run().")
   return p.parse_args(argv)
 
 
 def main(argv: Sequence[str]) -> None:
   args = parse_args(argv)
   if args.baseline_run:
-    baseline_run()
+    baseline_run(args.baseline_style)
     return
   print(f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}, "
         f"{jax.device_count()} device(s), {os.cpu_count()} CPU(s)")

@@ -1,7 +1,6 @@
 """The LR range test: known answers on quadratics, spikes, seeds, purity, divergence, outputs."""
 
 import csv
-import functools
 import json
 import os
 import random
@@ -74,26 +73,41 @@ def test_isotropic_quadratic_minimum_is_exactly_the_stability_limit():
     assert curve.diverged and found["stable"] >= first_unstable
 
 
-def test_quadratic_stable_lr_converges_to_2_over_L_and_recommendation_is_stable():
-  """Noisy SGD on a quadratic with condition number 10: where theory puts the answers.
+def test_stable_lr_converges_to_2_over_L_and_the_recommendation_is_stable():
+  """GD on (L/2)|w|^2 with default smoothing.
 
-  The largest stable lr (last before divergence) is never below 2/L, and its
-  overshoot, the ramp's progress while the unstable direction grows, shrinks
-  as the ramp gets finer. The recommendation is an lr that converges (< 2/L)
-  and within 20x of the best constant lr 2/(L + mu) (~2/L here).
+  The largest stable lr is never below 2/L (theory: nothing grows before),
+  and its overshoot, the ramp's progress while the unstable direction grows
+  past k x best, shrinks as the ramp gets finer. The recommendation converges
+  (< 2/L) and is within 10x of the best constant lr 1/L.
   """
-  measured = {}
-  for n in (100, 1000):
+  overshoot = {}
+  for n in (100, 300):  # (float32: a finer ramp kills the mode to exactly 0 at 1/L)
     lrs = S.lr_ramp(1e-6, 10.0, n)
-    found = [S.suggest(S.analyse(lrs, losses)) for losses in sweeps(lrs)]
+    found = [S.suggest(S.analyse(lrs, losses))
+             for losses in sweeps(lrs, eigs=np.full(16, L_MAX), sigma=0.0)]
     stable = np.array([f["stable"] for f in found])
     assert np.all(stable >= LIMIT), stable / LIMIT
-    measured[n] = stable.max() / LIMIT
-    if n == 100:
-      rec = S.recommend(S.across_seeds(found))
-      assert LIMIT / 20 < rec.lr < LIMIT, rec.lr / LIMIT
-  assert measured[100] < 3.5 and measured[1000] < 1.4, measured
-  assert measured[1000] < measured[100] / 1.8, measured
+    overshoot[n] = stable.max() / LIMIT
+    rec = S.recommend(S.across_seeds(found))
+    assert 0.1 / L_MAX < rec.lr < LIMIT, rec.lr * L_MAX
+  assert overshoot[100] < 1.6 and overshoot[300] < 1.3, overshoot
+
+
+def test_noisy_quadratic_answers_within_a_factor_of_theory():
+  """SGD with gradient noise, condition number 10, the default 100 steps.
+
+  The loss floor of noisy SGD grows with the lr, so k x best can trip a little
+  before or after 2/L; the recommendation stays a stable lr within 10x of the
+  best constant lr 2/(L + mu).
+  """
+  lrs = S.lr_ramp(1e-6, 10.0, 100)
+  found = [S.suggest(S.analyse(lrs, losses)) for losses in sweeps(lrs, seeds=range(5))]
+  stable = np.array([f["stable"] for f in found])
+  assert np.all((stable > LIMIT / 2) & (stable < 2.5 * LIMIT)), stable / LIMIT
+  rec = S.recommend(S.across_seeds(found))
+  best = 2 / (L_MAX + EIGS[0])
+  assert best / 10 < rec.lr < LIMIT, rec.lr / best
 
 
 def test_valley_moves_with_the_range_steepest_and_minimum_do_not():
@@ -132,27 +146,38 @@ def test_debiased_ema_is_the_normalised_weighted_mean():
 
 
 def test_divergence_is_a_non_finite_loss_or_k_times_the_best():
-  assert S.divergence_index(np.array([3.0, 2, 1, np.inf, 1]), np.array([3.0, 2, 1, 1, 1])) == 3
-  smoothed = np.array([3.0, 1.0, 2.0, 3.9, 4.1, 9.0])
-  assert S.divergence_index(np.ones(6), smoothed, factor=4.0) == 4
-  assert S.divergence_index(np.ones(6), smoothed, factor=10.0) is None
+  assert S.divergence_index(np.array([3.0, 2, 1, np.inf, 1])) == 3
+  losses = np.array([3.0, 1.0, 2.0, 3.9, 4.1, 9.0, 9.0, 9.0])
+  assert S.divergence_index(losses, spike_window=1, factor=4.0) == 4
+  assert S.divergence_index(losses, spike_window=1, factor=10.0) is None
+  # The median of 5 ignores a lone bad batch and sees a rise from its first step:
+  assert S.divergence_index(np.r_[np.ones(10), 9.0, np.ones(10)]) is None
+  assert S.divergence_index(np.r_[np.ones(10), np.full(5, 9.0)]) == 10
   curve = S.analyse(np.arange(1.0, 7.0), np.array([1.0, 1, 1, np.nan, 1, 1]))
   assert curve.diverged and curve.end == 3 and np.all(np.isnan(curve.smoothed[3:]))
 
 
+def test_smoothing_has_no_lag():
+  """A step down at 49.5 stays there; a one-way EMA moves it ~beta/(1-beta) steps later."""
+  x = np.r_[np.full(50, 2.0), np.full(50, 1.0)]
+  two_way = S.smooth(x, spike_window=1)
+  assert abs(np.argmin(np.abs(two_way - 1.5)) - 49.5) <= 1
+  assert np.argmin(np.abs(S.debiased_ema(x, 0.9) - 1.5)) >= 55
+
+
 def test_early_spikes_neither_stop_nor_move_the_sweep():
-  """Two bad batches early: fastai's plain debiased EMA stops there; the median does not."""
+  """Two bad batches early: fastai's rule (debiased EMA 0.98 > 4 x best) stops there."""
   lrs = S.lr_ramp(1e-6, 10.0, 100)
   clean = sweeps(lrs, seeds=(0,))[0]
   spiked = clean.copy()
   spiked[[4, 5]] *= 50.0
-  fastai_like = S.analyse(lrs, spiked, spike_window=1)
-  assert fastai_like.diverged and fastai_like.end <= 6  # fooled: "diverged" at lr ~1e-6
+  fastai = S.debiased_ema(spiked, 0.98)
+  assert np.argmax(fastai > 4 * np.minimum.accumulate(fastai)) in (4, 5)  # fooled at ~1e-6
   ours, reference = S.analyse(lrs, spiked), S.analyse(lrs, clean)
-  assert abs(ours.end - reference.end) <= 1
+  assert ours.end == reference.end
   step = lrs[1] / lrs[0]
   for name, lr in S.suggest(ours).items():
-    assert 1 / step ** 2 <= lr / S.suggest(reference)[name] <= step ** 2, name
+    assert 1 / step <= lr / S.suggest(reference)[name] <= step, name
 
 
 def test_spread_reliability_and_recommendation_rule():
@@ -164,11 +189,10 @@ def test_spread_reliability_and_recommendation_rule():
   assert spreads["steepest"].lr == pytest.approx(0.2)  # median over seeds
   assert spreads["minimum"].spread == pytest.approx(2.0) and spreads["minimum"].reliable
   rec = S.recommend(spreads)
-  assert rec.used == ("minimum",) and rec.lr == pytest.approx(0.03) and rec.reliable
-  loose = S.recommend(S.across_seeds(per_seed, max_spread=10.0))
-  assert loose.lr == pytest.approx(np.sqrt(0.2 * 0.03)) and not loose.capped
-  capped = S.recommend(S.across_seeds([dict(per_seed[0], stable=0.1)]))
-  assert capped.capped and capped.lr == pytest.approx(0.1 * S.STABLE_CAP)
+  assert rec.lr == pytest.approx(np.sqrt(0.2 * 2.0 / 4)) and not rec.capped
+  assert not rec.reliable and S.recommend(S.across_seeds(per_seed, max_spread=4.0)).reliable
+  capped = S.recommend(S.across_seeds([dict(per_seed[0], stable=0.2)]))
+  assert capped.capped and capped.lr == pytest.approx(0.2 * S.STABLE_FRACTION)
 
 
 # --------------------------------------------------------------------------
@@ -262,13 +286,13 @@ def test_vary_init_or_data_and_vmap_matches_one_after_another():
                         "lr_find.seeds": (0, 1), "lr_find.vary": "init"})
   plan = lr_find.sweep_plan(cfg, 32)
   setup = RunSetup(plan, registry.load_in_memory(cfg.dataset))
-  test = lr_find.RangeTest(setup, plan, cfg.lr_find, vmap=False)
-  init, data = zip(*(test._plans(s) for s in (0, 1)))  # pylint: disable=protected-access
+  test = lr_find.RangeTest(setup, [plan], cfg.lr_find, vmap=False)
+  init, data = zip(*(test._plans(plan, s) for s in (0, 1)))  # pylint: disable=protected-access
   assert [p.config.seed for p in init] == [0, 1] and [p.config.seed for p in data] == [0, 0]
-  a, b = (jax.tree.leaves(test.initial_state(s).params)[0] for s in (0, 1))
+  a, b = (jax.tree.leaves(test.initial_state(plan, s).params)[0] for s in (0, 1))
   assert not np.allclose(a, b)
-  one_by_one = test.run((0, 1))
-  vmapped = lr_find.RangeTest(setup, plan, cfg.lr_find, vmap=True).run((0, 1))
+  one_by_one = test.run(32, (0, 1))
+  vmapped = lr_find.RangeTest(setup, [plan], cfg.lr_find, vmap=True).run(32, (0, 1))
   for s, v in zip(one_by_one.sweeps, vmapped.sweeps):
     assert s.steps_run == v.steps_run
     np.testing.assert_allclose(s.curve.losses, v.curve.losses, rtol=2e-5, atol=1e-6)
@@ -288,7 +312,7 @@ def test_callers_state_bn_statistics_and_rng_are_untouched():
   before = jax.device_get(state)
   train_x = np.asarray(setup.train_x)
   np_rng, py_rng = np.random.get_state(), random.getstate()
-  result = lr_find.RangeTest(setup, plan, cfg.lr_find).run((0, 1), state=state)
+  result = lr_find.RangeTest(setup, [plan], cfg.lr_find).run(32, (0, 1), state=state)
   assert all(s.steps_run == 8 for s in result.sweeps)
   leaves = jax.tree.leaves(state)
   assert not any(x.is_deleted() for x in leaves)  # the donated buffers were copies
@@ -299,8 +323,8 @@ def test_callers_state_bn_statistics_and_rng_are_untouched():
   after = np.random.get_state()
   assert after[0] == np_rng[0] and np.array_equal(after[1], np_rng[1]) and after[2:] == np_rng[2:]
   with pytest.raises(ValueError, match="vary='init'"):
-    lr_find.RangeTest(setup, plan, small_config(**{"lr_find.vary": "init"}).lr_find).run(
-        (0,), state=state)
+    lr_find.RangeTest(setup, [plan], small_config(**{"lr_find.vary": "init"}).lr_find).run(
+        32, (0,), state=state)
 
 
 @pytest.mark.parametrize("field,value", [

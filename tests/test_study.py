@@ -170,3 +170,15 @@ def test_stale_claim_is_taken_over_once(tmp_path):
   assert second is not None
   second.release()
   assert not os.path.exists(os.path.join(workdir, "trials", "t1", "claim"))
+
+
+def test_vmapped_study_matches_sequential_study(tmp_path):
+  seq = small_study(**{"batch_sizes": (64,), "seeds": (0, 1)})
+  vm = small_study(**{"batch_sizes": (64,), "seeds": (0, 1), "vmap": "on", "vmap_size": 4})
+  runner.run_study(seq, str(tmp_path / "seq"))
+  runner.run_study(vm, str(tmp_path / "vm"))
+  for t in space.enumerate_trials(seq):
+    a = store.read_json(os.path.join(store.trial_dir(str(tmp_path / "seq"), t.id), "summary.json"))
+    b = store.read_json(os.path.join(store.trial_dir(str(tmp_path / "vm"), t.id), "summary.json"))
+    assert a["status"] == b["status"] and a["target"]["step"] == b["target"]["step"]
+    assert a["final"]["eval_loss"] == pytest.approx(b["final"]["eval_loss"], rel=1e-5)

@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+import jax
 import ml_collections
 from absl import logging
 
@@ -22,7 +23,7 @@ from lrscale import config as config_lib
 from lrscale import train as train_lib
 from lrscale.data import registry
 from lrscale.metrics import format_seconds
-from lrscale.study import space, store
+from lrscale.study import space, store, vmap_group
 
 
 def _study_info(study: ml_collections.ConfigDict, meta: registry.DatasetMeta) -> dict[str, Any]:
@@ -75,35 +76,69 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, worker: int = 0
   ran, t0 = 0, time.perf_counter()
   logging.info("Study %s: %d trials in %d groups -> %s", study.name, len(trials), len(keys),
                workdir)
+  group_size = _vmap_size(study)
   for key in keys:
     setup = None
-    for trial in groups[key]:
-      if store.is_finished(workdir, trial.id):
-        counts["skipped"] += 1
-        continue
-      claim = store.try_claim(workdir, trial.id, worker=worker_name, stale_s=study.stale_claim_s)
-      if claim is None:
-        counts["busy"] += 1
+    pending = list(groups[key])
+    while pending:
+      batch, claims = [], []
+      while pending and len(batch) < group_size:
+        trial = pending.pop(0)
+        if store.is_finished(workdir, trial.id):
+          counts["skipped"] += 1
+          continue
+        claim = store.try_claim(workdir, trial.id, worker=worker_name,
+                                stale_s=study.stale_claim_s)
+        if claim is None:
+          counts["busy"] += 1
+          continue
+        batch.append(trial)
+        claims.append(claim)
+      if not batch:
         continue
       try:
-        store.write_trial_json(workdir, trial.to_json())
-        store.record_attempt(workdir, trial.id, worker=worker_name)
-        cfg = space.trial_config(study, trial)
-        plan = config_lib.resolve(cfg, dataset_meta=meta)
+        plans = []
+        for trial in batch:
+          store.write_trial_json(workdir, trial.to_json())
+          store.record_attempt(workdir, trial.id, worker=worker_name)
+          cfg = space.trial_config(study, trial)
+          plans.append(train_lib.prepare(cfg, plan=config_lib.resolve(cfg, dataset_meta=meta)))
         if data is None:
-          data = registry.load_in_memory(cfg.dataset)
+          data = registry.load_in_memory(plans[0].config.dataset)
         if setup is None:  # one compile per group, reused by all its lrs and seeds
-          setup = train_lib.RunSetup(plan, data)
-        summary = train_lib.train(cfg, store.trial_dir(workdir, trial.id), plan=plan,
-                                  setup=setup, data=data)
+          setup = train_lib.RunSetup(plans[0], data)
+        summaries = _run_batch(plans, [store.trial_dir(workdir, t.id) for t in batch],
+                               setup, data)
       finally:
-        claim.release()
-      counts[summary["status"]] = counts.get(summary["status"], 0) + 1
-      ran += 1
+        for claim in claims:
+          claim.release()
+      for summary in summaries:
+        counts[summary["status"]] = counts.get(summary["status"], 0) + 1
+      ran += len(batch)
       _log_progress(workdir, trials, ran, t0)
       if max_trials is not None and ran >= max_trials:
         return counts
   return counts
+
+
+def _vmap_size(study: ml_collections.ConfigDict) -> int:
+  if study.vmap not in ("auto", "on", "off"):
+    raise ValueError(f"config.vmap must be 'auto', 'on' or 'off', got {study.vmap!r}.")
+  on = study.vmap == "on" or (study.vmap == "auto" and jax.default_backend() != "cpu")
+  if on:
+    logging.info("Training up to %d trials per vmapped program (config.vmap=%s, backend %s).",
+                 study.vmap_size, study.vmap, jax.default_backend())
+  return max(1, int(study.vmap_size)) if on else 1
+
+
+def _run_batch(plans, workdirs, setup, data) -> list[dict[str, Any]]:
+  """One trial: a plain run. Several: one vmapped group when they start at the
+  same step (fresh trials), else one after another."""
+  if len(plans) > 1 and not any(p.config.plateau.enabled for p in plans) and not any(
+      os.path.isdir(os.path.join(wd, "checkpoints")) for wd in workdirs):
+    return vmap_group.train_group(plans, workdirs, setup)
+  return [train_lib.train(p.config, wd, plan=p, setup=setup, data=data)
+          for p, wd in zip(plans, workdirs)]
 
 
 def _log_progress(workdir: str, trials: list[space.Trial], ran: int, t0: float) -> None:
