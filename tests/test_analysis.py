@@ -256,3 +256,12 @@ def test_analysis_imports_no_model_code(written):
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code, workdir], cwd=REPO, check=True, timeout=120)
+
+
+def test_target_met_at_float32_precision_counts():
+  """A run stops when float32 accuracy 342/360 meets 0.95; the analysis must agree."""
+  from lrscale.analysis.store_reader import Target
+  logged = float(np.float32(342) / np.float32(360))  # what metrics.jsonl holds
+  assert logged < 0.95  # in float64 it falls short
+  assert Target("eval_accuracy", 0.95, "max").is_reached(logged)
+  assert not Target("eval_accuracy", 0.95, "max").is_reached(float(np.float32(341 / 360)))

@@ -289,8 +289,9 @@ def test_vary_init_or_data_and_vmap_matches_one_after_another():
   test = lr_find.RangeTest(setup, [plan], cfg.lr_find, vmap=False)
   init, data = zip(*(test._plans(plan, s) for s in (0, 1)))  # pylint: disable=protected-access
   assert [p.config.seed for p in init] == [0, 1] and [p.config.seed for p in data] == [0, 0]
-  a, b = (jax.tree.leaves(test.initial_state(plan, s).params)[0] for s in (0, 1))
-  assert not np.allclose(a, b)
+  a, b = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(test.initial_state(plan, s))])
+          for s in (0, 1))
+  assert not np.allclose(a, b)  # another init
   one_by_one = test.run(32, (0, 1))
   vmapped = lr_find.RangeTest(setup, [plan], cfg.lr_find, vmap=True).run(32, (0, 1))
   for s, v in zip(one_by_one.sweeps, vmapped.sweeps):

@@ -276,16 +276,17 @@ def largest_useful_batch(
 
     * ``fitted``: on the fitted curve, ``B = B_crit (1/|maximal_slope| - 1)``
       (``9 B_crit`` by default, where ``S = 1.11 S_min``).
-    * ``measured``: the lower end of the first measured interval classified as
-      maximal data parallelism, scanning up from the smallest B (stopping at the
-      first flat interval keeps noise in the flat tail from pushing it further);
-      the largest measured B if no interval is flat (``within_grid`` false).
+    * ``measured``: the lower end of the flat tail, i.e. of the run of
+      maximal-data-parallelism intervals that reaches the largest measured B
+      (a flat pair among small batches, from noise or an lr grid that missed
+      the optimum there, is not where larger batches stop paying off); the
+      largest measured B if the last interval is not flat (``within_grid`` false).
     """
     measured, within_grid = None, False
-    for iv in intervals:
-        if iv.regime == MAXIMAL:
-            measured, within_grid = iv.b_lo, True
+    for iv in reversed(intervals):
+        if iv.regime != MAXIMAL:
             break
+        measured, within_grid = iv.b_lo, True
     if measured is None and intervals:
         measured = intervals[-1].b_hi
     fitted = None if fit is None else batch_at_fitted_slope(fit.b_crit, maximal_slope)

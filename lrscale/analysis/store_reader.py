@@ -22,6 +22,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 STATUS_COMPLETE = "complete"
 STATUS_DIVERGED = "diverged"
 STATUS_RUNNING = "running"
@@ -47,9 +49,13 @@ class Target:
         """Whether a measured metric value meets the target (NaN never does)."""
         if measured is None or not math.isfinite(measured):
             return False
+        # Compared at float32, the precision the training loop computes and checks
+        # metrics in: 342/360 is logged as 0.949999988, and the run that stopped
+        # there because it met a 0.95 target must count as having met it.
+        value, measured = np.float32(self.value), np.float32(measured)
         if self.mode == "min":
-            return measured <= self.value
-        return measured >= self.value
+            return bool(measured <= value)
+        return bool(measured >= value)
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "value": self.value, "mode": self.mode}
