@@ -36,7 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
       train_split="train",
       eval_split="test",
       eval_examples=0,        # evaluate on the first N eval examples (0 = all)
-      standardize=True,       # per-channel mean/std of the train split
+      standardize=True,       # per-channel mean/std of the train split (in-memory data)
+      stream=False,           # stream TFDS train batches through grain (imagenet2012 always)
   ))
   c.model = ml_collections.ConfigDict(dict(
       name="mlp",             # mlp | cnn | resnet8 | resnet20 | resnet18 | resnet50
@@ -187,6 +188,23 @@ class RunPlan:
         optimizer=self.optimizer.to_dict(), batch_ramp=[p._asdict() for p in self.ramp])
 
 
+def set_field(cfg: ml_collections.ConfigDict, path: str, value: Any) -> None:
+  """Sets ``cfg.a.b.c = value`` for ``path='a.b.c'`` (sweeps, tests, experiments).
+
+  Raises:
+    ValueError: naming the path when a section or field does not exist.
+  """
+  node = cfg
+  *sections, leaf = path.split(".")
+  for part in sections:
+    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+      raise ValueError(f"config.{path}: {part!r} is not a config section.")
+    node = node[part]
+  if leaf not in node:
+    raise ValueError(f"config.{path} is not a known field.")
+  node[leaf] = value
+
+
 def check_known_fields(cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
                        prefix: str = "config") -> None:
   """Rejects fields that ``base_config()`` does not define (typos, stale names)."""
@@ -274,6 +292,16 @@ def resolve(cfg: ml_collections.ConfigDict, *, num_devices: int | None = None,
   scaling.validate(cfg.scaling, cfg.optimizer)
 
   meta = dataset_meta or registry.check_dataset(cfg.dataset)
+  if cfg.dataset.stream and cfg.dataset.name in registry.OFFLINE:
+    raise ValueError(f"config.dataset.stream=True needs a TFDS dataset; {cfg.dataset.name!r} is "
+                     "offline and in memory (use lrscale_digits to stream the digits).")
+  if (meta.streamed or cfg.dataset.stream) and cfg.batch_ramp.milestones:
+    raise ValueError("config.batch_ramp with a streamed dataset is not supported; use an "
+                     "in-memory dataset or drop the ramp.")
+  if any(d is None for d in meta.input_shape):
+    raise ValueError(
+        f"config.dataset.name={meta.name!r} has variable-size images {meta.input_shape}; they "
+        "need a decode/crop/resize preprocessing step that lrscale does not have yet.")
   if batch > meta.num_train:
     raise ValueError(f"config.batch_size={batch} exceeds the {meta.num_train} training "
                      f"examples of {meta.name}; use at most the full training set.")

@@ -4,30 +4,33 @@ A range test (Smith 2017, "Cyclical Learning Rates for Training Neural
 Networks"; fastai's ``lr_find``) trains the config's model, data, optimizer and
 batch size for ``N = config.lr_find.num_steps`` steps while the lr grows from
 ``min_lr`` to ``max_lr``, and reads suggestions off the loss curve
-(``lrscale.lr_find_suggest``). Here the ramp is just another schedule: the
-train step of ``lrscale.step`` is built with ``lr_fn(t) = ramp[t]``, and one
-device call (``train_segment``) runs ``check_every`` steps and returns their
-losses, so the host checks for divergence between calls and stops the sweep
-there.
+(``lrscale.lr_find_suggest``: smoothing, divergence, suggestions and the
+recommendation). Here the ramp is just another schedule: the train step of
+``lrscale.step`` is built with ``lr_fn(t) = ramp[t]``; one device call
+(``train_segment``) runs ``check_every`` steps and returns their losses, and
+the host stops the sweep between calls once it has diverged.
 
-It differs from the usual finders in four ways:
+What it adds to fastai's, torch-lr-finder's and Lightning's finders:
 
 * pure: each sweep starts from a fresh initial state, or a *copy* of the state
   passed in; nothing of the caller (params, optimizer state, BatchNorm
   statistics, RNG) changes, so there is nothing to restore;
-* several seeds per call (``config.lr_find.seeds``; ``vary`` picks init, data
-  order or both): each suggestion comes with its spread across seeds and is
-  flagged unreliable past ``max_spread``. Seeds run one after another on CPU
-  (vmap measured no faster there, shared/REFERENCE.md) and in one vmapped call
-  on accelerators;
-* several batch sizes (``config.lr_find.batch_sizes``): the fitted exponent of
-  lr(B) beside the linear and square-root rules' predictions;
-* a running median before the EMA, so one bad batch neither stops the sweep nor
-  moves the suggestions.
+* several seeds per call (``seeds``; ``vary`` picks init, data order or both):
+  each suggestion comes with its spread across seeds and is flagged unreliable
+  past ``max_spread``. Seeds run one after another on CPU (vmap measured no
+  faster there, shared/REFERENCE.md) and in one vmapped call on accelerators;
+* several batch sizes (``batch_sizes``): the fitted exponent of lr(B) beside
+  the linear and square-root rules' predictions. Batch sizes that are
+  multiples of the smallest share one compiled program: a batch of B runs as
+  B/b microbatches of b (the step's traced microbatch count), so a
+  (64, 256, 1024) ladder compiles once;
+* spikes and lag: a running median before the EMA, so one or two bad batches
+  neither stop the sweep nor move the suggestions, and an EMA run both ways,
+  so the curve is not shifted to higher lrs.
 
 Outputs in ``DIR``: lr_find.csv (seed, batch_size, step, lr, loss,
 smoothed_loss), lr_find.json (suggestions, spreads, recommendation, exponent),
-lr_find.png, and a printed ``--config.lr=VALUE`` line.
+lr_find.png, and printed ``--config.lr=VALUE`` lines for ``lrscale.train``.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def validate(lf: ml_collections.ConfigDict) -> None:
     return ValueError(f"config.lr_find.{field}={lf[field]!r}: {why}")
 
   if not 0.0 <= lf.beta < 1.0:
-    raise bad("beta", "the EMA decay must be in [0, 1) (fastai: 0.98).")
+    raise bad("beta", "the EMA decay must be in [0, 1) (default 0.9, run both ways).")
   if not (isinstance(lf.spike_window, int) and lf.spike_window >= 1 and lf.spike_window % 2):
     raise bad("spike_window", "use an odd number of steps >= 1 (1 = no running median).")
   if not lf.diverge_factor > 1.0:
@@ -223,7 +226,7 @@ class RangeTest:
         donate_argnums=0)
 
   def _indices(self, plan: config_lib.RunPlan, start: int, n: int
-               ) -> tuple[jax.Array, jax.Array]:
+               ) -> tuple[jax.Array, jax.Array | None]:
     """Examples [segment, max_k, b] of steps [start, start + n) and microbatches per step.
 
     The batch of each step is ``lrscale.data.order``'s, as in training; rows
@@ -234,8 +237,10 @@ class RangeTest:
     idx[:n, :k] = order.batch_indices(
         seed=plan.config.seed, start_step=start, num_steps=n, batch_size=plan.batch_size,
         num_examples=self.setup.data.num_train).reshape(n, k, self.micro)
-    ks = np.full((self.segment,), k, np.int32)
     mesh = self.setup.mesh
+    if self.max_k == 1:  # one batch size, one microbatch: the plain step, no k loop
+      return parallel.put_batch(idx, mesh, axis=2), None
+    ks = np.full((self.segment,), k, np.int32)
     return parallel.put_batch(idx, mesh, axis=2), parallel.put_replicated(ks, mesh)
 
   def _segment(self, state: TrainState, idx: jax.Array, ks: jax.Array, n: int):
@@ -447,8 +452,10 @@ def lr_find(cfg: ml_collections.ConfigDict, workdir: str | None = None, *,
     The ``LrFindResult``.
 
   Raises:
-    ValueError: naming the config field, before any compute.
+    ValueError: naming the config field, before any compute (or after a sweep
+      that diverged within its first 3 steps: lower ``min_lr``).
   """
+  metrics_lib.quiet_library_logs()
   lf = cfg.lr_find
   validate(lf)
   plans = [sweep_plan(cfg, b, num_devices=num_devices) for b in _batch_sizes(cfg)]
@@ -523,6 +530,8 @@ def write_outputs(result: LrFindResult, cfg: ml_collections.ConfigDict, workdir:
 
 
 MARKERS = dict(steepest="v", valley="o", minimum="s", stable="X", recommended="*")
+LABELS = dict(steepest="steepest", valley="valley", minimum="minimum / 10",
+              stable="largest stable", recommended="recommended")
 
 
 def plot(result: LrFindResult, path: str) -> str:
@@ -568,7 +577,7 @@ def plot(result: LrFindResult, path: str) -> str:
   ax.set_title("LR range test (hollow marker: unreliable across seeds)")
   handles, _ = ax.get_legend_handles_labels()
   handles += [Line2D([], [], marker=m, linestyle="none", color="grey", markeredgecolor="k",
-                     label=n) for n, m in MARKERS.items()]
+                     label=LABELS[n]) for n, m in MARKERS.items()]
   ax.legend(handles=handles, fontsize=8)
   fig.savefig(path, dpi=110)
   return path

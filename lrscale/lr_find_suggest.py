@@ -88,8 +88,8 @@ def lr_ramp(min_lr: float, max_lr: float, num_steps: int, *,
   if mode not in RAMPS:
     raise ValueError(f"config.lr_find.ramp={mode!r}: use one of {RAMPS}.")
   if not (0 < min_lr < max_lr and math.isfinite(max_lr)):
-    raise ValueError(f"config.lr_find needs 0 < min_lr < max_lr, got min_lr={min_lr}, "
-                     f"max_lr={max_lr}.")
+    raise ValueError(f"config.lr_find.min_lr={min_lr} and config.lr_find.max_lr={max_lr}: "
+                     "the range needs 0 < min_lr < max_lr < inf.")
   if num_steps < 2:
     raise ValueError(f"config.lr_find.num_steps must be >= 2, got {num_steps}.")
   if mode == "exponential":

@@ -50,9 +50,14 @@ class RunSetup:
         mesh=self.mesh, segment_len=self.segment_len,
         noise_splits=cfg.noise_scale.splits if cfg.noise_scale.enabled else 0,
         noise_decay=cfg.noise_scale.decay)
-    # The training set lives on every device; batches are gathered by index.
-    self.train_x = parallel.put_replicated(data.train_x, self.mesh)
-    self.train_y = parallel.put_replicated(data.train_y, self.mesh)
+    self.streamed = registry.is_streamed(cfg.dataset)
+    # (seed, next step, iterator) of the stream being read; trials sharing this
+    # setup differ in seed, so the seed is part of the key.
+    self._stream: tuple[int, int, Any] | None = None
+    if not self.streamed:
+      # The training set lives on every device; batches are gathered by index.
+      self.train_x = parallel.put_replicated(data.train_x, self.mesh)
+      self.train_y = parallel.put_replicated(data.train_y, self.mesh)
     self.eval_batches = self._eval_batches()
 
   def _model(self, seed) -> nnx.Module:
@@ -98,6 +103,42 @@ class RunSetup:
     shape = (nb, eb)
     return tuple(parallel.put_batch(a.reshape(shape + a.shape[1:]), self.mesh, axis=1)
                  for a in (xs, ys, ws))
+
+  def inputs(self, plan: config_lib.RunPlan, start: int,
+             n: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
+    """(data_x, data_y, idx, ks) for steps [start, start+n) of ``plan``.
+
+    In memory: the device-resident training set and indices into it. Streamed:
+    this segment's batches, read from grain on the host, become the segment's
+    "dataset" and idx simply walks through it, so the compiled segment is the
+    same program either way.
+    """
+    if not self.streamed:
+      return (self.train_x, self.train_y) + self.indices(plan, start, n)
+    xs, ys = self._stream_batches(plan, start, n)
+    pad = (self.segment_len - n) * plan.batch_size
+    xs = np.concatenate([xs, np.zeros((pad,) + xs.shape[1:], xs.dtype)])
+    ys = np.concatenate([ys, np.zeros((pad,), ys.dtype)])
+    idx = np.arange(self.segment_len * plan.batch_size, dtype=np.int32).reshape(
+        self.segment_len, plan.microbatches, -1)
+    return (parallel.put_replicated(xs, self.mesh), parallel.put_replicated(ys, self.mesh),
+            parallel.put_batch(idx, self.mesh, axis=2), None)
+
+  def _stream_batches(self, plan: config_lib.RunPlan, start: int,
+                      n: int) -> tuple[np.ndarray, np.ndarray]:
+    from lrscale.data import stream  # pylint: disable=g-import-not-at-top
+    seed = plan.config.seed
+    if self._stream is None or self._stream[:2] != (seed, start):  # new run or resumed
+      ds = plan.config.dataset
+      self._stream = (seed, start, stream.stream_batches(
+          ds.name, ds.train_split, data_dir=ds.data_dir or None, batch_size=plan.batch_size,
+          seed=seed, start_step=start, shard_index=jax.process_index(),
+          shard_count=jax.process_count()))
+    it = self._stream[2]
+    batches = [next(it) for _ in range(n)]
+    self._stream = (seed, start + n, it)
+    return (np.concatenate([b[0] for b in batches]).astype(np.float32),
+            np.concatenate([b[1] for b in batches]).astype(np.int32))
 
   def indices(self, plan: config_lib.RunPlan, start: int,
               n: int) -> tuple[jax.Array, jax.Array | None]:
@@ -312,9 +353,6 @@ def prepare(cfg, *, plan: config_lib.RunPlan | None = None) -> config_lib.RunPla
   """Process-level set-up before a run: distributed init, config check, caches, logs."""
   parallel.maybe_initialize_distributed(cfg.parallel)
   plan = plan or config_lib.resolve(cfg)
-  if plan.dataset.streamed:
-    raise ValueError(f"config.dataset.name={plan.dataset.name!r} is streamed; the streaming "
-                     "train loop is not wired yet: use an in-memory dataset.")
   metrics_lib.quiet_library_logs()
   parallel.enable_compilation_cache(os.path.expanduser(plan.config.compilation_cache))
   return plan
@@ -345,9 +383,9 @@ def train(cfg, workdir: str, *, plan: config_lib.RunPlan | None = None,
   try:
     while not loop.finished:
       end = loop.next_boundary()
-      idx, ks = setup.indices(plan, loop.step, end - loop.step)
+      data_x, data_y, idx, ks = setup.inputs(plan, loop.step, end - loop.step)
       state, buf, done, _ = setup.fns.train_segment(
-          loop.state, setup.train_x, setup.train_y, idx, jnp.int32(end - loop.step),
+          loop.state, data_x, data_y, idx, jnp.int32(end - loop.step),
           setup.eval_batches, loop.control, ks)
       loop.absorb(jax.device_get(buf), int(done), lambda: state)  # one transfer
       loop.state = state

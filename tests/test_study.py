@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from lrscale import config as config_lib
 from lrscale.study import runner, space, store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,11 +35,7 @@ def small_study(**overrides):
   s.target.value = 0.9
   s.stale_claim_s = 600.0
   for key, value in overrides.items():
-    node = s
-    *path, leaf = key.split(".")
-    for part in path:
-      node = node[part]
-    node[leaf] = value
+    config_lib.set_field(s, key, value)
   return s
 
 

@@ -32,11 +32,7 @@ def small_config(**overrides):
   c.schedule.name = "cosine"
   c.model.hidden = (32,)
   for key, value in overrides.items():
-    node = c
-    *path, leaf = key.split(".")
-    for part in path:
-      node = node[part]
-    node[leaf] = value
+    config_lib.set_field(c, key, value)
   return c
 
 
@@ -168,11 +164,9 @@ def test_divergence_is_recorded_not_raised(tmp_path):
   assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
 
 
-def test_tfds_read_path_trains_like_the_offline_copy(tmp_path):
+def test_tfds_read_path_trains_like_the_offline_copy(tmp_path, digits_tfds_dir):
   """lrscale_digits prepared as array_record and read via tfds.data_source = offline digits."""
-  from lrscale.data import digits_builder
-  data_dir = str(tmp_path / "tfds")
-  digits_builder.prepare_digits(data_dir)
+  data_dir = digits_tfds_dir
   offline = small_config()
   via_tfds = small_config(**{"dataset.name": "lrscale_digits", "dataset.data_dir": data_dir})
   train_lib.train(offline, str(tmp_path / "offline"))
@@ -222,3 +216,30 @@ def test_same_config_and_seed_same_numbers(tmp_path):
   c = train_lib.train(small_config(seed=1), str(tmp_path / "c"))
   assert a["final"] == b["final"]
   assert a["final"] != c["final"]
+
+
+@pytest.fixture(scope="module")
+def digits_tfds_dir(tmp_path_factory):
+  from lrscale.data import digits_builder
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  digits_builder.prepare_digits(data_dir)
+  return data_dir
+
+
+def test_streamed_tfds_training_learns_resumes_and_is_device_invariant(tmp_path,
+                                                                       digits_tfds_dir):
+  """Train batches streamed through grain: learns; resume and 8 devices change nothing."""
+  def cfg(**kw):
+    return small_config(budget="150 steps", eval_every="50 steps", checkpoint_every="50 steps",
+                        sync_every="25 steps", **{"dataset.name": "lrscale_digits",
+                                                  "dataset.data_dir": digits_tfds_dir,
+                                                  "dataset.stream": True,
+                                                  "dataset.standardize": False}, **kw)
+  full = train_lib.train(cfg(), str(tmp_path / "full"))
+  assert full["final"]["eval_accuracy"] > 0.8
+  train_lib.train(cfg(), str(tmp_path / "resumed"), stop_after_steps=60)
+  resumed = train_lib.train(cfg(), str(tmp_path / "resumed"))
+  assert resumed["final"] == full["final"]
+  eight = train_lib.train(cfg(**{"parallel.num_devices": 8}), str(tmp_path / "eight"))
+  np.testing.assert_allclose(train_losses(tmp_path / "eight"), train_losses(tmp_path / "full"),
+                             rtol=1e-5)

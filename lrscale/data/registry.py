@@ -93,20 +93,34 @@ def check_dataset(dataset_cfg: Any) -> DatasetMeta:
                      input_shape=tuple(info.image_shape), streamed=name in TFDS_STREAMED)
 
 
+def is_streamed(dataset_cfg: Any) -> bool:
+  """Whether training batches stream from TFDS through grain instead of memory."""
+  return dataset_cfg.name in TFDS_STREAMED or bool(dataset_cfg.stream)
+
+
 def load_in_memory(dataset_cfg: Any) -> InMemoryData:
-  """Reads a dataset that fits in memory; ``check_dataset`` must have passed."""
+  """Reads a dataset that fits in memory; ``check_dataset`` must have passed.
+
+  For a streamed dataset only the eval split is read (``train_x`` has 0 rows
+  but the right shape) and images are not standardised: the stream cannot see
+  the train split's statistics without a pass over it.
+  """
   name = dataset_cfg.name
+  streamed = is_streamed(dataset_cfg)
   if name in OFFLINE:
     (tx, ty), (ex, ey), num_classes = offline.load(name)
   else:
     from lrscale.data import tfds_source  # pylint: disable=g-import-not-at-top
     data_dir = dataset_cfg.data_dir or None
-    tx, ty = tfds_source.load_split(name, dataset_cfg.train_split, data_dir=data_dir)
     ex, ey = tfds_source.load_split(name, dataset_cfg.eval_split, data_dir=data_dir)
+    if streamed:
+      tx, ty = np.zeros((0,) + ex.shape[1:], np.float32), np.zeros((0,), np.int32)
+    else:
+      tx, ty = tfds_source.load_split(name, dataset_cfg.train_split, data_dir=data_dir)
     num_classes = tfds_source.dataset_info(name, data_dir=data_dir).num_classes
   if dataset_cfg.eval_examples > 0:
     ex, ey = ex[:dataset_cfg.eval_examples], ey[:dataset_cfg.eval_examples]
-  if dataset_cfg.standardize:
+  if dataset_cfg.standardize and not streamed:
     # Per-channel statistics of the training split only, so eval leaks nothing.
     axes = tuple(range(tx.ndim - 1))
     mean = tx.mean(axis=axes, keepdims=True)

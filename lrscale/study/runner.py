@@ -134,7 +134,8 @@ def _vmap_size(study: ml_collections.ConfigDict) -> int:
 def _run_batch(plans, workdirs, setup, data) -> list[dict[str, Any]]:
   """One trial: a plain run. Several: one vmapped group when they start at the
   same step (fresh trials), else one after another."""
-  if len(plans) > 1 and not any(p.config.plateau.enabled for p in plans) and not any(
+  if len(plans) > 1 and not setup.streamed and not any(
+      p.config.plateau.enabled for p in plans) and not any(
       os.path.isdir(os.path.join(wd, "checkpoints")) for wd in workdirs):
     return vmap_group.train_group(plans, workdirs, setup)
   return [train_lib.train(p.config, wd, plan=p, setup=setup, data=data)

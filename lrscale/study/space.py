@@ -25,6 +25,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from lrscale import config as config_lib
 from lrscale import scaling
 
 
@@ -176,11 +177,8 @@ def trial_config(study: ml_collections.ConfigDict, trial: Trial) -> ml_collectio
   cfg.target.value = float(study.target.value)
   cfg.target.mode = study.target.mode
   for key, value in trial.params:
-    node = cfg
-    *path, leaf = key.split(".")
-    for part in path:
-      node = node[part]
-    if leaf not in node:
-      raise ValueError(f"config.params names {key!r}, which is not a run-config field.")
-    node[leaf] = value
+    try:
+      config_lib.set_field(cfg, key, value)
+    except ValueError:
+      raise ValueError(f"config.params names {key!r}, which is not a run-config field.") from None
   return cfg
