@@ -112,7 +112,7 @@ def base_config() -> ml_collections.ConfigDict:
       vary="both",             # what a seed changes: both | init | data (order)
       max_spread=3.0,          # unreliable: max/min of a suggestion over seeds above this
       batch_sizes=(),          # () = config.batch_size; several = scaling exponent
-      check_every=25,          # steps per device call between divergence checks (0 = N)
+      check_every=10,          # steps per device call between divergence checks (0 = N)
       vmap="auto",             # seeds in one vmapped call: auto (not on CPU) | on | off
   ))
   return c
@@ -159,6 +159,22 @@ class RunPlan:
   def examples_at(self, step: int) -> int:
     """Examples consumed by the first ``step`` steps."""
     return units.examples_at_step(step, self.ramp, self.batch_size)
+
+  def eval_cadence_at(self, step: int) -> tuple[int, int]:
+    """(offset, every): evaluate at steps s with (s - offset) % every == 0.
+
+    An interval in epochs or examples is a different number of steps in each
+    phase of a batch ramp, so it is resolved per phase, counting from the
+    phase's first step; in steps (or without a ramp) it is fixed.
+    """
+    if len(self.ramp) == 1 or units.parse_length(self.config.eval_every).unit == "steps":
+      return 0, self.eval_every
+    phase = max((p for p in self.ramp if p.start_step <= step), key=lambda p: p.start_step)
+    phase_batch = units.RampPhase(0, 0, phase.multiplier)
+    every = units.ramp_to_steps(self.config.eval_every, phases=(phase_batch,),
+                                batch_size=self.batch_size,
+                                num_train_examples=self.dataset.num_train)
+    return phase.start_step, max(1, every)
 
   def microbatches_at(self, step: int) -> int:
     """Microbatches of step ``step`` (0-based, the step about to run)."""

@@ -485,7 +485,9 @@ def lr_find(cfg: ml_collections.ConfigDict, workdir: str | None = None, *,
 def _describe(result: BatchResult) -> str:
   parts = [f"{n} {s.lr:.3g} (x{s.spread:.2f}{'' if s.reliable else ', UNRELIABLE'})"
            for n, s in result.spreads.items()]
-  return "; ".join(parts) + f" -> recommended {result.recommendation.lr:.3g}"
+  rec = result.recommendation
+  return "; ".join(parts) + (f" -> recommended {rec.lr:.3g}"
+                             f"{'' if rec.reliable else ' (UNRELIABLE: seeds disagree)'}")
 
 
 def to_json(result: LrFindResult, cfg: ml_collections.ConfigDict) -> dict[str, Any]:

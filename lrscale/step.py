@@ -49,7 +49,8 @@ def _tree_sq_norm(tree: Any) -> jax.Array:
 
 class SegmentControl(NamedTuple):
   """Per-call scalars of the on-device loop (traced: changing them never recompiles)."""
-  eval_every: jax.Array      # int32 steps; evaluate when step % eval_every == 0
+  eval_every: jax.Array      # int32 steps; evaluate when (step - eval_offset) % eval_every == 0
+  eval_offset: jax.Array     # int32: first step of the current batch-ramp phase (else 0)
   max_loss: jax.Array        # float32; train loss above it (or non-finite) = diverged
   target_value: jax.Array    # float32; NaN = no target
   target_sign: jax.Array     # +1 when higher is better (accuracy), -1 when lower (loss)
@@ -219,7 +220,7 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
       st, m = train_step(st, data_x[idx[i]], data_y[idx[i]], None if ks is None else ks[i])
       loss = m["train_loss"]
       diverged = ~jnp.isfinite(loss) | (loss > control.max_loss)
-      do_eval = (st.step % control.eval_every == 0) & ~diverged
+      do_eval = ((st.step - control.eval_offset) % control.eval_every == 0) & ~diverged
       ev = jax.lax.cond(do_eval, lambda: evaluate(st, *eval_data), lambda: no_eval)
       metric = jnp.where(control.target_is_loss, ev["eval_loss"], ev["eval_accuracy"])
       reached = do_eval & (control.target_sign * (metric - control.target_value) >= 0)

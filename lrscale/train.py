@@ -172,7 +172,8 @@ class RunSetup:
     t = plan.config.target
     value = t.value if plan.has_target and not target_done else float("nan")
     return SegmentControl(
-        eval_every=jnp.int32(plan.eval_every), max_loss=jnp.float32(max_loss),
+        eval_every=jnp.int32(plan.eval_every), eval_offset=jnp.int32(0),
+        max_loss=jnp.float32(max_loss),
         target_value=jnp.float32(value), target_sign=jnp.float32(1 if t.mode == "max" else -1),
         target_is_loss=jnp.bool_(t.metric == "eval_loss"),
         stop_at_target=jnp.bool_(bool(t.stop)))
@@ -197,7 +198,10 @@ def _next_boundary(step: int, plan: config_lib.RunPlan, segment_len: int) -> int
   intervals = [segment_len, plan.checkpoint_every]
   if plan.config.plateau.enabled:  # the plateau controller runs on the host after each eval
     intervals.append(plan.eval_every)
-  return min([plan.total_steps] + [(step // every + 1) * every for every in intervals])
+  # A batch-ramp phase starts a segment of its own: its eval cadence differs.
+  phase_starts = [p.start_step for p in plan.ramp if p.start_step > step]
+  return min([plan.total_steps] + phase_starts +
+             [(step // every + 1) * every for every in intervals])
 
 
 def _check_workdir(workdir: str, config_json: dict[str, Any]) -> None:
@@ -268,6 +272,10 @@ class RunLoop:
     return self.status != "running"
 
   def next_boundary(self) -> int:
+    """The end of the next segment; also sets the segment's eval cadence."""
+    offset, every = self.plan.eval_cadence_at(self.step)
+    self.control = self.control._replace(eval_every=jnp.int32(every),
+                                         eval_offset=jnp.int32(offset))
     return _next_boundary(self.step, self.plan, self.setup.segment_len)
 
   def absorb(self, buf: dict[str, np.ndarray], done: int,

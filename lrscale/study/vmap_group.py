@@ -59,8 +59,10 @@ def train_group(plans: Sequence[config_lib.RunPlan], workdirs: Sequence[str],
       raise ValueError("vmapped members must start at the same step; resume them separately.")
     stacked = _stack([loop.state for loop in loops])
     while not all(loop.finished for loop in loops):
-      lead = next(loop for loop in loops if not loop.finished)
-      start, end = lead.step, lead.next_boundary()
+      active = [loop for loop in loops if not loop.finished]
+      # Members share batch size and budget, so they agree on the boundary; each
+      # call also sets that member's eval cadence for the segment.
+      start, end = active[0].step, max(loop.next_boundary() for loop in active)
       parts = [setup.indices(loop.plan, start, end - start) for loop in loops]
       idx = _stack([p[0] for p in parts])
       ks = None if parts[0][1] is None else _stack([p[1] for p in parts])
