@@ -569,13 +569,15 @@ def plot(result: LrFindResult, path: str) -> str:
     points["recommended"] = r.recommendation.lr
     for name, lr in points.items():
       y = np.interp(math.log(lr), np.log(lrs), mid)
-      unreliable = name in r.spreads and not r.spreads[name].reliable
+      unreliable = not (r.spreads[name].reliable if name in r.spreads
+                        else r.recommendation.reliable)
       ax.plot([lr], [y], MARKERS[name], color=color, markersize=12 if name == "recommended"
               else 8, markerfacecolor="none" if unreliable else color, markeredgecolor="k")
   ax.set_xscale("log")
   ax.set_xlabel("learning rate")
   ax.set_ylabel("smoothed training loss")
-  ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.5 * (hi - lo))
+  span = max(hi - lo, 1e-3 * max(abs(hi), 1.0))  # the range's start up to the lowest loss
+  ax.set_ylim(lo - 0.05 * span, hi + 0.5 * span)
   ax.set_title("LR range test (hollow marker: unreliable across seeds)")
   handles, _ = ax.get_legend_handles_labels()
   handles += [Line2D([], [], marker=m, linestyle="none", color="grey", markeredgecolor="k",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,8 +44,8 @@ MIN_LR, MAX_LR = 1e-6, 1.0
 MOMENTUM = 0.9
 
 
-def torch_child(out_dir: str) -> None:
-  """Runs torch-lr-finder's range tests; writes torch.json with its timings."""
+def torch_child(out_dir: str, threads: int) -> None:
+  """Runs torch-lr-finder's range tests; writes torch.json with its iteration count and timing."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
@@ -55,6 +56,8 @@ def torch_child(out_dir: str) -> None:
 
   from lrscale.data import offline  # pylint: disable=g-import-not-at-top
 
+  if threads:
+    torch.set_num_threads(threads)
   (tx, ty), _, _ = offline.load("digits")
   mean, std = tx.mean(axis=(0, 1, 2), keepdims=True), tx.std(axis=(0, 1, 2), keepdims=True)
   tx = (tx - mean) / (std + 1e-6)  # as lrscale.data.registry.load_in_memory
@@ -82,13 +85,13 @@ def torch_child(out_dir: str) -> None:
     ax = fig.add_subplot()
     for seed in SEEDS:
       seconds, n = one_test(seed, batch, ax)
-      timings.append(seconds)
+      timings.append((seconds, n))
       iters += n
     fig.savefig(os.path.join(out_dir, f"torch_lr_find_b{batch}.png"))
   # Steady state: every test but the first (which pays torch's first-call costs).
   with open(os.path.join(out_dir, "torch.json"), "w") as f:
-    json.dump(dict(iterations=iters, steady_seconds=sum(timings[1:]),
-                   steady_iterations=iters - ITERS), f)
+    json.dump(dict(iterations=iters, steady_seconds=sum(t for t, _ in timings[1:]),
+                   steady_iterations=sum(n for _, n in timings[1:])), f)
 
 
 def lrscale_command(workdir: str, cache: str) -> list[str]:
@@ -100,60 +103,80 @@ def lrscale_command(workdir: str, cache: str) -> list[str]:
           "--config.lr_find.check_every=0", "--config.parallel.num_devices=1"]
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+  """(wall seconds, CPU seconds user + system) of a fresh process, start-up included."""
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
   t0 = time.perf_counter()
   subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
                  stderr=subprocess.DEVNULL)
-  return time.perf_counter() - t0
+  wall = time.perf_counter() - t0
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def lrscale_steady(workdir: str) -> tuple[float, int]:
+def lrscale_steady(workdir: str) -> float:
+  """Seconds per iteration of lrscale's sweeps, compilation excluded (from lr_find.json)."""
   with open(os.path.join(workdir, "lr_find.json")) as f:
     info = json.load(f)
   seconds = sum(b["seconds"] for b in info["per_batch"])
   iters = sum(s["steps_run"] for b in info["per_batch"] for s in b["seeds"])
-  return seconds, iters
+  assert iters == len(SEEDS) * len(BATCH_SIZES) * ITERS, iters
+  return seconds / iters
+
+
+def torch_steady(out_dir: str) -> float:
+  with open(os.path.join(out_dir, "torch.json")) as f:
+    info = json.load(f)
+  assert info["iterations"] == len(SEEDS) * len(BATCH_SIZES) * ITERS, info
+  return info["steady_seconds"] / info["steady_iterations"]
 
 
 def compare(repeats: int) -> None:
   env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=1",
              JAX_PLATFORMS="cpu")
-  rows = {"torch-lr-finder": [], "lrscale cold": [], "lrscale warm": []}
-  steady = {k: [] for k in rows}
+  names = ("torch-lr-finder", "torch-lr-finder 1 thread", "lrscale cold", "lrscale warm")
+  wall, cpu, steady = ({n: [] for n in names} for _ in range(3))
+  load = [os.getloadavg()[0]]
   for _ in range(repeats):
     with tempfile.TemporaryDirectory() as tmp:
-      t = timed([sys.executable, __file__, "--child=torch", f"--out={tmp}"], env)
-      with open(os.path.join(tmp, "torch.json")) as f:
-        info = json.load(f)
-      assert info["iterations"] == len(SEEDS) * len(BATCH_SIZES) * ITERS, info
-      rows["torch-lr-finder"].append(t)
-      steady["torch-lr-finder"].append(info["steady_seconds"] / info["steady_iterations"])
-      cache = os.path.join(tmp, "xla_cache")
-      for name in ("lrscale cold", "lrscale warm"):
-        workdir = os.path.join(tmp, name.replace(" ", "_"))
-        rows[name].append(timed(lrscale_command(workdir, cache), env))
-        seconds, iters = lrscale_steady(workdir)
-        assert iters == len(SEEDS) * len(BATCH_SIZES) * ITERS, iters
-        steady[name].append(seconds / iters)
+      cache = os.path.join(tmp, "xla_cache")  # empty: the first lrscale run compiles
+      runs = [
+          (names[0], [sys.executable, __file__, "--child=torch", f"--out={tmp}"], torch_steady,
+           tmp),
+          (names[1], [sys.executable, __file__, "--child=torch", "--threads=1", f"--out={tmp}"],
+           torch_steady, tmp),
+      ] + [(n, lrscale_command(os.path.join(tmp, n[-4:]), cache), lrscale_steady,
+            os.path.join(tmp, n[-4:])) for n in names[2:]]
+      for name, cmd, read_steady, out in runs:
+        w, c = timed(cmd, env)
+        wall[name].append(w)
+        cpu[name].append(c)
+        steady[name].append(read_steady(out))
+    load.append(os.getloadavg()[0])
+  med = statistics.median
   print(f"{len(SEEDS)} seeds x {BATCH_SIZES} x {ITERS} iterations, MLP 64-128-128-10 on "
-        f"digits, CPU ({os.cpu_count()} cores); median of {repeats} fresh processes")
-  print(f"{'':18s}{'end to end (s)':>16s}{'steady ms/iter':>16s}")
-  torch_t = statistics.median(rows["torch-lr-finder"])
-  for name, times in rows.items():
-    print(f"{name:18s}{statistics.median(times):16.2f}"
-          f"{1e3 * statistics.median(steady[name]):16.3f}")
-  for name in ("lrscale cold", "lrscale warm"):
-    print(f"end-to-end speed-up, {name}: {torch_t / statistics.median(rows[name]):.2f}x")
+        f"digits, SGD momentum {MOMENTUM}, lr {MIN_LR:g}..{MAX_LR:g}; {os.cpu_count()} CPU "
+        f"cores, 1-min load average {min(load):.1f}..{max(load):.1f}; median of {repeats}")
+  print(f"{'':26s}{'wall s':>9s}{'CPU s':>9s}{'steady ms/iter':>16s}")
+  for name in names:
+    print(f"{name:26s}{med(wall[name]):9.2f}{med(cpu[name]):9.2f}"
+          f"{1e3 * med(steady[name]):16.3f}")
+  for torch_name in names[:2]:
+    for name in names[2:]:
+      print(f"end-to-end speed-up of {name} over {torch_name}: wall "
+            f"{med(wall[torch_name]) / med(wall[name]):.2f}x, CPU "
+            f"{med(cpu[torch_name]) / med(cpu[name]):.2f}x")
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--child", choices=("torch",), default=None)
+  parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
   parser.add_argument("--out", default="")
   args = parser.parse_args()
   if args.child == "torch":
-    torch_child(args.out)
+    torch_child(args.out, args.threads)
   else:
     compare(args.repeats)
 

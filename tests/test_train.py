@@ -36,6 +36,26 @@ def small_config(**overrides):
   return c
 
 
+_SETUPS = {}
+
+
+def run(cfg, workdir, **kwargs):
+  """train() with one compiled RunSetup per distinct program, shared across tests.
+
+  Runs that differ only in lr or seed reuse the compile (as a study does);
+  what a fresh process does is covered by the subprocess tests.
+  """
+  plan = config_lib.resolve(cfg)
+  key = config_lib.to_json(plan)
+  for field in ('"lr"', '"seed"'):
+    key = "\n".join(line for line in key.splitlines() if field not in line)
+  if key not in _SETUPS:
+    data = train_lib.registry.load_in_memory(plan.config.dataset)
+    _SETUPS[key] = train_lib.RunSetup(plan, data)
+  setup = _SETUPS[key]
+  return train_lib.train(cfg, str(workdir), plan=plan, setup=setup, data=setup.data, **kwargs)
+
+
 def train_losses(workdir):
   return [r["train_loss"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
           if "train_loss" in r]
@@ -89,18 +109,18 @@ def test_ghost_batchnorm_resnet_is_device_count_invariant(tmp_path):
 def test_microbatch_accumulation_equals_one_big_batch(tmp_path):
   one = small_config()
   four = small_config(microbatches=4)
-  train_lib.train(one, str(tmp_path / "k1"))
-  train_lib.train(four, str(tmp_path / "k4"))
+  run(one, str(tmp_path / "k1"))
+  run(four, str(tmp_path / "k4"))
   np.testing.assert_allclose(train_losses(tmp_path / "k1"), train_losses(tmp_path / "k4"),
                              rtol=1e-5, atol=1e-6)
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
   cfg = small_config()
-  full = train_lib.train(cfg, str(tmp_path / "full"))
-  part = train_lib.train(cfg, str(tmp_path / "resumed"), stop_after_steps=25)
+  full = run(cfg, str(tmp_path / "full"))
+  part = run(cfg, str(tmp_path / "resumed"), stop_after_steps=25)
   assert part["status"] == "interrupted"
-  resumed = train_lib.train(cfg, str(tmp_path / "resumed"))
+  resumed = run(cfg, str(tmp_path / "resumed"))
   assert resumed["final"] == full["final"]
   assert train_losses(tmp_path / "resumed") == train_losses(tmp_path / "full")
 
@@ -141,9 +161,9 @@ def test_kill9_mid_run_then_resume_matches(tmp_path):
 
 def test_corrupt_newest_checkpoint_falls_back(tmp_path):
   cfg = small_config()
-  full = train_lib.train(cfg, str(tmp_path / "full"))
+  full = run(cfg, str(tmp_path / "full"))
   work = tmp_path / "run"
-  train_lib.train(cfg, str(work), stop_after_steps=40)
+  run(cfg, str(work), stop_after_steps=40)
   ckpts = sorted(int(d) for d in os.listdir(work / "checkpoints") if d.isdigit())
   assert ckpts == [20, 40]
   newest = work / "checkpoints" / "40"
@@ -151,14 +171,14 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
-  resumed = train_lib.train(cfg, str(work))
+  resumed = run(cfg, str(work))
   assert resumed["final"] == full["final"]
   assert train_losses(work) == train_losses(tmp_path / "full")
 
 
 def test_divergence_is_recorded_not_raised(tmp_path):
   cfg = small_config(lr=1e4)
-  summary = train_lib.train(cfg, str(tmp_path))
+  summary = run(cfg, str(tmp_path))
   assert summary["status"] == "diverged"
   assert summary["steps"] < 60
   assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
@@ -203,17 +223,17 @@ def test_unknown_field_is_named_with_a_suggestion():
 
 
 def test_workdir_of_another_run_is_refused_and_kept(tmp_path):
-  train_lib.train(small_config(), str(tmp_path))
+  run(small_config(), str(tmp_path))
   before = (tmp_path / "summary.json").read_text()
   with pytest.raises(ValueError, match="--workdir"):
-    train_lib.train(small_config(lr=0.2), str(tmp_path))
+    run(small_config(lr=0.2), str(tmp_path))
   assert (tmp_path / "summary.json").read_text() == before
 
 
 def test_same_config_and_seed_same_numbers(tmp_path):
-  a = train_lib.train(small_config(), str(tmp_path / "a"))
-  b = train_lib.train(small_config(), str(tmp_path / "b"))
-  c = train_lib.train(small_config(seed=1), str(tmp_path / "c"))
+  a = run(small_config(), str(tmp_path / "a"))
+  b = run(small_config(), str(tmp_path / "b"))
+  c = run(small_config(seed=1), str(tmp_path / "c"))
   assert a["final"] == b["final"]
   assert a["final"] != c["final"]
 

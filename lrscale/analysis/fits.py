@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import optimize
 
 PERFECT = "perfect_scaling"
 DIMINISHING = "diminishing_returns"
@@ -171,6 +170,7 @@ def fit_steps_curve(batch_sizes: Sequence[float], steps: Sequence[float]) -> Sca
     start = fit_steps_curves(b, s[None, :])[0]
     lo, hi = math.log(1e-3 * b.min()), math.log(1e3 * b.max())
     x0 = np.array([math.log(start.s_min), min(max(math.log(start.b_crit), lo), hi)])
+    from scipy import optimize  # pylint: disable=g-import-not-at-top  (~1 s import)
     res = optimize.least_squares(
         lambda p: p[0] + np.log1p(np.exp(p[1]) / b) - np.log(s), x0, bounds=([-np.inf, lo], [np.inf, hi])
     )
@@ -416,6 +416,7 @@ def fit_lr_scaling(
         sse_grid = np.array([_hinge_lstsq(x, y, xb)[2] for xb in grid])
         i = int(np.argmin(sse_grid))
         # Polish the breakpoint between the grid neighbours (the SSE is smooth there).
+        from scipy import optimize  # pylint: disable=g-import-not-at-top
         polish = optimize.minimize_scalar(
             lambda xb: _hinge_lstsq(x, y, xb)[2],
             bounds=(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]),
