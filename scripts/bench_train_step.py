@@ -58,12 +58,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+if TYPE_CHECKING:  # only for annotations: --baseline_run must import jax, optax, numpy only
+  import ml_collections
 
 # Run from a checkout without installing: lrscale and configs/ live at the repo root.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -211,7 +214,8 @@ class Contender(NamedTuple):
   run: Callable[[], None]
 
 
-def load_default_config(batch_size: int, steps: int, segment_steps: int | None):
+def load_default_config(batch_size: int, steps: int, segment_steps: int | None
+                        ) -> tuple[ml_collections.ConfigDict, Any]:
   """``configs/default.py`` for one device at ``batch_size``, as a run would resolve it."""
   from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location("default_config",
@@ -333,6 +337,7 @@ def make_contenders(batch_size: int, steps: int, segment_steps: int | None
 
 
 def time_once(fn: Callable[[], None]) -> float:
+  """Wall seconds of one call."""
   t = time.perf_counter()
   fn()
   return time.perf_counter() - t
@@ -396,6 +401,7 @@ RATIOS = (("lrscale", "py-loop"), ("lrscale", "scan"), ("lrscale loop", "py-loop
 
 
 def print_throughput(rows: Sequence[ThroughputRow]) -> None:
+  """Examples/s per contender, then the lrscale / baseline ratios (wall and CPU time)."""
   names = list(rows[0].times)
   print("\nTrain-step throughput, examples/s (median of interleaved repetitions)")
   head = f"{'B':>5} {'steps':>6} {'seg':>4} | " + " ".join(f"{n:>12}" for n in names)
@@ -469,12 +475,14 @@ def time_to_line(cmd: Sequence[str], pattern: re.Pattern[str], *, stream: str,
 
 
 def lrscale_launch_cmd(workdir: str, cache_dir: str) -> list[str]:
+  """The user's launch of the default run, with its compilation cache at ``cache_dir``."""
   return [sys.executable, "-m", "lrscale.train", "--config=configs/default.py",
           f"--workdir={workdir}", f"--config.compilation_cache={cache_dir}"]
 
 
 @contextlib.contextmanager
 def temp_dir(prefix: str) -> Iterator[str]:
+  """A temporary directory, removed afterwards."""
   path = tempfile.mkdtemp(prefix=prefix)
   try:
     yield path
@@ -515,6 +523,7 @@ def measure_launch(reps: int) -> LaunchResult:
 
 
 def print_launch(result: LaunchResult) -> None:
+  """Launch-to-first-step medians and ratios to both baselines, wall and CPU time."""
   print("\nLaunch to first completed train step (median of interleaved launches; ratio = "
         "median of per-launch ratios to the baseline launched in the same round)")
   print(f"  {'':<22} {'wall s':>7} {'/ jax-init':>10} {'/ numpy-init':>12} {'CPU s':>7} "
@@ -539,6 +548,7 @@ def print_launch(result: LaunchResult) -> None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  """The command line (see the module docstring)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--batch_sizes", default="32,128,1024", help="Comma-separated batch sizes.")
   p.add_argument("--reps", type=int, default=9, help="Interleaved throughput repetitions.")
@@ -558,6 +568,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str]) -> None:
+  """Throughput table, then launch table; or only the baseline run (``--baseline_run``)."""
   args = parse_args(argv)
   if args.baseline_run:
     baseline_run(args.baseline_style)
