@@ -82,7 +82,11 @@ class RunSetup:
     """The state at step 0 for ``plan``'s seed and lr (the compiled fns are shared)."""
     _, params, batch_stats = self._init_model(plan.config.seed)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                       batch_stats=batch_stats, opt_state=self.tx.init(params),
+                       batch_stats=batch_stats,
+                       # A copy: some optimizers' state starts as the params' own
+                       # arrays (schedule-free's z), and the segment donates the
+                       # state, which may not donate one buffer twice.
+                       opt_state=jax.tree.map(jnp.copy, self.tx.init(params)),
                        base_lr=jnp.asarray(plan.lr, jnp.float32),
                        lr_scale=jnp.ones((), jnp.float32),
                        noise=noise_scale.init_noise_scale())

@@ -263,3 +263,21 @@ def test_streamed_tfds_training_learns_resumes_and_is_device_invariant(tmp_path,
   eight = train_lib.train(cfg(**{"parallel.num_devices": 8}), str(tmp_path / "eight"))
   np.testing.assert_allclose(train_losses(tmp_path / "eight"), train_losses(tmp_path / "full"),
                              rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,lr", [
+    ("sgd", 0.1), ("momentum", 0.05), ("nesterov", 0.05), ("adam", 3e-3), ("adamw", 3e-3),
+    ("rmsprop", 1e-3), ("adagrad", 0.05), ("lars", 1.0), ("lamb", 0.03),
+    ("schedule_free_sgd", 0.5), ("schedule_free_adamw", 3e-3)])
+def test_every_optimizer_trains_end_to_end(tmp_path, name, lr):
+  """Through the real loop (injected lr, masks, eval params): the loss goes down."""
+  cfg = small_config(lr=lr, budget="40 steps", eval_every="40 steps", sync_every="40 steps",
+                     checkpoint_every="40 steps", **{"optimizer.name": name,
+                                                     "schedule.name": "constant"})
+  if name in ("adamw", "lamb", "lars", "sgd"):
+    cfg.optimizer.weight_decay = 1e-4
+  summary = run(cfg, tmp_path)
+  losses = train_losses(tmp_path)
+  assert summary["status"] == "complete"
+  assert losses[-1] < 0.6 * losses[0], losses
+  assert summary["final"]["eval_accuracy"] > 0.5
