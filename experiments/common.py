@@ -91,14 +91,10 @@ def digits_base(*, smoke: bool = False) -> ml_collections.ConfigDict:
 
 
 def set_fields(cfg: ml_collections.ConfigDict, **fields: Any) -> ml_collections.ConfigDict:
-  """A copy of ``cfg`` with dotted fields set: ``set_fields(c, **{"warmup.length": "5 epochs"})``."""
+  """A copy of ``cfg`` with dotted fields set, e.g. ``**{"warmup.length": "5 epochs"}``."""
   out = ml_collections.ConfigDict(cfg.to_dict())
   for key, value in fields.items():
-    node = out
-    *path, leaf = key.split(".")
-    for part in path:
-      node = node[part]
-    node[leaf] = value
+    config_lib.set_field(out, key, value)
   return out
 
 
@@ -155,10 +151,12 @@ class Run:
 
 
 def run_dir(workdir: str, name: str) -> str:
+  """The directory of run ``name`` of an experiment."""
   return os.path.join(workdir, "runs", name)
 
 
 def _finished_summary(path: str) -> dict[str, Any] | None:
+  """The summary of a finished (complete or diverged) run, else None."""
   summary = store_reader.read_json(os.path.join(path, "summary.json"))
   if summary and summary.get("status") in ("complete", "diverged"):
     return summary
@@ -178,8 +176,28 @@ def setup_key(plan: config_lib.RunPlan) -> str:
                          total_steps=plan.total_steps), sort_keys=True, default=str)
 
 
+@dataclasses.dataclass(frozen=True)
+class Done:
+  """What :func:`run_study` did.
+
+  Attributes:
+    value: the analysis dict.
+    total: trials in the study.
+    reused: of those, trials an earlier invocation had already finished.
+  """
+  value: Any
+  total: int
+  reused: int
+
+
+class Summaries(dict):
+  """``{run name: summary}`` from :func:`run_all`, with ``total`` and ``reused`` counts."""
+  total: int = 0
+  reused: int = 0
+
+
 def run_all(runs: Sequence[Run], workdir: str, *,
-            log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+            log: Callable[[str], None] = print) -> Summaries:
   """Trains every run (skipping finished ones) and returns ``{name: summary}``.
 
   Every config is resolved before the first step, so a bad one fails before
@@ -193,13 +211,15 @@ def run_all(runs: Sequence[Run], workdir: str, *,
     raise ValueError(f"run names must be unique; duplicates: "
                      f"{sorted({n for n in names if names.count(n) > 1})}")
   plans = [config_lib.resolve(r.config) for r in runs]
-  summaries: dict[str, dict[str, Any]] = {}
+  summaries = Summaries()
   setups: dict[str, Any] = {}
   data: dict[str, registry.InMemoryData] = {}
   t0 = time.perf_counter()
+  reused = 0
   for i, (run, plan) in enumerate(zip(runs, plans)):
     path = run_dir(workdir, run.name)
     done = _finished_summary(path)
+    reused += done is not None
     if done is None:
       dkey = json.dumps(plan.config.dataset.to_dict(), sort_keys=True)
       if dkey not in data:
@@ -212,25 +232,29 @@ def run_all(runs: Sequence[Run], workdir: str, *,
     log(f"[{i + 1}/{len(runs)}] {run.name}: {done['status']}, {done['steps']} steps, "
         f"eval_accuracy {done['final'].get('eval_accuracy', float('nan')):.4f} "
         f"({time.perf_counter() - t0:.0f} s so far)")
+  summaries.total, summaries.reused = len(runs), reused
   return summaries
 
 
-def run_study(study: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs a study (resuming it) and analyses it; returns the analysis dict.
+def run_study(study: ml_collections.ConfigDict, workdir: str) -> Done:
+  """Runs a study (resuming it) and analyses it; ``Done.value`` is the analysis dict.
 
   Raises:
-    ValueError: ``workdir`` already holds a different study (mixing two
-      studies' trials in one directory would corrupt both).
+    ValueError: ``workdir`` holds trials this study does not have (another
+      study's, or an older grid): analysing them together would mix the two.
   """
   from lrscale.analysis.run import analyze  # pylint: disable=g-import-not-at-top
-  from lrscale.study import runner  # pylint: disable=g-import-not-at-top
-  existing = store_reader.read_json(os.path.join(workdir, "study.json"))
-  wanted = json.loads(json.dumps(study.to_dict(), default=str))
-  if existing is not None and existing.get("config") != wanted:
-    raise ValueError(f"{workdir} holds a different study ({existing.get('name')!r}); use "
-                     "another directory, or delete it to start over.")
-  runner.run_study(study, workdir)
-  return analyze(workdir)
+  from lrscale.study import runner, space  # pylint: disable=g-import-not-at-top
+  trials_dir = os.path.join(workdir, "trials")
+  present = set(os.listdir(trials_dir)) if os.path.isdir(trials_dir) else set()
+  foreign = present - {t.id for t in space.enumerate_trials(study)}
+  if foreign:
+    raise ValueError(f"{workdir} holds {len(foreign)} trials that study {study.name!r} does "
+                     f"not have (e.g. {sorted(foreign)[0]}); use another directory, or delete "
+                     "it to start over.")
+  counts = runner.run_study(study, workdir)
+  total = sum(counts.values())
+  return Done(value=analyze(workdir), total=total, reused=counts.get("skipped", 0))
 
 
 # ----------------------------------------------------------------------------- reading
@@ -261,6 +285,26 @@ def binned_mean(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> np.ndarray:
     if sel.any():
       out[i] = float(np.mean(y[sel]))
   return out
+
+
+def mean_curve(paths: Sequence[str], key: str, *, edges: np.ndarray | None = None,
+               num_train: int = DIGITS_NUM_TRAIN) -> tuple[np.ndarray, np.ndarray]:
+  """(epochs, mean over runs of ``key``) for runs that differ only in their seed.
+
+  Train keys are averaged within epoch bins ``edges`` first (per-step minibatch
+  losses are noisy); without ``edges`` the rows are aligned by position, which
+  is exact for eval rows because every seed evaluates at the same steps.
+  """
+  if not paths:
+    return np.zeros(0), np.zeros(0)
+  train = not key.startswith("eval_")
+  series = [curve(read_rows(p)[0 if train else 1], key, num_train=num_train) for p in paths]
+  if edges is not None:
+    ys = np.stack([binned_mean(x, y, edges) for x, y in series])
+    ok = np.isfinite(ys).all(axis=0)
+    return 0.5 * (edges[1:] + edges[:-1])[ok], ys[:, ok].mean(axis=0)
+  n = min(len(x) for x, _ in series)
+  return series[0][0][:n], np.mean([y[:n] for _, y in series], axis=0)
 
 
 def error_pct(summary: Mapping[str, Any], *, num_classes: int = 10) -> float:
@@ -307,16 +351,27 @@ def verdict(held: bool, finding: str, evidence: str) -> str:
 
 
 def format_duration(seconds: float) -> str:
+  """``42 s`` or ``6.1 min``."""
   return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def runtime_line(seconds: float, *, smoke: bool) -> str:
+def runtime_line(seconds: float, done: Done | Summaries | None = None, *,
+                 smoke: bool) -> str:
   """Where and how long: the runtime is measured, never typed in."""
   import jax  # pylint: disable=g-import-not-at-top
   dev = jax.devices()[0]
   kind = dev.device_kind if dev.platform != "cpu" else f"CPU ({os.cpu_count()} cores visible)"
-  return (f"Runtime: {format_duration(seconds)} of wall time on {kind}"
-          f"{' (smoke variant)' if smoke else ''}, training included.")
+  line = (f"Runtime: {format_duration(seconds)} of wall time on {kind}"
+          f"{' (smoke variant)' if smoke else ''}")
+  if done is None:
+    return line + "."
+  if done.reused == done.total:
+    return line + (f": analysis only, all {done.total} runs had been finished by an earlier "
+                   "invocation and were not rerun.")
+  if done.reused:
+    return line + (f", training included, but {done.reused} of its {done.total} runs had "
+                   "been finished by an earlier invocation and were not rerun.")
+  return line + f", training all {done.total} runs included."
 
 
 def write_report(outdir: str, title: str, sections: Sequence[str]) -> str:
@@ -349,13 +404,19 @@ def figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.4,
 
 
 def save_figure(fig: Figure, path: str, *, max_bytes: int = MAX_FIGURE_BYTES) -> str:
-  """Saves a PNG, lowering the resolution until it is under ``max_bytes``; returns its name."""
+  """Saves a PNG, lowering the resolution until it is under ``max_bytes``; returns its name.
+
+  Raises:
+    ValueError: not even 20 dpi fits (simplify the figure).
+  """
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  for dpi in (110, 90, 72, 56):
+  dpi = 100.0
+  while dpi >= 20:
     fig.savefig(path, dpi=dpi)
     if os.path.getsize(path) <= max_bytes:
-      break
-  return os.path.basename(path)
+      return os.path.basename(path)
+    dpi *= 0.85
+  raise ValueError(f"{path}: {os.path.getsize(path)} bytes even at 20 dpi, over {max_bytes}.")
 
 
 def batch_axis(ax: Axes, batch_sizes: Sequence[int]) -> None:

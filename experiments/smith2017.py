@@ -24,6 +24,7 @@ import numpy as np
 
 from experiments import common
 from lrscale import config as config_lib
+from lrscale import schedules
 
 FACTOR = 5
 SEEDS = (0, 1, 2)
@@ -38,8 +39,8 @@ def _pair(base, *, batch_size: int, lr: float, milestones: tuple[str, ...],
       "schedule.name": "multistep", "schedule.milestones": milestones,
       "schedule.gamma": 1.0 / FACTOR})
   ramp = common.set_fields(base, **shared, **{
-      "schedule.name": "constant", "batch_ramp.milestones": milestones,
-      "batch_ramp.factor": FACTOR})
+      "batch_ramp.milestones": milestones, "batch_ramp.factor": FACTOR})
+  ramp.schedule = schedules.default_config()  # constant lr: drop the base's decay fields
   return {"lr decay": decay, "batch ramp": ramp}
 
 
@@ -146,7 +147,8 @@ def run(*, mode: str, workdir: str, outdir: str | None = None,
                   - np.mean(results["lr decay"]["final_error_pct"]))
   final_spread = max(np.std(results[k]["final_error_pct"]) for k in results)
   held = fewer and final_gap <= max(2 * final_spread, 1.0)
-  results.update(max_curve_gap=gap, max_seed_std=seed_std, runtime_s=time.perf_counter() - t0)
+  results.update(max_curve_gap=gap, max_seed_std=seed_std, runtime_s=time.perf_counter() - t0,
+                 smoke=smoke)
   common.write_results(outdir, results)
   sections = [
       "Smith, Kindermans, Ying & Le 2017. Analogue: MLP on the offline digits, momentum 0.9, "

@@ -1,0 +1,245 @@
+"""The paper reproductions in experiments/: smoke runs, full-mode validation, their pieces.
+
+Each smoke test runs an experiment's seconds-long variant end to end (training,
+tables, figures, report) and checks what the report must contain; the full
+analogues are run once by hand and their outputs committed under docs/images.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from experiments import (common, goyal2017, lars_lamb, malladi2022, mccandlish2018,
+                         shallue2018, smith2017)
+from lrscale import config as config_lib
+from lrscale.data.tfds_source import DatasetNotFoundError
+
+
+def _check_outputs(outdir, figures):
+  report = (outdir / "report.md").read_text()
+  assert report.startswith("# ")
+  assert "**Held**" in report or "**Did not hold**" in report
+  assert "Runtime:" in report
+  for name in figures:
+    path = outdir / name
+    assert path.exists(), name
+    assert os.path.getsize(path) < common.MAX_FIGURE_BYTES, name
+    assert f"({name})" in report, f"{name} is not linked from the report"
+  results = json.loads((outdir / "results.json").read_text())
+  assert results["smoke"] is True and results["runtime_s"] > 0
+  return report, results
+
+
+# ----------------------------------------------------------------------------- common
+
+
+def test_md_table_and_cells():
+  table = common.md_table(["a", "b"], [[1, 0.123456], [None, float("nan")]])
+  assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.1235 |", "| - | - |"]
+  assert common.fmt_mean_std([1.0, 3.0]) == "2.00 ± 1.41"
+  assert common.fmt_mean_std([2.0]) == "2.00"
+  assert common.verdict(True, "x.", "y.") == "**Held**: x. y."
+
+
+def test_error_counts_a_blown_up_run_as_chance():
+  assert common.error_pct({"status": "complete", "final": {"eval_accuracy": 0.75}}) == 25.0
+  assert common.error_pct({"status": "diverged", "final": {"eval_accuracy": 0.99}}) == 90.0
+
+
+def test_save_figure_stays_under_the_size_limit(tmp_path):
+  fig, axes = common.figure(1, 1, width=12, height=9)
+  rng = np.random.default_rng(0)
+  axes[0, 0].imshow(rng.random((400, 400)))  # incompressible noise
+  name = common.save_figure(fig, str(tmp_path / "noise.png"), max_bytes=150_000)
+  assert name == "noise.png"
+  assert os.path.getsize(tmp_path / "noise.png") <= 150_000
+
+
+def test_binned_mean_and_setup_key():
+  x = np.array([0.1, 0.4, 1.2, 2.5])
+  y = np.array([1.0, 3.0, 5.0, 7.0])
+  np.testing.assert_allclose(common.binned_mean(x, y, np.array([0.0, 1.0, 2.0, 3.0])),
+                             [2.0, 5.0, 7.0])
+  base = common.digits_base(smoke=True)
+  plan = lambda **kw: config_lib.resolve(common.set_fields(base, **kw))  # noqa: E731
+  same = plan(lr=0.3, seed=4, **{"scaling.rule": "linear"})
+  assert common.setup_key(plan()) == common.setup_key(same)
+  assert common.setup_key(plan()) != common.setup_key(plan(**{"warmup.length": "1 epochs"}))
+  assert common.setup_key(plan()) != common.setup_key(plan(batch_size=64))
+
+
+def test_full_mode_validates_every_config_before_the_missing_dataset(tmp_path):
+  setting = goyal2017.full_setting()
+  configs = [r.config for r in goyal2017.build_runs(setting)]
+  assert {c.batch_size for c in configs} == set(goyal2017.PAPER_ERROR_BY_BATCH)
+  bad = common.set_fields(configs[-1], **{"schedule.milestones": ("30 epochz",)})
+  with pytest.raises(ValueError, match="milestones"):
+    common.check_full_runs(configs[:3] + [bad])  # a typo wins over the missing dataset
+  with pytest.raises(DatasetNotFoundError, match="tfds build imagenet2012"):
+    common.check_full_runs(configs)
+  for module in (goyal2017, malladi2022, lars_lamb):
+    with pytest.raises(DatasetNotFoundError, match="tfds build"):
+      module.run(mode="full", workdir=str(tmp_path / module.NAME))
+    assert not (tmp_path / module.NAME).exists()  # failed before any compute
+  with pytest.raises(DatasetNotFoundError, match="tfds build mnist"):
+    shallue2018.run(mode="full", workdir=str(tmp_path / "shallue"))
+
+
+# ----------------------------------------------------------------------------- Goyal et al.
+
+
+def test_goyal_warmup_variants_follow_their_definitions():
+  setting = goyal2017.analogue_setting()
+  ref_lr, b = setting.ref_lr, 512
+  k = b // setting.ref_batch
+  lrs = {}
+  for method in goyal2017.METHODS:
+    plan = config_lib.resolve(goyal2017.method_config(setting.base, method, b, 0))
+    fn = plan.lr_fn()
+    warm = plan.to_steps("5 epochs")
+    lrs[method.key] = [float(fn(t, plan.lr)) for t in (0, warm // 2, warm, plan.total_steps - 1)]
+  # Linear rule: peak lr_ref * k; gradual warmup climbs from lr_ref; constant warmup holds
+  # lr_ref for 5 epochs and then jumps; no warmup starts at the peak; all decay to 1e-3 x peak.
+  assert lrs["gradual_warmup"][0] == pytest.approx(ref_lr)
+  assert ref_lr < lrs["gradual_warmup"][1] < ref_lr * k
+  assert lrs["gradual_warmup"][2] == pytest.approx(ref_lr * k)
+  assert lrs["constant_warmup"][:2] == pytest.approx([ref_lr, ref_lr])
+  assert lrs["constant_warmup"][2] == pytest.approx(ref_lr * k)
+  assert lrs["no_warmup"][0] == pytest.approx(ref_lr * k)
+  assert lrs["sqrt"][2] == pytest.approx(ref_lr * math.sqrt(k))
+  assert lrs["no_scaling"] == pytest.approx([ref_lr] * 3 + [ref_lr * 1e-3])
+  for key in ("gradual_warmup", "no_warmup", "constant_warmup"):
+    assert lrs[key][3] == pytest.approx(ref_lr * k * 1e-3)
+
+
+def test_goyal_smoke(tmp_path):
+  out = tmp_path / "out"
+  first = goyal2017.run(workdir=str(tmp_path / "w"), outdir=str(out), smoke=True)
+  report, results = _check_outputs(out, ["error_vs_batch.png", "curves_large_batch.png"])
+  for paper_number in ("23.74", "24.84", "25.88", "26.22", "41.67", "23.60"):
+    assert paper_number in report  # the paper's column, labelled as the paper's
+  assert "Table 1 form" in report and "Table 2a form" in report
+  cells = results["cells"]
+  assert {c["method"] for c in cells.values()} == {m.key for m in goyal2017.METHODS}
+  assert all(0 <= e <= 100 for c in cells.values() for e in c["errors"])
+  # A second invocation reuses every finished run and reproduces the same table.
+  again = goyal2017.run(workdir=str(tmp_path / "w"), outdir=str(tmp_path / "out2"), smoke=True)
+  assert again["results"]["cells"] == first["results"]["cells"]
+  assert "were not rerun" in (tmp_path / "out2" / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------- Shallue, McCandlish
+
+
+def test_shallue_analogue_study_is_the_promised_grid():
+  s = shallue2018.analogue_study()
+  from lrscale.study import runner, space
+  trials = runner.validate_study(s)  # every trial config resolves
+  assert len(trials) == 10 * 11 * 2 * 2
+  assert max(s.batch_sizes) <= common.DIGITS_NUM_TRAIN
+  assert {t.params for t in trials} == {(("optimizer.momentum", 0.9),),
+                                        (("optimizer.momentum", 0.99),)}
+  assert s.base.noise_scale.enabled
+  assert round(s.target.value * 360) != s.target.value * 360  # no accuracy sits on the target
+  assert space.trial_config(s, trials[0]).optimizer.name == "nesterov"
+
+
+def test_shallue_and_mccandlish_smoke_share_one_study(tmp_path):
+  study_dir = tmp_path / "shallue" / shallue2018.STUDY_SUBDIR
+  shallue2018.run(workdir=str(tmp_path / "shallue"), outdir=str(tmp_path / "s_out"), smoke=True)
+  report, results = _check_outputs(tmp_path / "s_out", ["steps_to_result.png", "optimal_lr.png"])
+  per_batch = results["workloads"]["digits MLP"]["per_batch"]
+  assert [r["batch_size"] for r in per_batch] == [16, 64, 256]
+  assert "perfect scaling" in report and "maximal data parallelism" in report
+
+  out = tmp_path / "m_out"
+  result = mccandlish2018.run(workdir=str(tmp_path / "mcc"), outdir=str(out), smoke=True,
+                              study_dir=str(study_dir))
+  report, results = _check_outputs(out, ["tradeoff.png", "noise_scale.png"])
+  assert "were not rerun" in report  # every trial came from the Shallue study
+  assert not (tmp_path / "mcc" / "study").exists()
+  rows = results["workloads"]["digits MLP"]["targets"]
+  assert [r["target"] for r in rows] == list(mccandlish2018.SMOKE_TARGETS)
+  for r in rows:
+    if r["fit_ok"]:
+      assert r["e_min"] == pytest.approx(r["s_min"] * r["b_crit"], rel=1e-6)
+      assert r["b_simple"] is None or r["b_simple"] > 0
+  assert result["report"].endswith("report.md")
+
+
+def test_mccandlish_finds_the_shared_study(tmp_path):
+  w = str(tmp_path)
+  assert mccandlish2018.default_study_dir("full", w, smoke=False) == w
+  assert mccandlish2018.default_study_dir("analogue", w, smoke=True) == os.path.join(w, "study")
+
+
+def test_mccandlish_refuses_a_directory_of_another_study(tmp_path):
+  (tmp_path / "trials" / "b000007_lr1.0000e-01_s0").mkdir(parents=True)
+  with pytest.raises(ValueError, match="does not have"):
+    common.run_study(shallue2018.analogue_study(smoke=True), str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- Malladi et al.
+
+
+def test_malladi_rules_scale_adam_as_published():
+  setting = malladi2022.analogue_settings()[1]  # B_ref = 32
+  runs = {r.name: r for r in malladi2022.build_runs(setting)}
+  hp = malladi2022.scaled_hparams(runs["large_batch_adam_sde_b128_s0"].config)  # k = 4
+  assert hp["lr"] == pytest.approx(2e-3)
+  assert hp["b1"] == pytest.approx(0.6) and hp["b2"] == pytest.approx(0.996)
+  assert hp["eps"] == pytest.approx(5e-9) and not hp["clipped"]
+  hp = malladi2022.scaled_hparams(runs["large_batch_adam_sde_b512_s0"].config)  # k = 16
+  assert hp["clipped"] and hp["b1"] == 0.0
+  hp = malladi2022.scaled_hparams(runs["large_batch_linear_b128_s0"].config)
+  assert hp["lr"] == pytest.approx(4e-3) and hp["b1"] == pytest.approx(0.9)
+
+
+def test_malladi_mismatch_measures_the_log_ratio():
+  x = np.linspace(0, 10, 21)
+  y = np.exp(-x)
+  assert malladi2022.mismatch(x, y, x, y, start=1.0) == pytest.approx(0.0)
+  assert malladi2022.mismatch(x, y, x, y * math.exp(0.1), start=1.0) == pytest.approx(0.1)
+  coarse = x[::4]  # interpolated in log space: exact for an exponential
+  assert malladi2022.mismatch(x, y, coarse, np.exp(-coarse), start=1.0) == pytest.approx(
+      0.0, abs=1e-12)
+
+
+def test_malladi_smoke(tmp_path):
+  out = tmp_path / "out"
+  malladi2022.run(workdir=str(tmp_path / "w"), outdir=str(out), smoke=True)
+  _, results = _check_outputs(out, ["curves_large_batch.png", "mismatch.png"])
+  cells = results["regimes"]["large_batch"]["cells"]
+  assert cells["reference@32"]["train_mismatch"] == 0.0
+  assert set(results["regimes"]["large_batch"]["per_rule"]) == set(malladi2022.RULES)
+
+
+# ----------------------------------------------------------------------------- LARS / LAMB
+
+
+def test_lars_lamb_smoke(tmp_path):
+  out = tmp_path / "out"
+  lars_lamb.run(workdir=str(tmp_path / "w"), outdir=str(out), smoke=True)
+  report, results = _check_outputs(out, ["error_vs_lr.png"])
+  assert {v["optimizer"] for v in results["best"].values()} == {"reference", *lars_lamb.OPTIMIZERS}
+  for name in ("LARS", "LAMB", "AdamW", "momentum SGD"):
+    assert name in report
+  assert set(results["findings"]["by_batch"]["256"]) == {"lars", "lamb"}
+
+
+def test_smith_smoke(tmp_path):
+  out = tmp_path / "out"
+  smith2017.run(mode="analogue", workdir=str(tmp_path / "w"), outdir=str(out), smoke=True)
+  _, results = _check_outputs(out, ["curves_per_epoch.png"])
+  ramp, decay = results["batch ramp"], results["lr decay"]
+  assert ramp["total_steps"] < decay["total_steps"]
+  assert sum(ramp["steps_per_phase"]) == ramp["total_steps"]
+  assert len(ramp["steps_per_phase"]) == 3 and len(decay["steps_per_phase"]) == 1
+
+
+def test_smith_full_validates_then_names_the_missing_dataset(tmp_path):
+  with pytest.raises(DatasetNotFoundError, match="cifar10"):
+    smith2017.run(mode="full", workdir=str(tmp_path / "w"))
