@@ -14,10 +14,10 @@ Data: imagenet2012 prepared by TFDS (manual download of the ILSVRC tars to
 DATA_DIR/downloads/manual, then `tfds build imagenet2012 --data_dir=DATA_DIR
 --file_format=array_record`). Goyal et al. report 23.74% top-1 error at 8k and
 23.60% at 256 (mean of 5 runs).
-Note: imagenet2012 is streamed through grain (lrscale.data.stream); the
-streaming train loop is not wired into lrscale.train yet, so this config
-validates and resolves (try it: it reports the missing dataset) but training
-it needs that loop.
+Input: imagenet2012 streams through grain (lrscale.data.stream), one disjoint
+shard per host; images are center-cropped and resized to 224 x 224
+(config.dataset.image_size). Goyal et al.'s random-resized-crop and flip
+augmentation is not implemented, so expect a higher error than theirs.
 """
 
 from lrscale.config import base_config
@@ -27,6 +27,8 @@ def get_config():
   c = base_config()
   c.dataset.name = "imagenet2012"
   c.dataset.eval_split = "validation"
+  c.dataset.image_size = 224
+  c.dataset.eval_examples = 10000             # eval in memory: the first 10k of 50k
   c.model.name = "resnet50"
   c.model.bn_group_size = 32
   c.model.zero_init_last_bn = True
@@ -49,6 +51,7 @@ def get_config():
   c.budget = "90 epochs"
   c.eval_every = "1 epochs"
   c.checkpoint_every = "1 epochs"
+  c.sync_every = "10 steps"                  # streamed batches are staged per segment
   c.eval_batch_size = 1000
   c.target.value = 0.75                      # top-1 error < 0.25 (Shallue et al.'s target)
   c.target.stop = False

@@ -38,6 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
       eval_examples=0,        # evaluate on the first N eval examples (0 = all)
       standardize=True,       # per-channel mean/std of the train split (in-memory data)
       stream=False,           # stream TFDS train batches through grain (imagenet2012 always)
+      # Variable-size images (imagenette, imagenet2012) are center-cropped and
+      # resized to image_size x image_size; 0 = the dataset's own fixed size.
+      image_size=0,
   ))
   c.model = ml_collections.ConfigDict(dict(
       name="mlp",             # mlp | cnn | resnet8 | resnet20 | resnet18 | resnet50
@@ -315,9 +318,15 @@ def resolve(cfg: ml_collections.ConfigDict, *, num_devices: int | None = None,
     raise ValueError("config.batch_ramp with a streamed dataset is not supported; use an "
                      "in-memory dataset or drop the ramp.")
   if any(d is None for d in meta.input_shape):
-    raise ValueError(
-        f"config.dataset.name={meta.name!r} has variable-size images {meta.input_shape}; they "
-        "need a decode/crop/resize preprocessing step that lrscale does not have yet.")
+    size = cfg.dataset.image_size
+    if size <= 0:
+      raise ValueError(
+          f"config.dataset.name={meta.name!r} has variable-size images {meta.input_shape}; set "
+          "config.dataset.image_size (e.g. 224) to center-crop and resize them.")
+    if not (meta.streamed or cfg.dataset.stream):
+      raise ValueError(f"config.dataset.image_size: {meta.name!r} has variable-size images, "
+                       "which are read through the stream: set config.dataset.stream=True.")
+    meta = dataclasses.replace(meta, input_shape=(size, size, meta.input_shape[-1]))
   if batch > meta.num_train:
     raise ValueError(f"config.batch_size={batch} exceeds the {meta.num_train} training "
                      f"examples of {meta.name}; use at most the full training set.")

@@ -136,7 +136,7 @@ class RunSetup:
       self._stream = (seed, start, stream.stream_batches(
           ds.name, ds.train_split, data_dir=ds.data_dir or None, batch_size=plan.batch_size,
           seed=seed, start_step=start, shard_index=jax.process_index(),
-          shard_count=jax.process_count()))
+          shard_count=jax.process_count(), preprocess=registry.preprocess_for(ds)))
     it = self._stream[2]
     batches = [next(it) for _ in range(n)]
     self._stream = (seed, start + n, it)

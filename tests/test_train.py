@@ -281,3 +281,29 @@ def test_every_optimizer_trains_end_to_end(tmp_path, name, lr):
   assert summary["status"] == "complete"
   assert losses[-1] < 0.6 * losses[0], losses
   assert summary["final"]["eval_accuracy"] > 0.5
+
+
+def test_variable_size_images_are_cropped_resized_and_train(tmp_path, monkeypatch):
+  """imagenet-like data (variable-size PNGs in TFDS): streamed, center-cropped, trained."""
+  from lrscale.data import preprocess, registry
+  from tests.test_tfds_data import VARIABLE_UINT8, LrscaleTestVariablePng
+  data_dir = str(tmp_path / "png")
+  LrscaleTestVariablePng(data_dir=data_dir, file_format="array_record").prepare()
+  name = LrscaleTestVariablePng.name
+  monkeypatch.setattr(registry, "TFDS_STREAMED", registry.TFDS_STREAMED + (name,))
+  monkeypatch.setattr(registry, "DATASET_NAMES", registry.DATASET_NAMES + (name,))
+  cfg = small_config(batch_size=4, budget="6 steps", eval_every="3 steps", sync_every="3 steps",
+                     checkpoint_every="6 steps", **{"dataset.name": name,
+                                                    "dataset.data_dir": data_dir,
+                                                    "dataset.eval_split": "train"})
+  with pytest.raises(ValueError, match=r"config\.dataset\.image_size"):
+    config_lib.resolve(cfg)
+  cfg.dataset.image_size = 3
+  plan = config_lib.resolve(cfg)
+  assert plan.dataset.input_shape == (3, 3, 1)
+  summary = train_lib.train(cfg, str(tmp_path / "run"))
+  assert summary["status"] == "complete" and summary["steps"] == 6
+  # The transform itself: central square, then a resize (identity when sizes match).
+  image = VARIABLE_UINT8[1]  # 6 x 5
+  out = preprocess.center_crop_resize(5)(image[..., None])
+  np.testing.assert_allclose(out[..., 0], image[0:5, 0:5] / 255.0, atol=1e-6)

@@ -98,6 +98,36 @@ def is_streamed(dataset_cfg: Any) -> bool:
   return dataset_cfg.name in TFDS_STREAMED or bool(dataset_cfg.stream)
 
 
+def preprocess_for(dataset_cfg: Any):
+  """The per-example transform of streamed images (None: images are fixed-size)."""
+  if dataset_cfg.image_size <= 0:
+    return None
+  from lrscale.data.preprocess import center_crop_resize  # pylint: disable=g-import-not-at-top
+  return center_crop_resize(dataset_cfg.image_size)
+
+
+def _read_resized(dataset_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """One pass over a split of variable-size images, center-cropped and resized.
+
+  Capped at ``eval_examples`` when set: evaluating all 50k ImageNet images in
+  memory would not fit most machines.
+  """
+  from lrscale.data import stream, tfds_source  # pylint: disable=g-import-not-at-top
+  source = tfds_source.open_split(dataset_cfg.name, split, data_dir=dataset_cfg.data_dir or None)
+  n = len(source) if dataset_cfg.eval_examples <= 0 else min(len(source),
+                                                              dataset_cfg.eval_examples)
+  chunk = min(n, 256)
+  it = stream.batches_from_source(source, batch_size=chunk, seed=0, drop_remainder=False,
+                                  preprocess=preprocess_for(dataset_cfg))
+  xs, ys, got = [], [], 0
+  while got < n:
+    x, y = next(it)
+    xs.append(x)
+    ys.append(y)
+    got += len(y)
+  return np.concatenate(xs)[:n], np.concatenate(ys)[:n].astype(np.int32)
+
+
 def load_in_memory(dataset_cfg: Any) -> InMemoryData:
   """Reads a dataset that fits in memory; ``check_dataset`` must have passed.
 
@@ -112,7 +142,10 @@ def load_in_memory(dataset_cfg: Any) -> InMemoryData:
   else:
     from lrscale.data import tfds_source  # pylint: disable=g-import-not-at-top
     data_dir = dataset_cfg.data_dir or None
-    ex, ey = tfds_source.load_split(name, dataset_cfg.eval_split, data_dir=data_dir)
+    if dataset_cfg.image_size > 0:
+      ex, ey = _read_resized(dataset_cfg, dataset_cfg.eval_split)
+    else:
+      ex, ey = tfds_source.load_split(name, dataset_cfg.eval_split, data_dir=data_dir)
     if streamed:
       tx, ty = np.zeros((0,) + ex.shape[1:], np.float32), np.zeros((0,), np.int32)
     else:
