@@ -16,20 +16,20 @@ from lrscale.config import base_config
 def get_config(arg: str = "resnet20"):
   c = base_config()
   c.dataset.name = "cifar10"
-  c.model.name = arg                         # resnet8 | resnet20
-  c.model.bn_group_size = 32                 # ghost BN: independent of device count
+  c.model.name = arg  # resnet8 | resnet20
+  c.model.bn_group_size = 32  # ghost BN: independent of device count
   c.batch_size = 128
-  c.lr = 0.1                                 # He et al. 2016: 0.1 at batch 128
+  c.lr = 0.1  # He et al. 2016: 0.1 at batch 128
   c.scaling.rule = "linear"
   c.scaling.reference_batch = 128
   c.optimizer.name = "momentum"
   c.optimizer.momentum = 0.9
-  c.optimizer.weight_decay = 1e-4            # not on BN or biases (decay_mask default)
+  c.optimizer.weight_decay = 1e-4  # not on BN or biases (decay_mask default)
   c.schedule.name = "multistep"
   c.schedule.milestones = ("91 epochs", "136 epochs")  # 32k / 48k iterations at B=128
   c.schedule.gamma = 0.1
   c.warmup.length = "1 epochs"
-  c.budget = "182 epochs"                    # 64k iterations at B=128
+  c.budget = "182 epochs"  # 64k iterations at B=128
   c.eval_every = "1 epochs"
   c.checkpoint_every = "5 epochs"
   c.target.value = 0.70 if arg == "resnet8" else 0.91

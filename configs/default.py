@@ -14,7 +14,7 @@ from lrscale.config import base_config
 
 def get_config():
   c = base_config()
-  c.dataset.name = "digits"        # scikit-learn's 1797 8x8 digits, ships offline
+  c.dataset.name = "digits"  # scikit-learn's 1797 8x8 digits, ships offline
   c.model.name = "mlp"
   c.model.hidden = (128, 128)
   c.batch_size = 64
@@ -26,6 +26,6 @@ def get_config():
   c.eval_every = "1 epochs"
   c.log_every = "10 steps"
   c.checkpoint_every = "5 epochs"
-  c.target.value = 0.95            # record steps-to-target (eval accuracy >= 95%)
+  c.target.value = 0.95  # record steps-to-target (eval accuracy >= 95%)
   c.target.stop = False
   return c

@@ -28,7 +28,7 @@ def get_config():
   c.dataset.name = "imagenet2012"
   c.dataset.eval_split = "validation"
   c.dataset.image_size = 224
-  c.dataset.eval_examples = 10000             # eval in memory: the first 10k of 50k
+  c.dataset.eval_examples = 10000  # eval in memory: the first 10k of 50k
   c.model.name = "resnet50"
   c.model.bn_group_size = 32
   c.model.zero_init_last_bn = True
@@ -40,7 +40,7 @@ def get_config():
   c.optimizer.momentum = 0.9
   c.optimizer.weight_decay = 1e-4
   c.optimizer.decay_mask = "no_bias_norm"
-  c.optimizer.momentum_form = "goyal"        # v <- m v + lr g, with momentum correction
+  c.optimizer.momentum_form = "goyal"  # v <- m v + lr g, with momentum correction
   c.optimizer.momentum_correction = True
   c.schedule.name = "multistep"
   c.schedule.milestones = ("30 epochs", "60 epochs", "80 epochs")
@@ -51,8 +51,8 @@ def get_config():
   c.budget = "90 epochs"
   c.eval_every = "1 epochs"
   c.checkpoint_every = "1 epochs"
-  c.sync_every = "10 steps"                  # streamed batches are staged per segment
+  c.sync_every = "10 steps"  # streamed batches are staged per segment
   c.eval_batch_size = 1000
-  c.target.value = 0.75                      # top-1 error < 0.25 (Shallue et al.'s target)
+  c.target.value = 0.75  # top-1 error < 0.25 (Shallue et al.'s target)
   c.target.stop = False
   return c

@@ -22,6 +22,6 @@ def get_config():
   lf.max_lr = 10.0
   lf.num_steps = 100
   lf.seeds = (0, 1, 2)
-  lf.vary = "both"          # each seed changes the init and the data order
-  lf.max_spread = 3.0       # flag a suggestion whose seeds disagree by more than 3x
+  lf.vary = "both"  # each seed changes the init and the data order
+  lf.max_spread = 3.0  # flag a suggestion whose seeds disagree by more than 3x
   return c

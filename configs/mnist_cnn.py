@@ -16,7 +16,7 @@ from lrscale.config import base_config
 
 def get_config(arg: str = "mnist"):
   c = base_config()
-  c.dataset.name = arg                       # mnist | fashion_mnist
+  c.dataset.name = arg  # mnist | fashion_mnist
   c.dataset.eval_split = "test"
   c.model.name = "cnn"
   c.model.channels = (32, 64)
@@ -25,7 +25,7 @@ def get_config(arg: str = "mnist"):
   c.lr = 0.05
   c.optimizer.name = "nesterov"
   c.optimizer.momentum = 0.9
-  c.schedule.name = "linear"                 # Shallue et al.: linear decay
+  c.schedule.name = "linear"  # Shallue et al.: linear decay
   c.schedule.alpha = 0.01
   c.budget = "20 epochs"
   c.eval_every = "0.25 epochs"

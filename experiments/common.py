@@ -47,10 +47,10 @@ DIGITS_NUM_TRAIN = 1437  # the offline digits' fixed train split (1797 - 360 tes
 # (train, eval, classes, image shape) of the papers' datasets (public facts), so a
 # full-scale config can be validated and resolved here, where the data is absent.
 PAPER_DATASETS: Mapping[str, tuple[int, int, int, tuple[int, ...]]] = {
-    "mnist": (60000, 10000, 10, (28, 28, 1)),
-    "fashion_mnist": (60000, 10000, 10, (28, 28, 1)),
-    "cifar10": (50000, 10000, 10, (32, 32, 3)),
-    "imagenet2012": (1281167, 50000, 1000, (224, 224, 3)),
+  "mnist": (60000, 10000, 10, (28, 28, 1)),
+  "fashion_mnist": (60000, 10000, 10, (28, 28, 1)),
+  "cifar10": (50000, 10000, 10, (32, 32, 3)),
+  "imagenet2012": (1281167, 50000, 1000, (224, 224, 3)),
 }
 
 
@@ -79,7 +79,7 @@ def digits_base(*, smoke: bool = False) -> ml_collections.ConfigDict:
   c.dataset.name = "digits"
   c.model.name = "mlp"
   c.model.hidden = (32,) if smoke else (128, 128)
-  c.parallel.num_devices = 1     # small model: one device; nothing here assumes a CPU
+  c.parallel.num_devices = 1  # small model: one device; nothing here assumes a CPU
   c.tensorboard = False
   c.checkpoint_every = "1000 epochs"  # short runs: only the final checkpoint
   c.checkpoint_keep = 1
@@ -104,9 +104,14 @@ def stand_in_meta(dataset_cfg: Any) -> registry.DatasetMeta:
   if name not in PAPER_DATASETS:
     return registry.check_dataset(dataset_cfg)  # offline datasets need no stand-in
   num_train, num_eval, classes, shape = PAPER_DATASETS[name]
-  return registry.DatasetMeta(name=name, num_train=num_train, num_eval=num_eval,
-                              num_classes=classes, input_shape=shape,
-                              streamed=name in registry.TFDS_STREAMED)
+  return registry.DatasetMeta(
+    name=name,
+    num_train=num_train,
+    num_eval=num_eval,
+    num_classes=classes,
+    input_shape=shape,
+    streamed=name in registry.TFDS_STREAMED,
+  )
 
 
 def check_full_runs(configs: Sequence[ml_collections.ConfigDict]) -> None:
@@ -125,6 +130,7 @@ def check_full_runs(configs: Sequence[ml_collections.ConfigDict]) -> None:
 def check_full_study(study: ml_collections.ConfigDict) -> None:
   """:func:`check_full_runs` for every distinct trial config of a study."""
   from lrscale.study import space  # pylint: disable=g-import-not-at-top
+
   seen, configs = set(), []
   for trial in space.enumerate_trials(study):
     if trial.group_key() not in seen:
@@ -145,6 +151,7 @@ class Run:
     config: the run config.
     tags: what the report groups by (method, batch size, seed, ...).
   """
+
   name: str
   config: ml_collections.ConfigDict
   tags: Mapping[str, Any]
@@ -172,8 +179,11 @@ def setup_key(plan: config_lib.RunPlan) -> str:
   cfg = plan.config.to_dict()
   for field in ("lr", "seed", "scaling"):
     cfg.pop(field)
-  return json.dumps(dict(config=cfg, optimizer=plan.optimizer.to_dict(),
-                         total_steps=plan.total_steps), sort_keys=True, default=str)
+  return json.dumps(
+    dict(config=cfg, optimizer=plan.optimizer.to_dict(), total_steps=plan.total_steps),
+    sort_keys=True,
+    default=str,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +195,7 @@ class Done:
     total: trials in the study.
     reused: of those, trials an earlier invocation had already finished.
   """
+
   value: Any
   total: int
   reused: int
@@ -192,12 +203,12 @@ class Done:
 
 class Summaries(dict):
   """``{run name: summary}`` from :func:`run_all`, with ``total`` and ``reused`` counts."""
+
   total: int = 0
   reused: int = 0
 
 
-def run_all(runs: Sequence[Run], workdir: str, *,
-            log: Callable[[str], None] = print) -> Summaries:
+def run_all(runs: Sequence[Run], workdir: str, *, log: Callable[[str], None] = print) -> Summaries:
   """Trains every run (skipping finished ones) and returns ``{name: summary}``.
 
   Every config is resolved before the first step, so a bad one fails before
@@ -206,10 +217,12 @@ def run_all(runs: Sequence[Run], workdir: str, *,
   runs affordable on a CPU.
   """
   from lrscale import train as train_lib  # pylint: disable=g-import-not-at-top
+
   names = [r.name for r in runs]
   if len(set(names)) != len(names):
-    raise ValueError(f"run names must be unique; duplicates: "
-                     f"{sorted({n for n in names if names.count(n) > 1})}")
+    raise ValueError(
+      f"run names must be unique; duplicates: {sorted({n for n in names if names.count(n) > 1})}"
+    )
   plans = [config_lib.resolve(r.config) for r in runs]
   summaries = Summaries()
   setups: dict[str, Any] = {}
@@ -229,9 +242,11 @@ def run_all(runs: Sequence[Run], workdir: str, *,
         setups[key] = train_lib.RunSetup(plan, data[dkey])
       done = train_lib.train(run.config, path, plan=plan, setup=setups[key], data=data[dkey])
     summaries[run.name] = done
-    log(f"[{i + 1}/{len(runs)}] {run.name}: {done['status']}, {done['steps']} steps, "
-        f"eval_accuracy {done['final'].get('eval_accuracy', float('nan')):.4f} "
-        f"({time.perf_counter() - t0:.0f} s so far)")
+    log(
+      f"[{i + 1}/{len(runs)}] {run.name}: {done['status']}, {done['steps']} steps, "
+      f"eval_accuracy {done['final'].get('eval_accuracy', float('nan')):.4f} "
+      f"({time.perf_counter() - t0:.0f} s so far)"
+    )
   summaries.total, summaries.reused = len(runs), reused
   return summaries
 
@@ -245,13 +260,16 @@ def run_study(study: ml_collections.ConfigDict, workdir: str) -> Done:
   """
   from lrscale.analysis.run import analyze  # pylint: disable=g-import-not-at-top
   from lrscale.study import runner, space  # pylint: disable=g-import-not-at-top
+
   trials_dir = os.path.join(workdir, "trials")
   present = set(os.listdir(trials_dir)) if os.path.isdir(trials_dir) else set()
   foreign = present - {t.id for t in space.enumerate_trials(study)}
   if foreign:
-    raise ValueError(f"{workdir} holds {len(foreign)} trials that study {study.name!r} does "
-                     f"not have (e.g. {sorted(foreign)[0]}); use another directory, or delete "
-                     "it to start over.")
+    raise ValueError(
+      f"{workdir} holds {len(foreign)} trials that study {study.name!r} does "
+      f"not have (e.g. {sorted(foreign)[0]}); use another directory, or delete "
+      "it to start over."
+    )
   counts = runner.run_study(study, workdir)
   total = sum(counts.values())
   return Done(value=analyze(workdir), total=total, reused=counts.get("skipped", 0))
@@ -265,11 +283,15 @@ def read_rows(path: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   return store_reader.split_rows(store_reader.read_jsonl(os.path.join(path, "metrics.jsonl")))
 
 
-def curve(rows: Sequence[Mapping[str, Any]], key: str, *,
-          num_train: int = DIGITS_NUM_TRAIN) -> tuple[np.ndarray, np.ndarray]:
+def curve(
+  rows: Sequence[Mapping[str, Any]], key: str, *, num_train: int = DIGITS_NUM_TRAIN
+) -> tuple[np.ndarray, np.ndarray]:
   """(epochs, values) of ``key`` over the rows that carry a finite value of it."""
-  pts = [(float(r["examples_seen"]) / num_train, float(r[key])) for r in rows
-         if store_reader.as_float(r.get(key)) is not None and math.isfinite(float(r[key]))]
+  pts = [
+    (float(r["examples_seen"]) / num_train, float(r[key]))
+    for r in rows
+    if store_reader.as_float(r.get(key)) is not None and math.isfinite(float(r[key]))
+  ]
   if not pts:
     return np.zeros(0), np.zeros(0)
   x, y = zip(*pts)
@@ -287,8 +309,13 @@ def binned_mean(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> np.ndarray:
   return out
 
 
-def mean_curve(paths: Sequence[str], key: str, *, edges: np.ndarray | None = None,
-               num_train: int = DIGITS_NUM_TRAIN) -> tuple[np.ndarray, np.ndarray]:
+def mean_curve(
+  paths: Sequence[str],
+  key: str,
+  *,
+  edges: np.ndarray | None = None,
+  num_train: int = DIGITS_NUM_TRAIN,
+) -> tuple[np.ndarray, np.ndarray]:
   """(epochs, mean over runs of ``key``) for runs that differ only in their seed.
 
   Train keys are averaged within epoch bins ``edges`` first (per-step minibatch
@@ -355,22 +382,28 @@ def format_duration(seconds: float) -> str:
   return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def runtime_line(seconds: float, done: Done | Summaries | None = None, *,
-                 smoke: bool) -> str:
+def runtime_line(seconds: float, done: Done | Summaries | None = None, *, smoke: bool) -> str:
   """Where and how long: the runtime is measured, never typed in."""
   import jax  # pylint: disable=g-import-not-at-top
+
   dev = jax.devices()[0]
   kind = dev.device_kind if dev.platform != "cpu" else f"CPU ({os.cpu_count()} cores visible)"
-  line = (f"Runtime: {format_duration(seconds)} of wall time on {kind}"
-          f"{' (smoke variant)' if smoke else ''}")
+  line = (
+    f"Runtime: {format_duration(seconds)} of wall time on {kind}"
+    f"{' (smoke variant)' if smoke else ''}"
+  )
   if done is None:
     return line + "."
   if done.reused == done.total:
-    return line + (f": analysis only, all {done.total} runs had been finished by an earlier "
-                   "invocation and were not rerun.")
+    return line + (
+      f": analysis only, all {done.total} runs had been finished by an earlier "
+      "invocation and were not rerun."
+    )
   if done.reused:
-    return line + (f", training included, but {done.reused} of its {done.total} runs had "
-                   "been finished by an earlier invocation and were not rerun.")
+    return line + (
+      f", training included, but {done.reused} of its {done.total} runs had "
+      "been finished by an earlier invocation and were not rerun."
+    )
   return line + f", training all {done.total} runs included."
 
 
@@ -386,6 +419,7 @@ def write_report(outdir: str, title: str, sections: Sequence[str]) -> str:
 def write_results(outdir: str, results: Mapping[str, Any]) -> str:
   """Writes ``results.json`` (strict JSON: NaN/inf become null); returns its path."""
   from lrscale.analysis.report import to_jsonable  # pylint: disable=g-import-not-at-top
+
   os.makedirs(outdir, exist_ok=True)
   path = os.path.join(outdir, "results.json")
   with open(path, "w", encoding="utf-8") as f:
@@ -394,13 +428,15 @@ def write_results(outdir: str, results: Mapping[str, Any]) -> str:
   return path
 
 
-def figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.4,
-           height: float = 4.4) -> tuple[Figure, np.ndarray]:
+def figure(
+  nrows: int = 1, ncols: int = 1, *, width: float = 6.4, height: float = 4.4
+) -> tuple[Figure, np.ndarray]:
   """A figure on the Agg canvas (no pyplot state) and its axes as a 2-D array."""
   fig = Figure(figsize=(width, height), layout="constrained")
   FigureCanvasAgg(fig)
   return fig, np.atleast_2d(np.asarray(fig.subplots(nrows, ncols), dtype=object)).reshape(
-      nrows, ncols)
+    nrows, ncols
+  )
 
 
 def save_figure(fig: Figure, path: str, *, max_bytes: int = MAX_FIGURE_BYTES) -> str:
@@ -429,6 +465,7 @@ def batch_axis(ax: Axes, batch_sizes: Sequence[int]) -> None:
 def batch_colors(batch_sizes: Sequence[int]) -> dict[int, Any]:
   """One colour per batch size, dark (small B) to light (large B)."""
   from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
+
   cmap = colormaps["viridis"]
   n = max(1, len(batch_sizes) - 1)
   return {b: cmap(0.9 * i / n) for i, b in enumerate(sorted(batch_sizes))}
@@ -446,11 +483,18 @@ def launch(run_fn: Callable[..., Mapping[str, Any]]) -> None:
   ``run_fn(mode=, workdir=, outdir=, smoke=)``.
   """
   from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_enum("mode", "analogue", MODES, "analogue: the small offline analogue; "
-                    "full: the paper's setting (needs its dataset and accelerators).")
+
+  flags.DEFINE_enum(
+    "mode",
+    "analogue",
+    MODES,
+    "analogue: the small offline analogue; "
+    "full: the paper's setting (needs its dataset and accelerators).",
+  )
   flags.DEFINE_string("workdir", None, "Directory for the runs (resumed if it exists).")
-  flags.DEFINE_string("outdir", "", "Directory for report.md, results.json and figures "
-                      "('' = the workdir).")
+  flags.DEFINE_string(
+    "outdir", "", "Directory for report.md, results.json and figures ('' = the workdir)."
+  )
   flags.DEFINE_bool("smoke", False, "A tiny variant (seconds of training), for tests.")
   flags.mark_flag_as_required("workdir")
 

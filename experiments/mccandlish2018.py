@@ -52,8 +52,15 @@ ORDER_OF_MAGNITUDE = 10.0
 def targets_for(study: Study, values: Sequence[float]) -> list[Study]:
   """The same trials judged against each target (the study's metric and mode)."""
   t = study.spec.target
-  return [dataclasses.replace(study, spec=dataclasses.replace(
-      study.spec, target=Target(metric=t.metric, value=float(v), mode=t.mode))) for v in values]
+  return [
+    dataclasses.replace(
+      study,
+      spec=dataclasses.replace(
+        study.spec, target=Target(metric=t.metric, value=float(v), mode=t.mode)
+      ),
+    )
+    for v in values
+  ]
 
 
 def b_simple_at_target(analysis: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,32 +74,44 @@ def b_simple_at_target(analysis: Mapping[str, Any]) -> dict[str, Any]:
   noise = analysis.get("noise_scale") or {}
   per_b = {r["batch_size"]: r["best_trial_at_target"] for r in noise.get("per_batch", [])}
   vals = [v for v in per_b.values() if v is not None and math.isfinite(v) and v > 0]
-  return dict(per_batch=per_b, median=float(np.median(vals)) if vals else None,
-              n=len(vals))
+  return dict(per_batch=per_b, median=float(np.median(vals)) if vals else None, n=len(vals))
 
 
-def analyse_targets(study: Study, values: Sequence[float], *,
-                    n_bootstrap: int = 200) -> list[dict[str, Any]]:
+def analyse_targets(
+  study: Study, values: Sequence[float], *, n_bootstrap: int = 200
+) -> list[dict[str, Any]]:
   """Per target: the fitted S_min, E_min, B_crit (bootstrap CI), the points, B_simple."""
   rows = []
   for judged in targets_for(study, values):
     a = build_analysis(judged, n_bootstrap=n_bootstrap)
     fit = a["fit"]
     noise = b_simple_at_target(a)
-    points = [(r["batch_size"], r["best_steps"]) for r in a["per_batch"]
-              if r["best_steps"] is not None]
+    points = [
+      (r["batch_size"], r["best_steps"]) for r in a["per_batch"] if r["best_steps"] is not None
+    ]
     ratio = None
     if fit.get("ok") and noise["median"]:
       ratio = fit["b_crit"] / noise["median"]
-    rows.append(dict(
-        target=judged.spec.target.value, metric=judged.spec.target.metric, fit_ok=fit["ok"],
-        reason=fit.get("reason"), s_min=fit.get("s_min"), e_min=fit.get("e_min"),
-        b_crit=fit.get("b_crit"), b_crit_ci=(fit.get("ci") or {}).get("b_crit"),
-        rmse_log=fit.get("rmse_log"), b_crit_at_bound=fit.get("b_crit_at_bound"),
-        batch_sizes=[b for b, _ in points], steps=[s for _, s in points],
-        b_simple=noise["median"], b_simple_per_batch=noise["per_batch"],
+    rows.append(
+      dict(
+        target=judged.spec.target.value,
+        metric=judged.spec.target.metric,
+        fit_ok=fit["ok"],
+        reason=fit.get("reason"),
+        s_min=fit.get("s_min"),
+        e_min=fit.get("e_min"),
+        b_crit=fit.get("b_crit"),
+        b_crit_ci=(fit.get("ci") or {}).get("b_crit"),
+        rmse_log=fit.get("rmse_log"),
+        b_crit_at_bound=fit.get("b_crit_at_bound"),
+        batch_sizes=[b for b, _ in points],
+        steps=[s for _, s in points],
+        b_simple=noise["median"],
+        b_simple_per_batch=noise["per_batch"],
         b_crit_over_b_simple=ratio,
-        series=(a.get("noise_scale") or {}).get("series", [])))
+        series=(a.get("noise_scale") or {}).get("series", []),
+      )
+    )
   return rows
 
 
@@ -104,13 +123,16 @@ def findings(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   rmse = [r["rmse_log"] for r in fitted]
   b_crit = [r["b_crit"] for r in fitted]
   return dict(
-      n_targets=len(rows), n_fitted=len(fitted),
-      max_rmse_log=max(rmse) if rmse else None,
-      hyperbola_fits=bool(rmse) and max(rmse) < 0.15,  # within ~16% on every point
-      ratios=ratios, within_order_of_magnitude=bool(within) and all(within),
-      b_crit_increases_with_target=len(b_crit) > 1 and all(
-          b2 >= b1 for b1, b2 in zip(b_crit, b_crit[1:])),
-      any_b_crit_at_bound=any(r["b_crit_at_bound"] for r in fitted))
+    n_targets=len(rows),
+    n_fitted=len(fitted),
+    max_rmse_log=max(rmse) if rmse else None,
+    hyperbola_fits=bool(rmse) and max(rmse) < 0.15,  # within ~16% on every point
+    ratios=ratios,
+    within_order_of_magnitude=bool(within) and all(within),
+    b_crit_increases_with_target=len(b_crit) > 1
+    and all(b2 >= b1 for b1, b2 in zip(b_crit, b_crit[1:])),
+    any_b_crit_at_bound=any(r["b_crit_at_bound"] for r in fitted),
+  )
 
 
 def verdict_lines(rows: Sequence[Mapping[str, Any]], found: Mapping[str, Any]) -> list[str]:
@@ -118,25 +140,32 @@ def verdict_lines(rows: Sequence[Mapping[str, Any]], found: Mapping[str, Any]) -
   fitted = [r for r in rows if r["fit_ok"]]
   if not fitted:
     return ["No target had 3 batch sizes reaching it: nothing to fit."]
-  ratio_text = ", ".join(f"{r['target']:g}: {r['b_crit_over_b_simple']:.2g}" for r in fitted
-                         if r["b_crit_over_b_simple"])
+  ratio_text = ", ".join(
+    f"{r['target']:g}: {r['b_crit_over_b_simple']:.2g}" for r in fitted if r["b_crit_over_b_simple"]
+  )
   lines = [
-      common.verdict(
-          found["hyperbola_fits"],
-          "the measured (S, E) points lie on (S/S_min - 1)(E/E_min - 1) = 1.",
-          f"Largest RMS log residual of S(B) = S_min (1 + B_crit / B) over the targets: "
-          f"{found['max_rmse_log']:.3f} (we call < 0.15, i.e. ~16 %, a fit)"
-          + (", but B_crit hit its search bound for some target" if
-             found["any_b_crit_at_bound"] else "") + "."),
-      common.verdict(
-          found["within_order_of_magnitude"],
-          "the gradient noise scale B_simple predicts B_crit within an order of magnitude.",
-          f"B_crit / B_simple by target: {ratio_text}."),
+    common.verdict(
+      found["hyperbola_fits"],
+      "the measured (S, E) points lie on (S/S_min - 1)(E/E_min - 1) = 1.",
+      f"Largest RMS log residual of S(B) = S_min (1 + B_crit / B) over the targets: "
+      f"{found['max_rmse_log']:.3f} (we call < 0.15, i.e. ~16 %, a fit)"
+      + (
+        ", but B_crit hit its search bound for some target" if found["any_b_crit_at_bound"] else ""
+      )
+      + ".",
+    ),
+    common.verdict(
+      found["within_order_of_magnitude"],
+      "the gradient noise scale B_simple predicts B_crit within an order of magnitude.",
+      f"B_crit / B_simple by target: {ratio_text}.",
+    ),
   ]
   b = ", ".join(f"{r['b_crit']:.3g}" for r in fitted)
-  lines.append(f"Observation: B_crit by target (easiest first): {b} examples; it "
-               f"{'grows' if found['b_crit_increases_with_target'] else 'does not grow steadily'}"
-               " as the target gets harder.")
+  lines.append(
+    f"Observation: B_crit by target (easiest first): {b} examples; it "
+    f"{'grows' if found['b_crit_increases_with_target'] else 'does not grow steadily'}"
+    " as the target gets harder."
+  )
   return lines
 
 
@@ -146,6 +175,7 @@ def verdict_lines(rows: Sequence[Mapping[str, Any]], found: Mapping[str, Any]) -
 def _target_colors(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
   """One colour per target, easiest first."""
   from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
+
   n = max(1, len(rows) - 1)
   return [colormaps["plasma"](0.85 * i / n) for i in range(len(rows))]
 
@@ -163,17 +193,34 @@ def plot_tradeoff(rows: Sequence[Mapping[str, Any]], path: str) -> str:
     if not row["fit_ok"]:
       continue
     grid = np.geomspace(b.min() / 4, b.max() * 4, 200)
-    ax_raw.plot(row["s_min"] * row["b_crit"] * (1 + grid / row["b_crit"]),
-                row["s_min"] * (1 + row["b_crit"] / grid), "-", color=color, lw=1)
+    ax_raw.plot(
+      row["s_min"] * row["b_crit"] * (1 + grid / row["b_crit"]),
+      row["s_min"] * (1 + row["b_crit"] / grid),
+      "-",
+      color=color,
+      lw=1,
+    )
     x, y = s / row["s_min"], b * s / row["e_min"]
     top = max(top, x.max(), y.max())
     ax_norm.plot(x, y, "o", color=color, label=f"target {row['target']:g}")
   xs = np.geomspace(1 + 1e-3, 2 * top, 400)
   ax_norm.plot(xs, 1 + 1 / (xs - 1), "k-", lw=1, label="(S/S_min - 1)(E/E_min - 1) = 1")
-  ax_raw.set(xscale="log", yscale="log", xlabel="examples to target E",
-             ylabel="steps to target S", title="steps vs examples (one point per B)")
-  ax_norm.set(xscale="log", yscale="log", xlabel="S / S_min", ylabel="E / E_min",
-              xlim=(0.8, 2 * top), ylim=(0.8, 2 * top), title="normalised: one hyperbola")
+  ax_raw.set(
+    xscale="log",
+    yscale="log",
+    xlabel="examples to target E",
+    ylabel="steps to target S",
+    title="steps vs examples (one point per B)",
+  )
+  ax_norm.set(
+    xscale="log",
+    yscale="log",
+    xlabel="S / S_min",
+    ylabel="E / E_min",
+    xlim=(0.8, 2 * top),
+    ylim=(0.8, 2 * top),
+    title="normalised: one hyperbola",
+  )
   ax_raw.legend(fontsize=7)
   ax_norm.legend(fontsize=7)
   return common.save_figure(fig, path)
@@ -189,31 +236,50 @@ def plot_noise_scale(rows: Sequence[Mapping[str, Any]], path: str) -> str:
   for ser in last["series"]:
     examples = np.asarray(ser["step"], float) * ser["batch_size"]
     ok = np.asarray(ser["b_simple"]) > 0
-    ax_t.plot(examples[ok], np.asarray(ser["b_simple"])[ok], color=colors[ser["batch_size"]],
-              lw=1, label=f"B={ser['batch_size']}")
+    ax_t.plot(
+      examples[ok],
+      np.asarray(ser["b_simple"])[ok],
+      color=colors[ser["batch_size"]],
+      lw=1,
+      label=f"B={ser['batch_size']}",
+    )
   for row, color in zip(rows, _target_colors(rows)):
     if row["fit_ok"]:
-      ax_t.axhline(row["b_crit"], color=color, ls="--", lw=1.2,
-                   label=f"B_crit, target {row['target']:g}")
-  ax_t.set(xscale="log", yscale="log", xlabel="examples seen",
-           ylabel="B_simple = tr(Sigma) / |G|^2",
-           title=f"B_simple of each B's best trial (target {last['target']:g})")
+      ax_t.axhline(
+        row["b_crit"], color=color, ls="--", lw=1.2, label=f"B_crit, target {row['target']:g}"
+      )
+  ax_t.set(
+    xscale="log",
+    yscale="log",
+    xlabel="examples seen",
+    ylabel="B_simple = tr(Sigma) / |G|^2",
+    title=f"B_simple of each B's best trial (target {last['target']:g})",
+  )
   ax_t.legend(fontsize=6, ncol=2)
-  pts = [(r["b_simple"], r["b_crit"], r["b_crit_ci"], r["target"], c)
-         for r, c in zip(rows, _target_colors(rows)) if r["fit_ok"] and r["b_simple"]]
+  pts = [
+    (r["b_simple"], r["b_crit"], r["b_crit_ci"], r["target"], c)
+    for r, c in zip(rows, _target_colors(rows))
+    if r["fit_ok"] and r["b_simple"]
+  ]
   if pts:
     lo = min(min(p[0], p[1]) for p in pts) / 30
     hi = max(max(p[0], p[1]) for p in pts) * 30
     grid = np.geomspace(lo, hi, 10)
-    ax_s.fill_between(grid, grid / ORDER_OF_MAGNITUDE, grid * ORDER_OF_MAGNITUDE, color="0.9",
-                      label="within 10x")
+    ax_s.fill_between(
+      grid, grid / ORDER_OF_MAGNITUDE, grid * ORDER_OF_MAGNITUDE, color="0.9", label="within 10x"
+    )
     ax_s.plot(grid, grid, "k-", lw=1, label="B_crit = B_simple")
     for x, y, ci, t, color in pts:
       yerr = None if not ci else [[max(y - ci[0], 0)], [max(ci[1] - y, 0)]]
       ax_s.errorbar([x], [y], yerr=yerr, fmt="o", color=color, capsize=3, label=f"target {t:g}")
     ax_s.set(xlim=(lo, hi), ylim=(lo, hi))
-  ax_s.set(xscale="log", yscale="log", xlabel="B_simple at the target (median over B)",
-           ylabel="B_crit fitted from S(B)", title="critical batch vs noise scale")
+  ax_s.set(
+    xscale="log",
+    yscale="log",
+    xlabel="B_simple at the target (median over B)",
+    ylabel="B_crit fitted from S(B)",
+    title="critical batch vs noise scale",
+  )
   ax_s.legend(fontsize=7)
   return common.save_figure(fig, path)
 
@@ -225,58 +291,84 @@ def target_table(rows: Sequence[Mapping[str, Any]]) -> str:
   """S_min, E_min, B_crit with its interval, and B_simple, one row per target."""
   ci = lambda c: "-" if not c else f"[{c[0]:.3g}, {c[1]:.3g}]"  # noqa: E731
   return common.md_table(
-      ["target", "batch sizes reaching it", "S_min (steps)", "E_min (examples)",
-       "B_crit (examples)", "B_crit 90% CI", "RMS log resid.", "B_simple at target (median)",
-       "B_crit / B_simple"],
-      [[f"{r['metric']} >= {r['target']:g}", len(r["batch_sizes"]),
-        common.fmt(r["s_min"], ".3g"), common.fmt(r["e_min"], ".3g"),
-        common.fmt(r["b_crit"], ".3g"), ci(r["b_crit_ci"]), common.fmt(r["rmse_log"], ".3f"),
-        common.fmt(r["b_simple"], ".3g"), common.fmt(r["b_crit_over_b_simple"], ".2g")]
-       for r in rows])
+    [
+      "target",
+      "batch sizes reaching it",
+      "S_min (steps)",
+      "E_min (examples)",
+      "B_crit (examples)",
+      "B_crit 90% CI",
+      "RMS log resid.",
+      "B_simple at target (median)",
+      "B_crit / B_simple",
+    ],
+    [
+      [
+        f"{r['metric']} >= {r['target']:g}",
+        len(r["batch_sizes"]),
+        common.fmt(r["s_min"], ".3g"),
+        common.fmt(r["e_min"], ".3g"),
+        common.fmt(r["b_crit"], ".3g"),
+        ci(r["b_crit_ci"]),
+        common.fmt(r["rmse_log"], ".3f"),
+        common.fmt(r["b_simple"], ".3g"),
+        common.fmt(r["b_crit_over_b_simple"], ".2g"),
+      ]
+      for r in rows
+    ],
+  )
 
 
 def noise_table(rows: Sequence[Mapping[str, Any]]) -> str:
   """B_simple of each batch size's best trial at each target."""
   batches = sorted({b for r in rows for b in r["b_simple_per_batch"]})
   return common.md_table(
-      ["B"] + [f"B_simple at {r['target']:g}" for r in rows],
-      [[b] + [common.fmt(r["b_simple_per_batch"].get(b), ".3g") for r in rows]
-       for b in batches])
+    ["B"] + [f"B_simple at {r['target']:g}" for r in rows],
+    [[b] + [common.fmt(r["b_simple_per_batch"].get(b), ".3g") for r in rows] for b in batches],
+  )
 
 
-def report_sections(entries: Sequence[tuple[str, str, Sequence[Mapping[str, Any]],
-                                            Mapping[str, Any]]],
-                    figures: Mapping[str, Sequence[str]], runtime_s: float,
-                    done: common.Done | None, smoke: bool, mode: str) -> list[str]:
+def report_sections(
+  entries: Sequence[tuple[str, str, Sequence[Mapping[str, Any]], Mapping[str, Any]]],
+  figures: Mapping[str, Sequence[str]],
+  runtime_s: float,
+  done: common.Done | None,
+  smoke: bool,
+  mode: str,
+) -> list[str]:
   """The model in words, then per workload: findings, fit table, figures, B_simple table."""
   sections = [
-      "McCandlish et al. 2018 model the steps S and examples E to a target as "
-      "(S/S_min - 1)(E/E_min - 1) = 1, so S(B) = S_min (1 + B_crit / B) with B_crit = "
-      "E_min / S_min, and find that the simple noise scale B_simple = tr(Sigma) / |G|^2, "
-      "measured cheaply during training with the two-batch estimator, tracks B_crit within "
-      "roughly an order of magnitude across tasks (from the paper). They give no number for "
-      "our setting, so the comparison is qualitative. B_simple here is the EMA of the "
-      "two-batch estimates (each batch split in two) logged by every trial."]
+    "McCandlish et al. 2018 model the steps S and examples E to a target as "
+    "(S/S_min - 1)(E/E_min - 1) = 1, so S(B) = S_min (1 + B_crit / B) with B_crit = "
+    "E_min / S_min, and find that the simple noise scale B_simple = tr(Sigma) / |G|^2, "
+    "measured cheaply during training with the two-batch estimator, tracks B_crit within "
+    "roughly an order of magnitude across tasks (from the paper). They give no number for "
+    "our setting, so the comparison is qualitative. B_simple here is the EMA of the "
+    "two-batch estimates (each batch split in two) logged by every trial."
+  ]
   for label, study_dir, rows, found in entries:
     sections += [
-        f"## {label}\n\nStudy: `{study_dir}` (the steps-to-result study of "
-        "experiments/shallue2018.py; best lr and momentum per batch size), analysed for "
-        f"{len(rows)} targets.",
-        "### Findings\n\n" + "\n".join(f"- {x}" for x in verdict_lines(rows, found)),
-        "### Trade-off and fit per target\n\n" + target_table(rows) + "\n\n"
-        + f"![trade-off]({figures[label][0]})",
-        "### Noise scale vs critical batch size\n\n"
-        + f"![noise scale]({figures[label][1]})\n\n"
-        "B_simple of each batch size's best trial at the moment it reached each target "
-        "(the smallest batches give the noisiest estimates; non-positive estimates, where "
-        "the unbiased |G|^2 estimate went negative, are left out):\n\n" + noise_table(rows),
+      f"## {label}\n\nStudy: `{study_dir}` (the steps-to-result study of "
+      "experiments/shallue2018.py; best lr and momentum per batch size), analysed for "
+      f"{len(rows)} targets.",
+      "### Findings\n\n" + "\n".join(f"- {x}" for x in verdict_lines(rows, found)),
+      "### Trade-off and fit per target\n\n"
+      + target_table(rows)
+      + "\n\n"
+      + f"![trade-off]({figures[label][0]})",
+      "### Noise scale vs critical batch size\n\n" + f"![noise scale]({figures[label][1]})\n\n"
+      "B_simple of each batch size's best trial at the moment it reached each target "
+      "(the smallest batches give the noisiest estimates; non-positive estimates, where "
+      "the unbiased |G|^2 estimate went negative, are left out):\n\n" + noise_table(rows),
     ]
   if mode == "analogue":
-    sections.append(common.runtime_line(runtime_s, done, smoke=smoke) + " (Reused trials "
-                    "come from the shared study; its own runtime is in the Shallue report.) "
-                    "Command: `python -m experiments.mccandlish2018 --mode=analogue "
-                    f"--workdir=runs/{NAME} --study_dir={DEFAULT_STUDY_DIR} "
-                    f"--outdir=docs/images/{NAME}`.")
+    sections.append(
+      common.runtime_line(runtime_s, done, smoke=smoke) + " (Reused trials "
+      "come from the shared study; its own runtime is in the Shallue report.) "
+      "Command: `python -m experiments.mccandlish2018 --mode=analogue "
+      f"--workdir=runs/{NAME} --study_dir={DEFAULT_STUDY_DIR} "
+      f"--outdir=docs/images/{NAME}`."
+    )
   return sections
 
 
@@ -289,8 +381,14 @@ def default_study_dir(mode: str, workdir: str, *, smoke: bool) -> str:
   return os.path.join(workdir, shallue2018.STUDY_SUBDIR)
 
 
-def run(*, mode: str = "analogue", workdir: str, outdir: str | None = None,
-        smoke: bool = False, study_dir: str | None = None) -> dict[str, Any]:
+def run(
+  *,
+  mode: str = "analogue",
+  workdir: str,
+  outdir: str | None = None,
+  smoke: bool = False,
+  study_dir: str | None = None,
+) -> dict[str, Any]:
   """Analyses (running it first if needed) the shared study; writes report, results, figures."""
   t0 = time.perf_counter()
   outdir = outdir or workdir
@@ -312,24 +410,37 @@ def run(*, mode: str = "analogue", workdir: str, outdir: str | None = None,
     rows = analyse_targets(load_study(sdir), values, n_bootstrap=50 if smoke else 200)
     found = findings(rows)
     prefix = "" if len(work) == 1 else f"{i}_"
-    figures[label] = [plot_tradeoff(rows, os.path.join(outdir, f"{prefix}tradeoff.png")),
-                      plot_noise_scale(rows, os.path.join(outdir, f"{prefix}noise_scale.png"))]
+    figures[label] = [
+      plot_tradeoff(rows, os.path.join(outdir, f"{prefix}tradeoff.png")),
+      plot_noise_scale(rows, os.path.join(outdir, f"{prefix}noise_scale.png")),
+    ]
     entries.append((label, sdir, rows, found))
-    results[label] = dict(findings=found, targets=[
-        {k: v for k, v in r.items() if k != "series"} for r in rows])
+    results[label] = dict(
+      findings=found, targets=[{k: v for k, v in r.items() if k != "series"} for r in rows]
+    )
   runtime = time.perf_counter() - t0
-  report = common.write_report(outdir, TITLE, report_sections(entries, figures, runtime, done,
-                                                              smoke, mode))
-  common.write_results(outdir, dict(experiment=NAME, mode=mode, smoke=smoke, runtime_s=runtime,
-                                    workloads=results))
-  return dict(report=report, results=results, runtime_s=runtime,
-              figures=[f for names in figures.values() for f in names])
+  report = common.write_report(
+    outdir, TITLE, report_sections(entries, figures, runtime, done, smoke, mode)
+  )
+  common.write_results(
+    outdir, dict(experiment=NAME, mode=mode, smoke=smoke, runtime_s=runtime, workloads=results)
+  )
+  return dict(
+    report=report,
+    results=results,
+    runtime_s=runtime,
+    figures=[f for names in figures.values() for f in names],
+  )
 
 
 if __name__ == "__main__":
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   _STUDY_DIR = flags.DEFINE_string(
-      "study_dir", "", "The shared steps-to-result study (experiments/shallue2018.py's "
-      f"<workdir>/study); run there if missing. '' = {DEFAULT_STUDY_DIR} if it exists, "
-      "else <workdir>/study (full mode: <workdir>).")
+    "study_dir",
+    "",
+    "The shared steps-to-result study (experiments/shallue2018.py's "
+    f"<workdir>/study); run there if missing. '' = {DEFAULT_STUDY_DIR} if it exists, "
+    "else <workdir>/study (full mode: <workdir>).",
+  )
   common.launch(lambda **kw: run(**kw, study_dir=_STUDY_DIR.value or None))

@@ -49,11 +49,11 @@ STUDY_SUBDIR = "study"
 def analogue_study(*, smoke: bool = False) -> ml_collections.ConfigDict:
   """The digits-MLP study: B = 2 .. 1024, lr x momentum tuned per B, B_simple logged."""
   base = common.digits_base(smoke=smoke)
-  base.optimizer.name = "nesterov"     # momentum comes from the swept params
+  base.optimizer.name = "nesterov"  # momentum comes from the swept params
   base.schedule.name = "constant"
-  base.log_every = "0.05 epochs"       # train rows (and B_simple) ~20 times per epoch
+  base.log_every = "0.05 epochs"  # train rows (and B_simple) ~20 times per epoch
   base.target.stop = True
-  base.noise_scale.enabled = True      # McCandlish et al.'s B_simple, same study
+  base.noise_scale.enabled = True  # McCandlish et al.'s B_simple, same study
   base.noise_scale.splits = 2
   s = default_study_config()
   s.name = "shallue2018_digits_mlp" + ("_smoke" if smoke else "")
@@ -62,7 +62,7 @@ def analogue_study(*, smoke: bool = False) -> ml_collections.ConfigDict:
   s.lr.rule = "none"
   s.target.metric = "eval_accuracy"
   s.target.mode = "max"
-  s.eval_every = "0.02 epochs"         # 15 steps at B = 2, every step from B = 32
+  s.eval_every = "0.02 epochs"  # 15 steps at B = 2, every step from B = 32
   if smoke:
     s.batch_sizes = (16, 64, 256)
     s.seeds = (0,)
@@ -71,9 +71,9 @@ def analogue_study(*, smoke: bool = False) -> ml_collections.ConfigDict:
     s.target.value = 0.8
     s.budget = "4 epochs"
     return s
-  s.batch_sizes = tuple(2 ** i for i in range(1, 11))
+  s.batch_sizes = tuple(2**i for i in range(1, 11))
   s.seeds = (0, 1)
-  s.lr.grid = tuple(2.0 ** -i for i in range(10, -1, -1))  # 0.00098 .. 1
+  s.lr.grid = tuple(2.0**-i for i in range(10, -1, -1))  # 0.00098 .. 1
   s.params = "optimizer.momentum=0.9,0.99"
   s.target.value = ANALOGUE_TARGET
   s.budget = "40 epochs"
@@ -99,10 +99,10 @@ def full_studies() -> dict[str, ml_collections.ConfigDict]:
     s = default_study_config()
     s.name = f"shallue2018_{dataset}_cnn"
     s.base = base
-    s.batch_sizes = tuple(2 ** i for i in range(1, 16)) + (60000,)
-    s.seeds = (0,)                       # their best trial per batch size
-    s.search.type = "quasirandom"        # as their search; lr log-uniform in the range
-    s.search.num_trials = 34             # x 3 momenta ~ their 100 trials per B
+    s.batch_sizes = tuple(2**i for i in range(1, 16)) + (60000,)
+    s.seeds = (0,)  # their best trial per batch size
+    s.search.type = "quasirandom"  # as their search; lr log-uniform in the range
+    s.search.num_trials = 34  # x 3 momenta ~ their 100 trials per B
     s.lr.mode = "absolute"
     s.lr.rule = "none"
     s.lr.grid = (1e-4, 10.0)
@@ -124,12 +124,18 @@ def batch_rows(analysis: Mapping[str, Any]) -> list[dict[str, Any]]:
   rows = []
   for r in analysis["per_batch"]:
     params = r.get("best_params") or {}
-    rows.append(dict(batch_size=r["batch_size"], best_lr=r["best_lr"],
-                     best_momentum=params.get("optimizer.momentum"),
-                     steps=r["best_steps"], examples=r["best_examples"],
-                     lr_at_grid_edge=r["best_lr_at_grid_edge"],
-                     regime_from_previous=regime_at.get(float(r["batch_size"])),
-                     reached=r["best_steps"] is not None))
+    rows.append(
+      dict(
+        batch_size=r["batch_size"],
+        best_lr=r["best_lr"],
+        best_momentum=params.get("optimizer.momentum"),
+        steps=r["best_steps"],
+        examples=r["best_examples"],
+        lr_at_grid_edge=r["best_lr_at_grid_edge"],
+        regime_from_previous=regime_at.get(float(r["batch_size"])),
+        reached=r["best_steps"] is not None,
+      )
+    )
   return rows
 
 
@@ -143,22 +149,31 @@ def findings(analysis: Mapping[str, Any]) -> dict[str, Any]:
   rms = {k: v["rms_log_error"] for k, v in rules.items()}
   simple_rule_ok = bool(rms) and min(rms.values()) < 0.35  # within ~1.4x everywhere
   return dict(
-      regimes_seen=sorted(set(kinds)),
-      perfect_at_small_batch=bool(kinds) and kinds[0] == fits.PERFECT,
-      maximal_at_large_batch=bool(kinds) and kinds[-1] == fits.MAXIMAL,
-      three_regimes=len(set(kinds)) == 3,
-      fit_ok=bool(fit.get("ok")), b_crit=fit.get("b_crit"), s_min=fit.get("s_min"),
-      fitted_boundaries=reg.get("fitted_boundaries"),
-      largest_useful_batch=reg.get("largest_useful_batch"),
-      lr_rule_rms_log_error=rms, simple_lr_rule_fits=simple_rule_ok,
-      lr_fit=dict(model=lr.get("model"), exponent=lr.get("exponent"), max_lr=lr.get("max_lr"),
-                  saturation_batch=lr.get("saturation_batch")))
+    regimes_seen=sorted(set(kinds)),
+    perfect_at_small_batch=bool(kinds) and kinds[0] == fits.PERFECT,
+    maximal_at_large_batch=bool(kinds) and kinds[-1] == fits.MAXIMAL,
+    three_regimes=len(set(kinds)) == 3,
+    fit_ok=bool(fit.get("ok")),
+    b_crit=fit.get("b_crit"),
+    s_min=fit.get("s_min"),
+    fitted_boundaries=reg.get("fitted_boundaries"),
+    largest_useful_batch=reg.get("largest_useful_batch"),
+    lr_rule_rms_log_error=rms,
+    simple_lr_rule_fits=simple_rule_ok,
+    lr_fit=dict(
+      model=lr.get("model"),
+      exponent=lr.get("exponent"),
+      max_lr=lr.get("max_lr"),
+      saturation_batch=lr.get("saturation_batch"),
+    ),
+  )
 
 
 def verdict_lines(found: Mapping[str, Any]) -> list[str]:
   """Honest one-liners on the paper's claims."""
   reg = ", ".join(k.replace("_", " ") for k in found["regimes_seen"]) or "none"
-  lines = [common.verdict(
+  lines = [
+    common.verdict(
       found["perfect_at_small_batch"] and found["maximal_at_large_batch"],
       "steps to result fall with slope about -1 at small B (perfect scaling), then bend "
       "(diminishing returns) and flatten (maximal data parallelism).",
@@ -166,61 +181,85 @@ def verdict_lines(found: Mapping[str, Any]) -> list[str]:
       f"{'perfect' if found['perfect_at_small_batch'] else 'not perfect'}, last "
       f"{'flat' if found['maximal_at_large_batch'] else 'not flat'}. Fitted B_crit = "
       f"{common.fmt(found['b_crit'], '.3g')} examples, S_min = "
-      f"{common.fmt(found['s_min'], '.3g')} steps.")]
+      f"{common.fmt(found['s_min'], '.3g')} steps.",
+    )
+  ]
   rms = found["lr_rule_rms_log_error"]
   if rms:
     lf = found["lr_fit"]
-    shape = (f"a power law B^{lf['exponent']:.2f}" if lf["model"] == "power_law" else
-             f"B^{lf['exponent']:.2f} up to B = {common.fmt(lf['saturation_batch'], '.3g')}, "
-             f"then flat at {common.fmt(lf['max_lr'], '.3g')}")
-    lines.append(common.verdict(
+    shape = (
+      f"a power law B^{lf['exponent']:.2f}"
+      if lf["model"] == "power_law"
+      else f"B^{lf['exponent']:.2f} up to B = {common.fmt(lf['saturation_batch'], '.3g')}, "
+      f"then flat at {common.fmt(lf['max_lr'], '.3g')}"
+    )
+    lines.append(
+      common.verdict(
         not found["simple_lr_rule_fits"],
         "the optimal learning rate follows neither the linear nor the square-root rule "
         "over the whole range.",
         f"Best lr vs B is {shape}; RMS log error of the rules anchored at the smallest B: "
         f"linear {rms['linear']:.2f}, sqrt {rms['sqrt']:.2f} (we call a rule adequate below "
-        "0.35, i.e. within ~1.4x)."))
+        "0.35, i.e. within ~1.4x).",
+      )
+    )
   return lines
 
 
-def report_sections(entries: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
-                    figures: Mapping[str, Sequence[str]], runtime_s: float,
-                    done: common.Done, smoke: bool, mode: str) -> list[str]:
+def report_sections(
+  entries: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
+  figures: Mapping[str, Sequence[str]],
+  runtime_s: float,
+  done: common.Done,
+  smoke: bool,
+  mode: str,
+) -> list[str]:
   """Sections for each studied workload (one in the analogue, two in full mode)."""
   sections = [
-      "Shallue et al. 2018 measure, per batch size and after tuning the learning rate and "
-      "momentum, the steps needed to reach a validation target, and find three regimes: "
-      "perfect scaling, diminishing returns and maximal data parallelism (from the paper). "
-      f"Their MNIST sweep used B = {PAPER_MNIST_BATCHES} and target val error 0.01 "
-      "(Fashion-MNIST 0.10). They report these curves as figures, not a table, so the "
-      "comparison here is qualitative."]
+    "Shallue et al. 2018 measure, per batch size and after tuning the learning rate and "
+    "momentum, the steps needed to reach a validation target, and find three regimes: "
+    "perfect scaling, diminishing returns and maximal data parallelism (from the paper). "
+    f"Their MNIST sweep used B = {PAPER_MNIST_BATCHES} and target val error 0.01 "
+    "(Fashion-MNIST 0.10). They report these curves as figures, not a table, so the "
+    "comparison here is qualitative."
+  ]
   for label, analysis, found in entries:
     study = analysis["study"]
     t = study["target"]
     rows = batch_rows(analysis)
     table = common.md_table(
-        ["B", "best lr", "best momentum", "steps to result", "examples", "regime (from "
-         "previous B)"],
-        [[r["batch_size"], common.fmt(r["best_lr"], ".3g") + (" (grid edge)" if
-                                                              r["lr_at_grid_edge"] else ""),
-          r["best_momentum"], r["steps"], r["examples"],
-          (r["regime_from_previous"] or "-").replace("_", " ")]
-         for r in rows])
+      ["B", "best lr", "best momentum", "steps to result", "examples", "regime (from previous B)"],
+      [
+        [
+          r["batch_size"],
+          common.fmt(r["best_lr"], ".3g") + (" (grid edge)" if r["lr_at_grid_edge"] else ""),
+          r["best_momentum"],
+          r["steps"],
+          r["examples"],
+          (r["regime_from_previous"] or "-").replace("_", " "),
+        ]
+        for r in rows
+      ],
+    )
     excluded = ", ".join(str(e["batch_size"]) for e in analysis["excluded_batches"])
     sections += [
-        f"## {label}\n\nTarget {t['metric']} >= {t['value']}; {analysis['n_trials']} trials "
-        f"({analysis['status_counts']}). {analysis['policy']}"
-        + (f" Batch sizes that never reached the target: {excluded}." if excluded else ""),
-        "### Findings\n\n" + "\n".join(f"- {x}" for x in verdict_lines(found)),
-        "### Steps to result (their Figure 1 form)\n\n"
-        + "\n\n".join(f"![{name}]({name})" for name in figures[label]) + "\n\n" + table,
+      f"## {label}\n\nTarget {t['metric']} >= {t['value']}; {analysis['n_trials']} trials "
+      f"({analysis['status_counts']}). {analysis['policy']}"
+      + (f" Batch sizes that never reached the target: {excluded}." if excluded else ""),
+      "### Findings\n\n" + "\n".join(f"- {x}" for x in verdict_lines(found)),
+      "### Steps to result (their Figure 1 form)\n\n"
+      + "\n\n".join(f"![{name}]({name})" for name in figures[label])
+      + "\n\n"
+      + table,
     ]
   if mode == "analogue":
     sections.append(
-        "The whole study (every trial, `report.md` with the fit, bootstrap intervals and the "
-        f"lr-sensitivity map) is in `<workdir>/{STUDY_SUBDIR}/`. " + common.runtime_line(
-            runtime_s, done, smoke=smoke) + f" Command: `python -m experiments.{NAME} "
-        f"--mode=analogue --workdir=runs/{NAME} --outdir=docs/images/{NAME}`.")
+      "The whole study (every trial, `report.md` with the fit, bootstrap intervals and the "
+      f"lr-sensitivity map) is in `<workdir>/{STUDY_SUBDIR}/`. "
+      + common.runtime_line(runtime_s, done, smoke=smoke)
+      + f" Command: `python -m experiments.{NAME} "
+      f"--mode=analogue --workdir=runs/{NAME} --outdir=docs/images/{NAME}`."
+    )
   return sections
 
 
@@ -232,16 +271,19 @@ def ensure_study(study_dir: str, *, smoke: bool = False) -> common.Done:
 def _paper_figures(analysis: Mapping[str, Any], outdir: str, prefix: str) -> list[str]:
   """lrscale's steps-to-result plot (already in their form) and the optimal-lr plot."""
   names = []
-  for name, draw in (("steps_to_result.png", plots.plot_steps_to_result),
-                     ("optimal_lr.png", plots.plot_optimal_lr)):
+  for name, draw in (
+    ("steps_to_result.png", plots.plot_steps_to_result),
+    ("optimal_lr.png", plots.plot_optimal_lr),
+  ):
     path = os.path.join(outdir, prefix + name)
     if draw(analysis, path) is not None:
       names.append(prefix + name)
   return names
 
 
-def run(*, mode: str = "analogue", workdir: str, outdir: str | None = None,
-        smoke: bool = False) -> dict[str, Any]:
+def run(
+  *, mode: str = "analogue", workdir: str, outdir: str | None = None, smoke: bool = False
+) -> dict[str, Any]:
   """Runs the study (or both of the paper's) and writes report.md, results.json, figures."""
   t0 = time.perf_counter()
   outdir = outdir or workdir
@@ -250,8 +292,9 @@ def run(*, mode: str = "analogue", workdir: str, outdir: str | None = None,
     studies = full_studies()
     for study in studies.values():
       common.check_full_study(study)
-    done = {f"{k} (simple CNN)": common.run_study(s, os.path.join(workdir, k))
-            for k, s in studies.items()}
+    done = {
+      f"{k} (simple CNN)": common.run_study(s, os.path.join(workdir, k)) for k, s in studies.items()
+    }
   else:
     done = {"digits MLP": ensure_study(os.path.join(workdir, STUDY_SUBDIR), smoke=smoke)}
   analyses = {label: d.value for label, d in done.items()}
@@ -262,13 +305,28 @@ def run(*, mode: str = "analogue", workdir: str, outdir: str | None = None,
     figures[label] = _paper_figures(analysis, outdir, "" if len(analyses) == 1 else f"{i}_")
     results[label] = dict(findings=found, per_batch=batch_rows(analysis), fit=analysis["fit"])
   runtime = time.perf_counter() - t0
-  report = common.write_report(outdir, TITLE, report_sections(
-      entries, figures, runtime, common.Done(None, sum(d.total for d in done.values()),
-                                             sum(d.reused for d in done.values())), smoke, mode))
-  common.write_results(outdir, dict(experiment=NAME, mode=mode, smoke=smoke, runtime_s=runtime,
-                                    workloads=results))
-  return dict(report=report, analyses=analyses, results=results, runtime_s=runtime,
-              figures=[f for names in figures.values() for f in names])
+  report = common.write_report(
+    outdir,
+    TITLE,
+    report_sections(
+      entries,
+      figures,
+      runtime,
+      common.Done(None, sum(d.total for d in done.values()), sum(d.reused for d in done.values())),
+      smoke,
+      mode,
+    ),
+  )
+  common.write_results(
+    outdir, dict(experiment=NAME, mode=mode, smoke=smoke, runtime_s=runtime, workloads=results)
+  )
+  return dict(
+    report=report,
+    analyses=analyses,
+    results=results,
+    runtime_s=runtime,
+    figures=[f for names in figures.values() for f in names],
+  )
 
 
 if __name__ == "__main__":

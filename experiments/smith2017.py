@@ -30,16 +30,29 @@ FACTOR = 5
 SEEDS = (0, 1, 2)
 
 
-def _pair(base, *, batch_size: int, lr: float, milestones: tuple[str, ...],
-          budget: str) -> dict[str, Any]:
+def _pair(
+  base, *, batch_size: int, lr: float, milestones: tuple[str, ...], budget: str
+) -> dict[str, Any]:
   """The lr-decay run and its batch-ramp twin, from one base config."""
-  shared = {"batch_size": batch_size, "lr": lr, "budget": budget,
-            "optimizer.name": "momentum", "optimizer.momentum": 0.9}
-  decay = common.set_fields(base, **shared, **{
-      "schedule.name": "multistep", "schedule.milestones": milestones,
-      "schedule.gamma": 1.0 / FACTOR})
-  ramp = common.set_fields(base, **shared, **{
-      "batch_ramp.milestones": milestones, "batch_ramp.factor": FACTOR})
+  shared = {
+    "batch_size": batch_size,
+    "lr": lr,
+    "budget": budget,
+    "optimizer.name": "momentum",
+    "optimizer.momentum": 0.9,
+  }
+  decay = common.set_fields(
+    base,
+    **shared,
+    **{
+      "schedule.name": "multistep",
+      "schedule.milestones": milestones,
+      "schedule.gamma": 1.0 / FACTOR,
+    },
+  )
+  ramp = common.set_fields(
+    base, **shared, **{"batch_ramp.milestones": milestones, "batch_ramp.factor": FACTOR}
+  )
   ramp.schedule = schedules.default_config()  # constant lr: drop the base's decay fields
   return {"lr decay": decay, "batch ramp": ramp}
 
@@ -48,18 +61,25 @@ def analogue_configs(*, smoke: bool) -> dict[str, Any]:
   base = common.digits_base(smoke=smoke)
   base.eval_every = "0.25 epochs"
   if smoke:
-    return _pair(base, batch_size=16, lr=0.05, milestones=("1 epochs", "2 epochs"),
-                 budget="3 epochs")
+    return _pair(
+      base, batch_size=16, lr=0.05, milestones=("1 epochs", "2 epochs"), budget="3 epochs"
+    )
   # 16 -> 80 -> 400 examples per step; the largest stays below the 1437 train examples.
-  return _pair(base, batch_size=16, lr=0.05, milestones=("6 epochs", "12 epochs"),
-               budget="18 epochs")
+  return _pair(
+    base, batch_size=16, lr=0.05, milestones=("6 epochs", "12 epochs"), budget="18 epochs"
+  )
 
 
 def full_configs() -> dict[str, Any]:
   base = common.load_repo_config("configs/cifar10_resnet.py")
   base.warmup.length = "0 steps"
-  return _pair(base, batch_size=128, lr=0.1,
-               milestones=("60 epochs", "120 epochs", "160 epochs"), budget="200 epochs")
+  return _pair(
+    base,
+    batch_size=128,
+    lr=0.1,
+    milestones=("60 epochs", "120 epochs", "160 epochs"),
+    budget="200 epochs",
+  )
 
 
 def noise_scale_by_epoch(cfg, epochs: np.ndarray, num_train: int) -> np.ndarray:
@@ -74,8 +94,9 @@ def noise_scale_by_epoch(cfg, epochs: np.ndarray, num_train: int) -> np.ndarray:
   return np.asarray(out)
 
 
-def run(*, mode: str, workdir: str, outdir: str | None = None,
-        smoke: bool = False) -> Mapping[str, Any]:
+def run(
+  *, mode: str, workdir: str, outdir: str | None = None, smoke: bool = False
+) -> Mapping[str, Any]:
   outdir = outdir or workdir
   if mode == "full":
     configs = full_configs()
@@ -83,9 +104,15 @@ def run(*, mode: str, workdir: str, outdir: str | None = None,
     return {"report": None}
   t0 = time.perf_counter()
   configs = analogue_configs(smoke=smoke)
-  runs = [common.Run(f"{name.replace(' ', '_')}_s{seed}",
-                     common.set_fields(cfg, seed=seed), {"method": name, "seed": seed})
-          for name, cfg in configs.items() for seed in SEEDS[:2 if smoke else 3]]
+  runs = [
+    common.Run(
+      f"{name.replace(' ', '_')}_s{seed}",
+      common.set_fields(cfg, seed=seed),
+      {"method": name, "seed": seed},
+    )
+    for name, cfg in configs.items()
+    for seed in SEEDS[: 2 if smoke else 3]
+  ]
   summaries = common.run_all(runs, workdir)
   n = common.DIGITS_NUM_TRAIN
   budget_epochs = float(configs["lr decay"].budget.split()[0])
@@ -113,13 +140,16 @@ def run(*, mode: str, workdir: str, outdir: str | None = None,
       ax.plot(centres, mean, color=color, label=name)
       ax.fill_between(centres, mean - std, mean + std, color=color, alpha=0.2)
     g = noise_scale_by_epoch(configs[name], centres, n)
-    axes[0][2].plot(centres, g, color=color, label=name,
-                    linestyle="-" if name == "lr decay" else "--")
-  axes[0][0].set(xlabel="epoch", ylabel="train loss", yscale="log",
-                 title="train loss (mean, band = seeds)")
+    axes[0][2].plot(
+      centres, g, color=color, label=name, linestyle="-" if name == "lr decay" else "--"
+    )
+  axes[0][0].set(
+    xlabel="epoch", ylabel="train loss", yscale="log", title="train loss (mean, band = seeds)"
+  )
   axes[0][1].set(xlabel="epoch", ylabel="eval accuracy", title="eval accuracy")
-  axes[0][2].set(xlabel="epoch", ylabel="g = lr N / B", yscale="log",
-                 title="SGD noise scale (Smith et al.)")
+  axes[0][2].set(
+    xlabel="epoch", ylabel="g = lr N / B", yscale="log", title="SGD noise scale (Smith et al.)"
+  )
   for ax in axes[0]:
     ax.legend()
   fig_name = common.save_figure(fig, f"{outdir}/curves_per_epoch.png")
@@ -130,45 +160,59 @@ def run(*, mode: str, workdir: str, outdir: str | None = None,
     steps = [summaries[r.name]["steps"] for r in runs if r.tags["method"] == name]
     errors = [common.error_pct(summaries[r.name]) for r in runs if r.tags["method"] == name]
     phases = [p.start_step for p in plan.ramp] + [plan.total_steps]
-    per_phase = ([b - a for a, b in zip(phases, phases[1:])] if len(plan.ramp) > 1 else
-                 [plan.total_steps])
-    rows.append([name, plan.total_steps, " + ".join(map(str, per_phase)),
-                 common.fmt_mean_std(errors)])
-    results[name] = dict(total_steps=plan.total_steps, steps_per_phase=per_phase,
-                         final_error_pct=errors, steps_run=steps)
+    per_phase = (
+      [b - a for a, b in zip(phases, phases[1:])] if len(plan.ramp) > 1 else [plan.total_steps]
+    )
+    rows.append(
+      [name, plan.total_steps, " + ".join(map(str, per_phase)), common.fmt_mean_std(errors)]
+    )
+    results[name] = dict(
+      total_steps=plan.total_steps,
+      steps_per_phase=per_phase,
+      final_error_pct=errors,
+      steps_run=steps,
+    )
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
     acc = {k: np.nanmean(v["eval_accuracy"], axis=0) for k, v in curves.items()}
     gap = float(np.nanmax(np.abs(acc["lr decay"] - acc["batch ramp"])))
-    seed_std = float(np.nanmax([np.nanstd(v["eval_accuracy"], axis=0)
-                                for v in curves.values()]))
+    seed_std = float(np.nanmax([np.nanstd(v["eval_accuracy"], axis=0) for v in curves.values()]))
   fewer = results["batch ramp"]["total_steps"] < results["lr decay"]["total_steps"]
-  final_gap = abs(np.mean(results["batch ramp"]["final_error_pct"])
-                  - np.mean(results["lr decay"]["final_error_pct"]))
+  final_gap = abs(
+    np.mean(results["batch ramp"]["final_error_pct"])
+    - np.mean(results["lr decay"]["final_error_pct"])
+  )
   final_spread = max(np.std(results[k]["final_error_pct"]) for k in results)
   held = fewer and final_gap <= max(2 * final_spread, 1.0)
-  results.update(max_curve_gap=gap, max_seed_std=seed_std, runtime_s=time.perf_counter() - t0,
-                 smoke=smoke)
+  results.update(
+    max_curve_gap=gap, max_seed_std=seed_std, runtime_s=time.perf_counter() - t0, smoke=smoke
+  )
   common.write_results(outdir, results)
   sections = [
-      "Smith, Kindermans, Ying & Le 2017. Analogue: MLP on the offline digits, momentum 0.9, "
-      f"B0 = {configs['lr decay'].batch_size}, lr {configs['lr decay'].lr}; at each milestone "
-      f"({', '.join(configs['lr decay'].schedule.milestones)}) the lr-decay run divides the lr "
-      f"by {FACTOR}, the ramp multiplies the batch by {FACTOR}. Seeds {SEEDS[:len(runs) // 2]}.",
-      f"![curves per epoch]({fig_name})",
-      common.md_table(["method", "optimizer steps", "steps per phase",
-                       "final eval error % (mean ± std)"], rows),
-      f"Largest gap between the two mean eval-accuracy curves per epoch bin: {gap:.3f} "
-      f"(largest seed std in a bin: {seed_std:.3f}).",
-      common.verdict(held, "Increasing the batch instead of decaying the lr gives the same "
-                     "curve per epoch with fewer parameter updates:",
-                     f"the ramp used {results['batch ramp']['total_steps']} steps vs "
-                     f"{results['lr decay']['total_steps']}; final error differs by "
-                     f"{final_gap:.2f} points (seed spread {final_spread:.2f})."),
-      common.runtime_line(results["runtime_s"], smoke=smoke),
+    "Smith, Kindermans, Ying & Le 2017. Analogue: MLP on the offline digits, momentum 0.9, "
+    f"B0 = {configs['lr decay'].batch_size}, lr {configs['lr decay'].lr}; at each milestone "
+    f"({', '.join(configs['lr decay'].schedule.milestones)}) the lr-decay run divides the lr "
+    f"by {FACTOR}, the ramp multiplies the batch by {FACTOR}. Seeds {SEEDS[: len(runs) // 2]}.",
+    f"![curves per epoch]({fig_name})",
+    common.md_table(
+      ["method", "optimizer steps", "steps per phase", "final eval error % (mean ± std)"], rows
+    ),
+    f"Largest gap between the two mean eval-accuracy curves per epoch bin: {gap:.3f} "
+    f"(largest seed std in a bin: {seed_std:.3f}).",
+    common.verdict(
+      held,
+      "Increasing the batch instead of decaying the lr gives the same "
+      "curve per epoch with fewer parameter updates:",
+      f"the ramp used {results['batch ramp']['total_steps']} steps vs "
+      f"{results['lr decay']['total_steps']}; final error differs by "
+      f"{final_gap:.2f} points (seed spread {final_spread:.2f}).",
+    ),
+    common.runtime_line(results["runtime_s"], smoke=smoke),
   ]
-  return {"report": common.write_report(outdir, "Smith et al. 2017: increase the batch size",
-                                        sections), "results": results}
+  return {
+    "report": common.write_report(outdir, "Smith et al. 2017: increase the batch size", sections),
+    "results": results,
+  }
 
 
 if __name__ == "__main__":

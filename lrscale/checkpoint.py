@@ -25,14 +25,19 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    options = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
-                                           enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("state", "host"))
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=max(1, keep), create=True, enable_async_checkpointing=False
+    )
+    self._manager = ocp.CheckpointManager(
+      self.directory, options=options, item_names=("state", "host")
+    )
 
   def save(self, step: int, state: Any, host: dict[str, Any]) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)), force=True)
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)),
+      force=True,
+    )
     self._manager.wait_until_finished()
 
   def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
@@ -40,16 +45,27 @@ class Checkpointer:
     self._manager.reload()
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), host=ocp.args.JsonRestore()))
+        restored = self._manager.restore(
+          step,
+          args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), host=ocp.args.JsonRestore()
+          ),
+        )
         return step, restored.state, dict(restored.host)
       except Exception as err:  # pylint: disable=broad-except
         # Any read failure means this step is unusable; an older one may be fine.
-        aside = os.path.join(os.path.dirname(self.directory), "checkpoints_unreadable",
-                             f"{step}-{int(time.time())}")
-        logging.warning("Checkpoint at step %d in %s is unreadable (%s: %s); moved it to %s "
-                        "and falling back to the previous one.", step, self.directory,
-                        type(err).__name__, err, aside)
+        aside = os.path.join(
+          os.path.dirname(self.directory), "checkpoints_unreadable", f"{step}-{int(time.time())}"
+        )
+        logging.warning(
+          "Checkpoint at step %d in %s is unreadable (%s: %s); moved it to %s "
+          "and falling back to the previous one.",
+          step,
+          self.directory,
+          type(err).__name__,
+          err,
+          aside,
+        )
         # Kept, not deleted: it may matter to whoever investigates; moved so the
         # step can be written again when training passes it.
         os.makedirs(os.path.dirname(aside), exist_ok=True)

@@ -80,8 +80,11 @@ def validate(lf: ml_collections.ConfigDict) -> None:
     if not 0.0 <= lf[field] < 0.5:
       raise bad(field, "a fraction of the sweep in [0, 0.5).")
   seeds = tuple(lf.seeds)
-  if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds) or \
-      len(set(seeds)) != len(seeds):
+  if (
+    not seeds
+    or not all(isinstance(s, int) and s >= 0 for s in seeds)
+    or len(set(seeds)) != len(seeds)
+  ):
     raise bad("seeds", "give distinct non-negative integers, e.g. (0, 1, 2).")
   if lf.vary not in VARY:
     raise bad("vary", f"use one of {VARY}.")
@@ -89,16 +92,19 @@ def validate(lf: ml_collections.ConfigDict) -> None:
     raise bad("max_spread", "a factor >= 1 (max/min of a suggestion over seeds).")
   sizes = tuple(lf.batch_sizes)
   if not all(isinstance(b, int) and b > 0 for b in sizes) or len(set(sizes)) != len(sizes):
-    raise bad("batch_sizes", "give distinct positive integers, e.g. (64, 256, 1024), or () "
-              "for config.batch_size.")
+    raise bad(
+      "batch_sizes",
+      "give distinct positive integers, e.g. (64, 256, 1024), or () for config.batch_size.",
+    )
   if not (isinstance(lf.check_every, int) and lf.check_every >= 0):
     raise bad("check_every", "a number of steps >= 0 (0 = the whole sweep in one call).")
   if lf.vmap not in VMAP:
     raise bad("vmap", f"use one of {VMAP}.")
 
 
-def sweep_plan(cfg: ml_collections.ConfigDict, batch_size: int, *,
-               num_devices: int | None = None) -> config_lib.RunPlan:
+def sweep_plan(
+  cfg: ml_collections.ConfigDict, batch_size: int, *, num_devices: int | None = None
+) -> config_lib.RunPlan:
   """The run plan of a sweep at ``batch_size``: budget N steps, one segment per check."""
   lf = cfg.lr_find
   n = lf.num_steps
@@ -119,8 +125,12 @@ def shares_setup(a: config_lib.RunPlan, b: config_lib.RunPlan) -> bool:
   batch (``bn_group_size`` 0 or -1) or the scaling rule changes the optimizer
   (``adam_sde``).
   """
-  return (a.bn_group_size == b.bn_group_size and a.optimizer == b.optimizer and
-          a.num_devices == b.num_devices and a.sync_every == b.sync_every)
+  return (
+    a.bn_group_size == b.bn_group_size
+    and a.optimizer == b.optimizer
+    and a.num_devices == b.num_devices
+    and a.sync_every == b.sync_every
+  )
 
 
 def program_groups(plans: Sequence[config_lib.RunPlan]) -> list[list[config_lib.RunPlan]]:
@@ -135,8 +145,7 @@ def program_groups(plans: Sequence[config_lib.RunPlan]) -> list[list[config_lib.
   for plan in sorted(plans, key=lambda p: p.batch_size):
     for group in groups:
       micro = min(p.batch_size // p.microbatches for p in group + [plan])
-      if shares_setup(group[0], plan) and all(p.batch_size % micro == 0
-                                               for p in group + [plan]):
+      if shares_setup(group[0], plan) and all(p.batch_size % micro == 0 for p in group + [plan]):
         group.append(plan)
         break
     else:
@@ -164,6 +173,7 @@ class Sweep(NamedTuple):
     suggestions: ``{name: lr}`` for every name in ``lr_find_suggest.SUGGESTIONS``.
     steps_run: steps computed (< N when the sweep stopped at divergence).
   """
+
   seed: int
   curve: suggest_lib.Curve
   suggestions: dict[str, float]
@@ -172,6 +182,7 @@ class Sweep(NamedTuple):
 
 class BatchResult(NamedTuple):
   """All seeds at one batch size; ``seconds`` of sweeping (compilation excluded)."""
+
   batch_size: int
   sweeps: tuple[Sweep, ...]
   spreads: dict[str, suggest_lib.Spread]
@@ -194,11 +205,18 @@ class RangeTest:
     vmap: run the seeds in one vmapped call (default: ``lf.vmap``).
   """
 
-  def __init__(self, setup: RunSetup, plans: Sequence[config_lib.RunPlan],
-               lf: ml_collections.ConfigDict, *, vmap: bool | None = None):
+  def __init__(
+    self,
+    setup: RunSetup,
+    plans: Sequence[config_lib.RunPlan],
+    lf: ml_collections.ConfigDict,
+    *,
+    vmap: bool | None = None,
+  ):
     if len(program_groups(list(plans) + [setup.plan])) != 1:
-      raise ValueError("RangeTest: these batch sizes need separate programs "
-                       "(lr_find.program_groups).")
+      raise ValueError(
+        "RangeTest: these batch sizes need separate programs (lr_find.program_groups)."
+      )
     self.setup, self.lf = setup, lf
     self.plans = {p.batch_size: p for p in plans}
     self.micro = min(p.batch_size // p.microbatches for p in plans)
@@ -213,8 +231,13 @@ class RangeTest:
       return table[jnp.minimum(step, last)]
 
     self.fns: StepFns = make_step_fns(
-        graphdef=setup.graphdef, tx=setup.tx, optimizer_cfg=setup.plan.optimizer,
-        lr_fn=ramp, mesh=setup.mesh, segment_len=self.segment)
+      graphdef=setup.graphdef,
+      tx=setup.tx,
+      optimizer_cfg=setup.plan.optimizer,
+      lr_fn=ramp,
+      mesh=setup.mesh,
+      segment_len=self.segment,
+    )
     # No evaluation, no target; the loop itself stops only at a non-finite loss
     # (the smoothed divergence rule runs on the host, between calls).
     self.control = setup.control(setup.plan, max_loss=math.inf, target_done=True)
@@ -222,11 +245,13 @@ class RangeTest:
       vmap = lf.vmap == "on" or (lf.vmap == "auto" and jax.default_backend() != "cpu")
     self.vmap = vmap
     self._vsegment = jax.jit(
-        jax.vmap(self.fns.train_segment, in_axes=(0, None, None, 0, None, None, None, None)),
-        donate_argnums=0)
+      jax.vmap(self.fns.train_segment, in_axes=(0, None, None, 0, None, None, None, None)),
+      donate_argnums=0,
+    )
 
-  def _indices(self, plan: config_lib.RunPlan, start: int, n: int
-               ) -> tuple[jax.Array, jax.Array | None]:
+  def _indices(
+    self, plan: config_lib.RunPlan, start: int, n: int
+  ) -> tuple[jax.Array, jax.Array | None]:
     """Examples [segment, max_k, b] of steps [start, start + n) and microbatches per step.
 
     The batch of each step is ``lrscale.data.order``'s, as in training; rows
@@ -235,8 +260,12 @@ class RangeTest:
     k = plan.batch_size // self.micro
     idx = np.zeros((self.segment, self.max_k, self.micro), np.int32)
     idx[:n, :k] = order.batch_indices(
-        seed=plan.config.seed, start_step=start, num_steps=n, batch_size=plan.batch_size,
-        num_examples=self.setup.data.num_train).reshape(n, k, self.micro)
+      seed=plan.config.seed,
+      start_step=start,
+      num_steps=n,
+      batch_size=plan.batch_size,
+      num_examples=self.setup.data.num_train,
+    ).reshape(n, k, self.micro)
     mesh = self.setup.mesh
     if self.max_k == 1:  # one batch size, one microbatch: the plain step, no k loop
       return parallel.put_batch(idx, mesh, axis=2), None
@@ -246,12 +275,19 @@ class RangeTest:
   def _segment(self, state: TrainState, idx: jax.Array, ks: jax.Array, n: int):
     """One device call: (state, per-step losses [..., segment], NaN where not run)."""
     fn = self._vsegment if self.vmap else self.fns.train_segment
-    state, buf, done, _ = fn(state, self.setup.train_x, self.setup.train_y, idx, jnp.int32(n),
-                             self.setup.eval_batches, self.control, ks)
+    state, buf, done, _ = fn(
+      state,
+      self.setup.train_x,
+      self.setup.train_y,
+      idx,
+      jnp.int32(n),
+      self.setup.eval_batches,
+      self.control,
+      ks,
+    )
     losses, done = jax.device_get((buf["train_loss"], done))
     # The loop stops at a non-finite loss: later entries were not run.
-    return state, np.where(np.arange(losses.shape[-1]) < np.expand_dims(done, -1), losses,
-                           np.nan)
+    return state, np.where(np.arange(losses.shape[-1]) < np.expand_dims(done, -1), losses, np.nan)
 
   def compile(self, num_seeds: int, state: TrainState | None = None) -> float:
     """Compiles the group's program ahead of the sweeps; returns the seconds it took."""
@@ -263,36 +299,50 @@ class RangeTest:
     if self.vmap:
       state = jax.tree.map(lambda x: jnp.stack([x] * num_seeds), state)
       idx, fn = jnp.stack([idx] * num_seeds), self._vsegment
-    fn.lower(state, self.setup.train_x, self.setup.train_y, idx, jnp.int32(self.segment),
-             self.setup.eval_batches, self.control, ks).compile()
+    fn.lower(
+      state,
+      self.setup.train_x,
+      self.setup.train_y,
+      idx,
+      jnp.int32(self.segment),
+      self.setup.eval_batches,
+      self.control,
+      ks,
+    ).compile()
     return time.perf_counter() - t0
 
-  def _plans(self, plan: config_lib.RunPlan, seed: int
-             ) -> tuple[config_lib.RunPlan, config_lib.RunPlan]:
+  def _plans(
+    self, plan: config_lib.RunPlan, seed: int
+  ) -> tuple[config_lib.RunPlan, config_lib.RunPlan]:
     """(plan whose seed inits the model, plan whose seed orders the data)."""
     vary = self.lf.vary
     seeded = _with_seed(plan, seed)
-    return (seeded if vary in ("both", "init") else plan,
-            seeded if vary in ("both", "data") else plan)
+    return (
+      seeded if vary in ("both", "init") else plan,
+      seeded if vary in ("both", "data") else plan,
+    )
 
-  def initial_state(self, plan: config_lib.RunPlan, seed: int,
-                    state: TrainState | None = None) -> TrainState:
+  def initial_state(
+    self, plan: config_lib.RunPlan, seed: int, state: TrainState | None = None
+  ) -> TrainState:
     """A fresh state for ``seed``, or a copy of ``state`` restarted at step 0."""
     if state is None:
       return self.setup.initial_state(self._plans(plan, seed)[0])
     state = _copy(state)
     return state._replace(step=jnp.zeros_like(state.step), lr_scale=jnp.ones_like(state.lr_scale))
 
-  def run(self, batch_size: int, seeds: Sequence[int], *,
-          state: TrainState | None = None) -> BatchResult:
+  def run(
+    self, batch_size: int, seeds: Sequence[int], *, state: TrainState | None = None
+  ) -> BatchResult:
     """Sweeps every seed at ``batch_size``; with ``state``, each starts from a copy of it.
 
     Raises:
       ValueError: ``state`` given with ``vary='init'`` (the state fixes the init).
     """
     if state is not None and self.lf.vary == "init":
-      raise ValueError("config.lr_find.vary='init' cannot vary the init of a given state: "
-                       "use vary='data'.")
+      raise ValueError(
+        "config.lr_find.vary='init' cannot vary the init of a given state: use vary='data'."
+      )
     t0 = time.perf_counter()
     plan = self.plans[batch_size]
     states = [self.initial_state(plan, s, state) for s in seeds]
@@ -304,17 +354,29 @@ class RangeTest:
     sweeps = []
     for seed, loss in zip(seeds, losses):
       curve = self._analyse(loss)
-      sweeps.append(Sweep(seed, curve, suggest_lib.suggest(
-          curve, skip_start=self.lf.skip_start, skip_end=self.lf.skip_end), loss.size))
-    spreads = suggest_lib.across_seeds([s.suggestions for s in sweeps],
-                                       max_spread=self.lf.max_spread)
-    return BatchResult(batch_size, tuple(sweeps), spreads, suggest_lib.recommend(spreads),
-                       time.perf_counter() - t0)
+      sweeps.append(
+        Sweep(
+          seed,
+          curve,
+          suggest_lib.suggest(curve, skip_start=self.lf.skip_start, skip_end=self.lf.skip_end),
+          loss.size,
+        )
+      )
+    spreads = suggest_lib.across_seeds(
+      [s.suggestions for s in sweeps], max_spread=self.lf.max_spread
+    )
+    return BatchResult(
+      batch_size, tuple(sweeps), spreads, suggest_lib.recommend(spreads), time.perf_counter() - t0
+    )
 
   def _analyse(self, losses: np.ndarray) -> suggest_lib.Curve:
-    return suggest_lib.analyse(self.lrs[:losses.size], losses, beta=self.lf.beta,
-                               spike_window=self.lf.spike_window,
-                               factor=self.lf.diverge_factor)
+    return suggest_lib.analyse(
+      self.lrs[: losses.size],
+      losses,
+      beta=self.lf.beta,
+      spike_window=self.lf.spike_window,
+      factor=self.lf.diverge_factor,
+    )
 
   def _settled(self, losses: np.ndarray) -> bool:
     """Whether the sweep has diverged for good: no later loss can undo the verdict.
@@ -325,8 +387,7 @@ class RangeTest:
     curve = self._analyse(losses)
     if not curve.diverged:
       return False
-    return (not np.all(np.isfinite(losses))) or \
-        curve.end < losses.size - self.lf.spike_window // 2
+    return (not np.all(np.isfinite(losses))) or curve.end < losses.size - self.lf.spike_window // 2
 
   def _calls(self) -> list[tuple[int, int]]:
     """(start, n) of each device call of a sweep."""
@@ -343,8 +404,9 @@ class RangeTest:
         break
     return np.concatenate(recorded)
 
-  def _sweep_vmapped(self, states: Sequence[TrainState],
-                     data_plans: Sequence[config_lib.RunPlan]) -> list[np.ndarray]:
+  def _sweep_vmapped(
+    self, states: Sequence[TrainState], data_plans: Sequence[config_lib.RunPlan]
+  ) -> list[np.ndarray]:
     """All seeds in one vmapped call per segment; stops once every seed has diverged."""
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
     recorded: list[np.ndarray] = []
@@ -359,13 +421,14 @@ class RangeTest:
   def _trim(self, losses: np.ndarray) -> np.ndarray:
     """A vmapped seed's losses cut where it alone would have stopped (as sequentially)."""
     for start, n in self._calls():
-      if self._settled(losses[:start + n]):
-        return losses[:start + n]
+      if self._settled(losses[: start + n]):
+        return losses[: start + n]
     return losses
 
 
 class LrFindResult(NamedTuple):
   """A whole ``lr_find`` call: every batch size, the lr(B) fit and the paste line."""
+
   results: tuple[BatchResult, ...]
   batch_scaling: dict[str, Any] | None
   paste: str
@@ -391,17 +454,24 @@ def batch_scaling(results: Sequence[BatchResult]) -> dict[str, Any] | None:
   if len(results) < 2:
     return None
   from lrscale.analysis import fits  # pylint: disable=g-import-not-at-top  (scipy: only here)
+
   b = [r.batch_size for r in results]
   series = {"recommended": [r.recommendation.lr for r in results]}
   series.update({n: [r.spreads[n].lr for r in results] for n in suggest_lib.SUGGESTIONS})
   out = {}
   for name, lrs in series.items():
     fit = fits.fit_lr_scaling(b, lrs)
-    out[name] = dict(batch_sizes=b, lrs=lrs, exponent=fit.exponent, coef=fit.coef,
-                     model=fit.model, max_lr=fit.max_lr,
-                     rms_log_residual=fit.rms_log_residual,
-                     linear_rule=fits.rule_predictions(b, lrs, 1.0),
-                     sqrt_rule=fits.rule_predictions(b, lrs, 0.5))
+    out[name] = dict(
+      batch_sizes=b,
+      lrs=lrs,
+      exponent=fit.exponent,
+      coef=fit.coef,
+      model=fit.model,
+      max_lr=fit.max_lr,
+      rms_log_residual=fit.rms_log_residual,
+      linear_rule=fits.rule_predictions(b, lrs, 1.0),
+      sqrt_rule=fits.rule_predictions(b, lrs, 0.5),
+    )
   return out
 
 
@@ -415,13 +485,15 @@ def base_lr_for(cfg: ml_collections.ConfigDict, lr: float, batch_size: int) -> t
   """
   if cfg.scaling.rule == "fitted":
     return "--config.scaling.rule=none ", lr
-  factor = scaling.apply_scaling(cfg.scaling, base_lr=1.0, batch_size=batch_size,
-                                 optimizer_cfg=cfg.optimizer).lr
+  factor = scaling.apply_scaling(
+    cfg.scaling, base_lr=1.0, batch_size=batch_size, optimizer_cfg=cfg.optimizer
+  ).lr
   return "", lr / factor
 
 
-def paste_line(cfg: ml_collections.ConfigDict, results: Sequence[BatchResult],
-               fit: dict[str, Any] | None) -> str:
+def paste_line(
+  cfg: ml_collections.ConfigDict, results: Sequence[BatchResult], fit: dict[str, Any] | None
+) -> str:
   """The flags to paste into ``python -m lrscale.train``: one line per batch size."""
   lines = []
   for r in results:
@@ -430,14 +502,21 @@ def paste_line(cfg: ml_collections.ConfigDict, results: Sequence[BatchResult],
     lines.append(f"{batch}{prefix}--config.lr={value:.3g}")
   if fit is not None:
     rec = fit["recommended"]
-    lines.append(f"--config.scaling.rule=fitted --config.scaling.coef={rec['coef']:.4g} "
-                 f"--config.scaling.exponent={rec['exponent']:.3f}")
+    lines.append(
+      f"--config.scaling.rule=fitted --config.scaling.coef={rec['coef']:.4g} "
+      f"--config.scaling.exponent={rec['exponent']:.3f}"
+    )
   return "\n".join(lines)
 
 
-def lr_find(cfg: ml_collections.ConfigDict, workdir: str | None = None, *,
-            data: registry.InMemoryData | None = None, state: TrainState | None = None,
-            num_devices: int | None = None) -> LrFindResult:
+def lr_find(
+  cfg: ml_collections.ConfigDict,
+  workdir: str | None = None,
+  *,
+  data: registry.InMemoryData | None = None,
+  state: TrainState | None = None,
+  num_devices: int | None = None,
+) -> LrFindResult:
   """Runs the range test of ``cfg`` at each batch size and seed; writes outputs to ``workdir``.
 
   Args:
@@ -460,34 +539,43 @@ def lr_find(cfg: ml_collections.ConfigDict, workdir: str | None = None, *,
   validate(lf)
   plans = [sweep_plan(cfg, b, num_devices=num_devices) for b in _batch_sizes(cfg)]
   if plans[0].dataset.streamed:
-    raise ValueError(f"config.dataset.name={plans[0].dataset.name!r} is streamed; the range "
-                     "test needs an in-memory dataset.")
+    raise ValueError(
+      f"config.dataset.name={plans[0].dataset.name!r} is streamed; the range "
+      "test needs an in-memory dataset."
+    )
   parallel.enable_compilation_cache(os.path.expanduser(plans[0].config.compilation_cache))
   data = data or registry.load_in_memory(plans[0].config.dataset)
   seeds = tuple(lf.seeds)
   results = {}
   for group in program_groups(plans):
     test = RangeTest(RunSetup(group[0], data), group, lf)
-    logging.info("Compiled the sweep of B=%s in %.2f s.", [p.batch_size for p in group],
-                 test.compile(len(seeds), state))
+    logging.info(
+      "Compiled the sweep of B=%s in %.2f s.",
+      [p.batch_size for p in group],
+      test.compile(len(seeds), state),
+    )
     for plan in group:
       results[plan.batch_size] = result = test.run(plan.batch_size, seeds, state=state)
       logging.info("B=%d: %s (%.2f s)", plan.batch_size, _describe(result), result.seconds)
   results = [results[p.batch_size] for p in plans]
   fit = batch_scaling(results)
-  out = LrFindResult(tuple(results), fit, paste_line(cfg, results, fit),
-                     suggest_lib.RECOMMENDATION_RULE)
+  out = LrFindResult(
+    tuple(results), fit, paste_line(cfg, results, fit), suggest_lib.RECOMMENDATION_RULE
+  )
   if workdir is not None and jax.process_index() == 0:
     write_outputs(out, cfg, workdir)
   return out
 
 
 def _describe(result: BatchResult) -> str:
-  parts = [f"{n} {s.lr:.3g} (x{s.spread:.2f}{'' if s.reliable else ', UNRELIABLE'})"
-           for n, s in result.spreads.items()]
+  parts = [
+    f"{n} {s.lr:.3g} (x{s.spread:.2f}{'' if s.reliable else ', UNRELIABLE'})"
+    for n, s in result.spreads.items()
+  ]
   rec = result.recommendation
-  return "; ".join(parts) + (f" -> recommended {rec.lr:.3g}"
-                             f"{'' if rec.reliable else ' (UNRELIABLE: seeds disagree)'}")
+  return "; ".join(parts) + (
+    f" -> recommended {rec.lr:.3g}{'' if rec.reliable else ' (UNRELIABLE: seeds disagree)'}"
+  )
 
 
 def to_json(result: LrFindResult, cfg: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -495,18 +583,35 @@ def to_json(result: LrFindResult, cfg: ml_collections.ConfigDict) -> dict[str, A
   per_batch = []
   for r in result.results:
     rec = r.recommendation
-    per_batch.append(dict(
-        batch_size=r.batch_size, seconds=r.seconds,
-        suggestions={n: dict(lr=s.lr, per_seed=list(s.per_seed), spread=s.spread,
-                             reliable=s.reliable) for n, s in r.spreads.items()},
-        recommendation=dict(lr=rec.lr, capped=rec.capped,
-                            reliable=rec.reliable),
-        seeds=[dict(seed=s.seed, steps_run=s.steps_run, diverged=s.curve.diverged,
-                    diverged_at_step=s.curve.end if s.curve.diverged else None,
-                    diverged_at_lr=float(s.curve.lrs[s.curve.end]) if s.curve.diverged
-                    else None, suggestions=s.suggestions) for s in r.sweeps]))
-  return dict(rule=result.rule, lr_find=cfg.lr_find.to_dict(), per_batch=per_batch,
-              batch_scaling=result.batch_scaling, paste=result.paste)
+    per_batch.append(
+      dict(
+        batch_size=r.batch_size,
+        seconds=r.seconds,
+        suggestions={
+          n: dict(lr=s.lr, per_seed=list(s.per_seed), spread=s.spread, reliable=s.reliable)
+          for n, s in r.spreads.items()
+        },
+        recommendation=dict(lr=rec.lr, capped=rec.capped, reliable=rec.reliable),
+        seeds=[
+          dict(
+            seed=s.seed,
+            steps_run=s.steps_run,
+            diverged=s.curve.diverged,
+            diverged_at_step=s.curve.end if s.curve.diverged else None,
+            diverged_at_lr=float(s.curve.lrs[s.curve.end]) if s.curve.diverged else None,
+            suggestions=s.suggestions,
+          )
+          for s in r.sweeps
+        ],
+      )
+    )
+  return dict(
+    rule=result.rule,
+    lr_find=cfg.lr_find.to_dict(),
+    per_batch=per_batch,
+    batch_scaling=result.batch_scaling,
+    paste=result.paste,
+  )
 
 
 def to_csv(result: LrFindResult) -> str:
@@ -518,8 +623,16 @@ def to_csv(result: LrFindResult) -> str:
     for sweep in r.sweeps:
       c = sweep.curve
       for t in range(min(c.end + 1, c.lrs.size)):
-        writer.writerow((sweep.seed, r.batch_size, t, f"{c.lrs[t]:.6g}", f"{c.losses[t]:.6g}",
-                         f"{c.smoothed[t]:.6g}"))
+        writer.writerow(
+          (
+            sweep.seed,
+            r.batch_size,
+            t,
+            f"{c.lrs[t]:.6g}",
+            f"{c.losses[t]:.6g}",
+            f"{c.smoothed[t]:.6g}",
+          )
+        )
   return buf.getvalue()
 
 
@@ -532,8 +645,13 @@ def write_outputs(result: LrFindResult, cfg: ml_collections.ConfigDict, workdir:
 
 
 MARKERS = dict(steepest="v", valley="o", minimum="s", stable="X", recommended="*")
-LABELS = dict(steepest="steepest", valley="valley", minimum="minimum / 10",
-              stable="largest stable", recommended="recommended")
+LABELS = dict(
+  steepest="steepest",
+  valley="valley",
+  minimum="minimum / 10",
+  stable="largest stable",
+  recommended="recommended",
+)
 
 
 def plot(result: LrFindResult, path: str) -> str:
@@ -557,22 +675,31 @@ def plot(result: LrFindResult, path: str) -> str:
     lrs = next(s.curve.lrs for s in r.sweeps if s.curve.lrs.size == n)
     curves = np.full((len(r.sweeps), n), np.nan)
     for j, s in enumerate(r.sweeps):
-      curves[j, :s.curve.end] = s.curve.smoothed[:s.curve.end]
+      curves[j, : s.curve.end] = s.curve.smoothed[: s.curve.end]
     seen = np.isfinite(curves).any(axis=0)
     lrs, curves = lrs[seen], curves[:, seen]
     mid = np.nanmedian(curves, axis=0)
-    ax.fill_between(lrs, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=color,
-                    alpha=0.2, linewidth=0)
+    ax.fill_between(
+      lrs, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=color, alpha=0.2, linewidth=0
+    )
     ax.plot(lrs, mid, color=color, label=f"B={r.batch_size} ({len(r.sweeps)} seeds)")
     lo, hi = min(lo, np.nanmin(curves)), max(hi, mid[0])
     points = {n: s.lr for n, s in r.spreads.items()}
     points["recommended"] = r.recommendation.lr
     for name, lr in points.items():
       y = np.interp(math.log(lr), np.log(lrs), mid)
-      unreliable = not (r.spreads[name].reliable if name in r.spreads
-                        else r.recommendation.reliable)
-      ax.plot([lr], [y], MARKERS[name], color=color, markersize=12 if name == "recommended"
-              else 8, markerfacecolor="none" if unreliable else color, markeredgecolor="k")
+      unreliable = not (
+        r.spreads[name].reliable if name in r.spreads else r.recommendation.reliable
+      )
+      ax.plot(
+        [lr],
+        [y],
+        MARKERS[name],
+        color=color,
+        markersize=12 if name == "recommended" else 8,
+        markerfacecolor="none" if unreliable else color,
+        markeredgecolor="k",
+      )
   ax.set_xscale("log")
   ax.set_xlabel("learning rate")
   ax.set_ylabel("smoothed training loss")
@@ -580,8 +707,10 @@ def plot(result: LrFindResult, path: str) -> str:
   ax.set_ylim(lo - 0.05 * span, hi + 0.5 * span)
   ax.set_title("LR range test (hollow marker: unreliable across seeds)")
   handles, _ = ax.get_legend_handles_labels()
-  handles += [Line2D([], [], marker=m, linestyle="none", color="grey", markeredgecolor="k",
-                     label=LABELS[n]) for n, m in MARKERS.items()]
+  handles += [
+    Line2D([], [], marker=m, linestyle="none", color="grey", markeredgecolor="k", label=LABELS[n])
+    for n, m in MARKERS.items()
+  ]
   ax.legend(handles=handles, fontsize=8)
   fig.savefig(path, dpi=110)
   return path
@@ -603,8 +732,10 @@ def main(argv):
 if __name__ == "__main__":
   # Flags are defined only when this module is the program (as lrscale.train).
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py).",
-                                  lock_config=True)
+
+  config_flags.DEFINE_config_file(
+    "config", None, "Run config file (configs/*.py).", lock_config=True
+  )
   flags.DEFINE_string("workdir", None, "Output directory for lr_find.csv/json/png.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

@@ -60,13 +60,15 @@ SUGGESTIONS = ("steepest", "valley", "minimum", "stable")
 # 1/3 to 1/4 of the lr where the loss turns up.
 STABLE_FRACTION = 0.25
 RECOMMENDATION_RULE = (
-    "sqrt(steepest x stable/4): the geometric mean of the lr where the smoothed loss falls "
-    "fastest and a quarter of the largest stable lr, each the median over seeds, and at most "
-    "stable/4; reliable when both are")
+  "sqrt(steepest x stable/4): the geometric mean of the lr where the smoothed loss falls "
+  "fastest and a quarter of the largest stable lr, each the median over seeds, and at most "
+  "stable/4; reliable when both are"
+)
 
 
-def lr_ramp(min_lr: float, max_lr: float, num_steps: int, *,
-            mode: str = "exponential") -> np.ndarray:
+def lr_ramp(
+  min_lr: float, max_lr: float, num_steps: int, *, mode: str = "exponential"
+) -> np.ndarray:
   """The lr of each step of the sweep, both ends included.
 
   exponential: ``lr_t = min_lr (max_lr / min_lr)^(t / (N - 1))`` (evenly spaced
@@ -88,8 +90,10 @@ def lr_ramp(min_lr: float, max_lr: float, num_steps: int, *,
   if mode not in RAMPS:
     raise ValueError(f"config.lr_find.ramp={mode!r}: use one of {RAMPS}.")
   if not (0 < min_lr < max_lr and math.isfinite(max_lr)):
-    raise ValueError(f"config.lr_find.min_lr={min_lr} and config.lr_find.max_lr={max_lr}: "
-                     "the range needs 0 < min_lr < max_lr < inf.")
+    raise ValueError(
+      f"config.lr_find.min_lr={min_lr} and config.lr_find.max_lr={max_lr}: "
+      "the range needs 0 < min_lr < max_lr < inf."
+    )
   if num_steps < 2:
     raise ValueError(f"config.lr_find.num_steps must be >= 2, got {num_steps}.")
   if mode == "exponential":
@@ -144,8 +148,9 @@ def smooth(losses: np.ndarray, *, beta: float = 0.9, spike_window: int = 5) -> n
   return out
 
 
-def divergence_index(losses: np.ndarray, *, spike_window: int = 5,
-                     factor: float = 4.0) -> int | None:
+def divergence_index(
+  losses: np.ndarray, *, spike_window: int = 5, factor: float = 4.0
+) -> int | None:
   """First step with a non-finite loss or ``m_t > factor * min_{u <= t} m_u``; None if none.
 
   ``m = running_median(losses, spike_window)``: one or two bad batches in a
@@ -171,6 +176,7 @@ class Curve(NamedTuple):
     end: number of steps before divergence (``n`` if none).
     diverged: whether the sweep diverged (at step ``end``).
   """
+
   lrs: np.ndarray
   losses: np.ndarray
   smoothed: np.ndarray
@@ -178,14 +184,21 @@ class Curve(NamedTuple):
   diverged: bool
 
 
-def analyse(lrs: np.ndarray, losses: np.ndarray, *, beta: float = 0.9,
-            spike_window: int = 5, factor: float = 4.0) -> Curve:
+def analyse(
+  lrs: np.ndarray,
+  losses: np.ndarray,
+  *,
+  beta: float = 0.9,
+  spike_window: int = 5,
+  factor: float = 4.0,
+) -> Curve:
   """Smooths a recorded sweep and finds where it diverged."""
   lrs = np.asarray(lrs, np.float64)
   losses = np.asarray(losses, np.float64)
   if lrs.shape != losses.shape or lrs.ndim != 1 or lrs.size == 0:
-    raise ValueError(f"lrs and losses must be equal-length 1-D arrays, got {lrs.shape} "
-                     f"and {losses.shape}.")
+    raise ValueError(
+      f"lrs and losses must be equal-length 1-D arrays, got {lrs.shape} and {losses.shape}."
+    )
   div = divergence_index(losses, spike_window=spike_window, factor=factor)
   end = lrs.size if div is None else div
   smoothed = np.full_like(losses, np.nan)  # of the steps before divergence only
@@ -220,8 +233,7 @@ def longest_decreasing_run(values: np.ndarray) -> tuple[int, int]:
   return max(end - int(lds[end]), 0), end
 
 
-def suggest(curve: Curve, *, skip_start: float = 0.1, skip_end: float = 0.05
-            ) -> dict[str, float]:
+def suggest(curve: Curve, *, skip_start: float = 0.1, skip_end: float = 0.05) -> dict[str, float]:
   """The four suggestions of one curve: ``{name: lr}`` for every name in ``SUGGESTIONS``.
 
   Args:
@@ -234,18 +246,21 @@ def suggest(curve: Curve, *, skip_start: float = 0.1, skip_end: float = 0.05
   """
   if curve.end < 3:
     raise ValueError(
-        f"the sweep diverged at step {curve.end}, lr {curve.lrs[curve.end]:.3g}, before any "
-        "suggestion could be made: lower config.lr_find.min_lr.")
+      f"the sweep diverged at step {curve.end}, lr {curve.lrs[curve.end]:.3g}, before any "
+      "suggestion could be made: lower config.lr_find.min_lr."
+    )
   lo, hi = _window(curve, skip_start, skip_end)
   s, log_lr = curve.smoothed[lo:hi], np.log(curve.lrs[lo:hi])
   slope = np.gradient(s, log_lr)  # central differences: even spacing for the exp ramp
   start, end = longest_decreasing_run(s)
   length = end - start
   valley = lo + start + length // 3 + length // 6  # fastai: 1/3 + 1/6 of the way in
-  return dict(steepest=float(curve.lrs[lo + int(np.argmin(slope))]),
-              valley=float(curve.lrs[valley]),
-              minimum=float(curve.lrs[lo + int(np.argmin(s))]) / 10.0,
-              stable=float(curve.lrs[curve.end - 1]))
+  return dict(
+    steepest=float(curve.lrs[lo + int(np.argmin(slope))]),
+    valley=float(curve.lrs[valley]),
+    minimum=float(curve.lrs[lo + int(np.argmin(s))]) / 10.0,
+    stable=float(curve.lrs[curve.end - 1]),
+  )
 
 
 class Spread(NamedTuple):
@@ -257,6 +272,7 @@ class Spread(NamedTuple):
     spread: ``max / min`` over seeds (1.0 for one seed).
     reliable: ``spread <= max_spread``.
   """
+
   lr: float
   per_seed: tuple[float, ...]
   spread: float
@@ -268,8 +284,9 @@ def log_median(values: Sequence[float]) -> float:
   return float(np.exp(np.median(np.log(np.asarray(values, np.float64)))))
 
 
-def across_seeds(per_seed: Sequence[Mapping[str, float]], *, max_spread: float = 3.0
-                 ) -> dict[str, Spread]:
+def across_seeds(
+  per_seed: Sequence[Mapping[str, float]], *, max_spread: float = 3.0
+) -> dict[str, Spread]:
   """Each suggestion's median, spread and reliability over the seeds' suggestions."""
   if not per_seed:
     raise ValueError("across_seeds needs at least one seed's suggestions.")
@@ -290,6 +307,7 @@ class Recommendation(NamedTuple):
     reliable: whether both of its inputs were reliable across seeds.
     rule: ``RECOMMENDATION_RULE``.
   """
+
   lr: float
   capped: bool
   reliable: bool
@@ -301,5 +319,6 @@ def recommend(spreads: Mapping[str, Spread]) -> Recommendation:
   steepest, stable = spreads["steepest"], spreads["stable"]
   edge = STABLE_FRACTION * stable.lr
   lr = min(math.sqrt(steepest.lr * edge), edge)
-  return Recommendation(lr, steepest.lr > edge, steepest.reliable and stable.reliable,
-                        RECOMMENDATION_RULE)
+  return Recommendation(
+    lr, steepest.lr > edge, steepest.reliable and stable.reliable, RECOMMENDATION_RULE
+  )

@@ -28,6 +28,7 @@ class _DropLibraryInfo:
 def quiet_library_logs() -> None:
   """Keeps the console to lrscale's own progress; library warnings still show."""
   import logging as std_logging  # pylint: disable=g-import-not-at-top
+
   absl_logger = std_logging.getLogger("absl")
   if not any(isinstance(f, _DropLibraryInfo) for f in absl_logger.filters):
     absl_logger.addFilter(_DropLibraryInfo())
@@ -80,6 +81,7 @@ class MetricsWriter:
     if tensorboard:
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except ImportError:
         logging.warning("tensorboardX is not installed: no TensorBoard events are written.")
@@ -116,8 +118,15 @@ class Progress:
     rate = done / max(now - self._t0, 1e-9)
     eta = (self.total - step) / rate if rate > 0 else float("inf")
     parts = " ".join(f"{k}={v:.4g}" for k, v in values.items())
-    logging.info("%sstep %d/%d %s | %.1f steps/s | ETA %s", self.prefix, step, self.total,
-                 parts, rate, format_seconds(eta))
+    logging.info(
+      "%sstep %d/%d %s | %.1f steps/s | ETA %s",
+      self.prefix,
+      step,
+      self.total,
+      parts,
+      rate,
+      format_seconds(eta),
+    )
 
 
 def format_seconds(seconds: float) -> str:

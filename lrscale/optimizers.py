@@ -45,38 +45,39 @@ Hparams = dict[str, float]
 # explicitly set field that an optimizer does not use is a config error.
 # Values follow optax (PyTorch where optax has no opinion).
 DEFAULTS: Mapping[str, Mapping[str, float]] = {
-    'sgd': {},
-    'momentum': {'momentum': 0.9},
-    'nesterov': {'momentum': 0.9},
-    'adam': {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8},
-    'adamw': {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8},
-    # b2 is RMSProp's squared-gradient decay (optax `decay`), so the adam_sde
-    # rule treats it like Adam's b2. momentum 0 = plain RMSProp.
-    'rmsprop': {'b2': 0.9, 'eps': 1e-8, 'momentum': 0.0},
-    'adagrad': {'eps': 1e-7},
-    'lars': {'momentum': 0.9, 'eps': 0.0, 'trust_coefficient': 1e-3},
-    'lamb': {'b1': 0.9, 'b2': 0.999, 'eps': 1e-6},
-    # b1 here is schedule-free's interpolation weight, not a gradient EMA.
-    'schedule_free_sgd': {'b1': 0.9},
-    'schedule_free_adamw': {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8},
+  "sgd": {},
+  "momentum": {"momentum": 0.9},
+  "nesterov": {"momentum": 0.9},
+  "adam": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
+  "adamw": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
+  # b2 is RMSProp's squared-gradient decay (optax `decay`), so the adam_sde
+  # rule treats it like Adam's b2. momentum 0 = plain RMSProp.
+  "rmsprop": {"b2": 0.9, "eps": 1e-8, "momentum": 0.0},
+  "adagrad": {"eps": 1e-7},
+  "lars": {"momentum": 0.9, "eps": 0.0, "trust_coefficient": 1e-3},
+  "lamb": {"b1": 0.9, "b2": 0.999, "eps": 1e-6},
+  # b1 here is schedule-free's interpolation weight, not a gradient EMA.
+  "schedule_free_sgd": {"b1": 0.9},
+  "schedule_free_adamw": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
 }
 OPTIMIZERS: tuple[str, ...] = tuple(DEFAULTS)
-SCHEDULE_FREE: frozenset[str] = frozenset(
-    {'schedule_free_sgd', 'schedule_free_adamw'})
-DECOUPLED_WEIGHT_DECAY: frozenset[str] = frozenset(
-    {'adamw', 'lamb', 'schedule_free_adamw'})
+SCHEDULE_FREE: frozenset[str] = frozenset({"schedule_free_sgd", "schedule_free_adamw"})
+DECOUPLED_WEIGHT_DECAY: frozenset[str] = frozenset({"adamw", "lamb", "schedule_free_adamw"})
 # Betas that are EMA decay rates of gradient moments (what Malladi et al.'s
 # SDE rule rescales); rmsprop's and lars' `momentum` is heavy-ball, and
 # schedule-free's b1 an interpolation weight, so neither is listed.
 EMA_BETAS: Mapping[str, tuple[str, ...]] = {
-    'adam': ('b1', 'b2'), 'adamw': ('b1', 'b2'), 'lamb': ('b1', 'b2'),
-    'rmsprop': ('b2',), 'schedule_free_adamw': ('b2',),
+  "adam": ("b1", "b2"),
+  "adamw": ("b1", "b2"),
+  "lamb": ("b1", "b2"),
+  "rmsprop": ("b2",),
+  "schedule_free_adamw": ("b2",),
 }
-DECAY_MASKS = ('no_bias_norm', 'all', 'none')
-TRUST_MASKS = ('all', 'no_bias_norm')
-MOMENTUM_FORMS = ('optax', 'goyal')
-_PLACEHOLDERS = ('momentum', 'b1', 'b2', 'eps', 'trust_coefficient')
-_LR = 'learning_rate'
+DECAY_MASKS = ("no_bias_norm", "all", "none")
+TRUST_MASKS = ("all", "no_bias_norm")
+MOMENTUM_FORMS = ("optax", "goyal")
+_PLACEHOLDERS = ("momentum", "b1", "b2", "eps", "trust_coefficient")
+_LR = "learning_rate"
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -85,31 +86,33 @@ def default_config() -> ml_collections.ConfigDict:
   Placeholders (``None`` until set) take the per-optimizer default in
   :data:`DEFAULTS`; see docs/optimizers.md for the meaning per optimizer.
   """
-  return ml_collections.ConfigDict({
-      'name': 'momentum',
-      'momentum': config_dict.placeholder(float),
-      'nesterov': False,
-      'b1': config_dict.placeholder(float),
-      'b2': config_dict.placeholder(float),
-      'eps': config_dict.placeholder(float),
-      'weight_decay': 0.0,
-      'decay_mask': 'no_bias_norm',
-      'trust_mask': 'all',
-      'trust_coefficient': config_dict.placeholder(float),
-      'lr_multipliers': '',
-      'grad_clip_norm': 0.0,
-      'momentum_form': 'optax',
-      'momentum_correction': True,
-  })
+  return ml_collections.ConfigDict(
+    {
+      "name": "momentum",
+      "momentum": config_dict.placeholder(float),
+      "nesterov": False,
+      "b1": config_dict.placeholder(float),
+      "b2": config_dict.placeholder(float),
+      "eps": config_dict.placeholder(float),
+      "weight_decay": 0.0,
+      "decay_mask": "no_bias_norm",
+      "trust_mask": "all",
+      "trust_coefficient": config_dict.placeholder(float),
+      "lr_multipliers": "",
+      "grad_clip_norm": 0.0,
+      "momentum_form": "optax",
+      "momentum_correction": True,
+    }
+  )
 
 
 def _field(name: str) -> str:
-  return f'config.optimizer.{name}'
+  return f"config.optimizer.{name}"
 
 
 def _uses_momentum(hp: Mapping[str, float]) -> bool:
   """Whether resolved config values give heavy-ball momentum."""
-  return hp.get('momentum', 0.0) > 0.0
+  return hp.get("momentum", 0.0) > 0.0
 
 
 def resolved_hparams(optimizer_cfg: ml_collections.ConfigDict) -> Hparams:
@@ -122,20 +125,20 @@ def resolved_hparams(optimizer_cfg: ml_collections.ConfigDict) -> Hparams:
   """
   name = optimizer_cfg.name
   if name not in DEFAULTS:
-    raise ValueError(
-        f'{_field("name")} must be one of {", ".join(OPTIMIZERS)}; got '
-        f'{name!r}.')
-  hp = {k: float(v) if optimizer_cfg.get(k) is None else
-        float(optimizer_cfg.get(k)) for k, v in DEFAULTS[name].items()}
-  hp['weight_decay'] = float(optimizer_cfg.weight_decay)
+    raise ValueError(f"{_field('name')} must be one of {', '.join(OPTIMIZERS)}; got {name!r}.")
+  hp = {
+    k: float(v) if optimizer_cfg.get(k) is None else float(optimizer_cfg.get(k))
+    for k, v in DEFAULTS[name].items()
+  }
+  hp["weight_decay"] = float(optimizer_cfg.weight_decay)
   return hp
 
 
 def _check_unit_interval(key: str, value: float, *, open_low: bool) -> None:
   low_ok = value > 0 if open_low else value >= 0
   if not (low_ok and value < 1):
-    interval = '(0, 1)' if open_low else '[0, 1)'
-    raise ValueError(f'{_field(key)} must be in {interval}, got {value}.')
+    interval = "(0, 1)" if open_low else "[0, 1)"
+    raise ValueError(f"{_field(key)} must be in {interval}, got {value}.")
 
 
 def validate(optimizer_cfg: ml_collections.ConfigDict) -> None:
@@ -146,39 +149,40 @@ def validate(optimizer_cfg: ml_collections.ConfigDict) -> None:
     if optimizer_cfg.get(key) is not None and key not in DEFAULTS[name]:
       uses = [o for o in OPTIMIZERS if key in DEFAULTS[o]]
       raise ValueError(
-          f'{_field(key)} is not used by optimizer {name!r}; unset it '
-          f'(it applies to: {", ".join(uses)}).')
-  if 'momentum' in hp:
-    _check_unit_interval('momentum', hp['momentum'], open_low=False)
-  for key in ('b1', 'b2'):
+        f"{_field(key)} is not used by optimizer {name!r}; unset it "
+        f"(it applies to: {', '.join(uses)})."
+      )
+  if "momentum" in hp:
+    _check_unit_interval("momentum", hp["momentum"], open_low=False)
+  for key in ("b1", "b2"):
     if key in hp:
       # schedule-free divides by b1 to recover the averaged params.
-      _check_unit_interval(key, hp[key],
-                           open_low=key == 'b1' and name in SCHEDULE_FREE)
-  for key in ('eps', 'weight_decay', 'grad_clip_norm'):
+      _check_unit_interval(key, hp[key], open_low=key == "b1" and name in SCHEDULE_FREE)
+  for key in ("eps", "weight_decay", "grad_clip_norm"):
     value = hp[key] if key in hp else optimizer_cfg.get(key)
     if value is not None and not (math.isfinite(value) and value >= 0):
-      raise ValueError(f'{_field(key)} must be a finite number >= 0, got '
-                       f'{value}.')
-  if 'trust_coefficient' in hp and not hp['trust_coefficient'] > 0:
-    raise ValueError(f'{_field("trust_coefficient")} must be > 0, got '
-                     f'{hp["trust_coefficient"]}.')
-  for key, allowed in (('decay_mask', DECAY_MASKS),
-                       ('trust_mask', TRUST_MASKS),
-                       ('momentum_form', MOMENTUM_FORMS)):
+      raise ValueError(f"{_field(key)} must be a finite number >= 0, got {value}.")
+  if "trust_coefficient" in hp and not hp["trust_coefficient"] > 0:
+    raise ValueError(f"{_field('trust_coefficient')} must be > 0, got {hp['trust_coefficient']}.")
+  for key, allowed in (
+    ("decay_mask", DECAY_MASKS),
+    ("trust_mask", TRUST_MASKS),
+    ("momentum_form", MOMENTUM_FORMS),
+  ):
     if optimizer_cfg.get(key) not in allowed:
-      raise ValueError(f'{_field(key)} must be one of {allowed}, got '
-                       f'{optimizer_cfg.get(key)!r}.')
+      raise ValueError(f"{_field(key)} must be one of {allowed}, got {optimizer_cfg.get(key)!r}.")
   has_momentum = _uses_momentum(hp)
   if optimizer_cfg.nesterov and not has_momentum:
     raise ValueError(
-        f'{_field("nesterov")}=True needs heavy-ball momentum; optimizer '
-        f'{name!r} has none (use name=nesterov, or momentum/lars, or rmsprop '
-        'with momentum > 0).')
-  if optimizer_cfg.momentum_form == 'goyal' and not has_momentum:
+      f"{_field('nesterov')}=True needs heavy-ball momentum; optimizer "
+      f"{name!r} has none (use name=nesterov, or momentum/lars, or rmsprop "
+      "with momentum > 0)."
+    )
+  if optimizer_cfg.momentum_form == "goyal" and not has_momentum:
     raise ValueError(
-        f"{_field('momentum_form')}='goyal' needs heavy-ball momentum; "
-        f"optimizer {name!r} has none. Use momentum_form='optax'.")
+      f"{_field('momentum_form')}='goyal' needs heavy-ball momentum; "
+      f"optimizer {name!r} has none. Use momentum_form='optax'."
+    )
   param_groups.parse_multipliers(optimizer_cfg.lr_multipliers)
 
 
@@ -190,11 +194,11 @@ class GoyalMomentumState(NamedTuple):
 
 
 def goyal_momentum(
-    learning_rate: jax.typing.ArrayLike,
-    momentum: jax.typing.ArrayLike,
-    *,
-    nesterov: bool = False,
-    correction: bool = True,
+  learning_rate: jax.typing.ArrayLike,
+  momentum: jax.typing.ArrayLike,
+  *,
+  nesterov: bool = False,
+  correction: bool = True,
 ) -> optax.GradientTransformation:
   r"""Heavy-ball momentum with the lr inside the velocity (Goyal et al. form).
 
@@ -222,24 +226,25 @@ def goyal_momentum(
 
   def init_fn(params):
     return GoyalMomentumState(
-        velocity=jax.tree.map(jnp.zeros_like, params),
-        prev_lr=jnp.asarray(learning_rate, dtype=jnp.float32))
+      velocity=jax.tree.map(jnp.zeros_like, params),
+      prev_lr=jnp.asarray(learning_rate, dtype=jnp.float32),
+    )
 
   def update_fn(updates, state, params=None):
     del params
     lr = jnp.asarray(learning_rate, dtype=jnp.float32)
     if correction:
-      ratio = jnp.where(state.prev_lr == 0, 1.0,
-                        lr / jnp.where(state.prev_lr == 0, 1.0, state.prev_lr))
+      ratio = jnp.where(
+        state.prev_lr == 0, 1.0, lr / jnp.where(state.prev_lr == 0, 1.0, state.prev_lr)
+      )
     else:
       ratio = jnp.ones([], jnp.float32)
     step = jax.tree.map(lambda g: -lr.astype(g.dtype) * g, updates)
     velocity = jax.tree.map(
-        lambda v, s: (momentum * ratio * v + s).astype(v.dtype),
-        state.velocity, step)
+      lambda v, s: (momentum * ratio * v + s).astype(v.dtype), state.velocity, step
+    )
     if nesterov:
-      out = jax.tree.map(lambda s, v: (s + momentum * v).astype(v.dtype),
-                         step, velocity)
+      out = jax.tree.map(lambda s, v: (s + momentum * v).astype(v.dtype), step, velocity)
     else:
       out = velocity
     return out, GoyalMomentumState(velocity=velocity, prev_lr=lr)
@@ -248,7 +253,7 @@ def goyal_momentum(
 
 
 def scale_per_leaf(
-    multipliers: Callable[[optax.Updates], PyTree],
+  multipliers: Callable[[optax.Updates], PyTree],
 ) -> optax.GradientTransformation:
   """Multiplies each update leaf by ``multipliers(updates)``'s leaf.
 
@@ -259,8 +264,7 @@ def scale_per_leaf(
   def update_fn(updates, state, params=None):
     del params
     mult = multipliers(updates)
-    return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype),
-                        updates, mult), state
+    return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, mult), state
 
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
@@ -279,15 +283,14 @@ class _Static(NamedTuple):
 
 
 def _mask(kind: str) -> Any:
-  if kind == 'all':
+  if kind == "all":
     return True
-  if kind == 'none':
+  if kind == "none":
     return False
   return param_groups.bias_norm_mask  # called on params / updates
 
 
-def _masked(inner: optax.GradientTransformation,
-            mask: Any) -> optax.GradientTransformation:
+def _masked(inner: optax.GradientTransformation, mask: Any) -> optax.GradientTransformation:
   if mask is True:
     return inner
   if mask is False:
@@ -297,59 +300,60 @@ def _masked(inner: optax.GradientTransformation,
 
 def _momentum_and_lr(lr, momentum, st: _Static) -> optax.GradientTransformation:
   """Heavy-ball momentum and lr in the configured form (see goyal_momentum)."""
-  nesterov = st.nesterov or st.name == 'nesterov'
-  if st.momentum_form == 'goyal':
-    return goyal_momentum(lr, momentum, nesterov=nesterov,
-                          correction=st.momentum_correction)
-  return optax.chain(optax.trace(decay=momentum, nesterov=nesterov),
-                     optax.scale_by_learning_rate(lr))
+  nesterov = st.nesterov or st.name == "nesterov"
+  if st.momentum_form == "goyal":
+    return goyal_momentum(lr, momentum, nesterov=nesterov, correction=st.momentum_correction)
+  return optax.chain(
+    optax.trace(decay=momentum, nesterov=nesterov), optax.scale_by_learning_rate(lr)
+  )
 
 
 def _core(st: _Static, lr, hp: Mapping[str, Any]):
   """The optimizer proper, lr included, before clipping and multipliers."""
   name = st.name
-  wd = hp['weight_decay']
+  wd = hp["weight_decay"]
   decay = _masked(optax.add_decayed_weights(wd), st.decay_mask)
   lr_step = optax.scale_by_learning_rate(lr)
-  if name == 'sgd':
+  if name == "sgd":
     return optax.chain(decay, lr_step)
-  if name in ('momentum', 'nesterov'):
-    return optax.chain(decay, _momentum_and_lr(lr, hp['momentum'], st))
-  if name in ('adam', 'adamw'):
-    adam = optax.scale_by_adam(b1=hp['b1'], b2=hp['b2'], eps=hp['eps'])
-    parts = (decay, adam) if name == 'adam' else (adam, decay)
+  if name in ("momentum", "nesterov"):
+    return optax.chain(decay, _momentum_and_lr(lr, hp["momentum"], st))
+  if name in ("adam", "adamw"):
+    adam = optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"])
+    parts = (decay, adam) if name == "adam" else (adam, decay)
     return optax.chain(*parts, lr_step)
-  if name == 'rmsprop':
+  if name == "rmsprop":
     # eps outside the sqrt (PyTorch), so eps means the same as in Adam and
     # the adam_sde rule's eps / sqrt(k) applies unchanged.
-    rms = optax.scale_by_rms(decay=hp['b2'], eps=hp['eps'], eps_in_sqrt=False)
+    rms = optax.scale_by_rms(decay=hp["b2"], eps=hp["eps"], eps_in_sqrt=False)
     # build_optimizer passes momentum only when it is > 0.
-    tail = (lr_step if hp['momentum'] is None
-            else _momentum_and_lr(lr, hp['momentum'], st))
+    tail = lr_step if hp["momentum"] is None else _momentum_and_lr(lr, hp["momentum"], st)
     return optax.chain(decay, rms, tail)
-  if name == 'adagrad':
+  if name == "adagrad":
     return optax.chain(
-        decay, optax.scale_by_rss(initial_accumulator_value=0.1,
-                                  eps=hp['eps']), lr_step)
-  if name == 'lars':
+      decay, optax.scale_by_rss(initial_accumulator_value=0.1, eps=hp["eps"]), lr_step
+    )
+  if name == "lars":
     # optax.lars: wd, trust ratio on ||g + wd w||, lr, momentum.
-    trust = optax.scale_by_trust_ratio(
-        trust_coefficient=hp['trust_coefficient'], eps=hp['eps'])
-    return optax.chain(decay, _masked(trust, st.trust_mask),
-                       _momentum_and_lr(lr, hp['momentum'], st))
-  if name == 'lamb':
+    trust = optax.scale_by_trust_ratio(trust_coefficient=hp["trust_coefficient"], eps=hp["eps"])
+    return optax.chain(
+      decay, _masked(trust, st.trust_mask), _momentum_and_lr(lr, hp["momentum"], st)
+    )
+  if name == "lamb":
     # optax.lamb, with the trust ratio maskable too.
     return optax.chain(
-        optax.scale_by_adam(b1=hp['b1'], b2=hp['b2'], eps=hp['eps']),
-        decay, _masked(optax.scale_by_trust_ratio(), st.trust_mask), lr_step)
-  if name == 'schedule_free_sgd':
+      optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"]),
+      decay,
+      _masked(optax.scale_by_trust_ratio(), st.trust_mask),
+      lr_step,
+    )
+  if name == "schedule_free_sgd":
     return optax.chain(decay, lr_step)
-  if name == 'schedule_free_adamw':
+  if name == "schedule_free_adamw":
     # optax.contrib.schedule_free_adamw's base: Adam without momentum.
-    rms = optax.scale_by_rms(decay=hp['b2'], eps=hp['eps'], eps_in_sqrt=False,
-                             bias_correction=True)
+    rms = optax.scale_by_rms(decay=hp["b2"], eps=hp["eps"], eps_in_sqrt=False, bias_correction=True)
     return optax.chain(rms, decay, lr_step)
-  raise ValueError(f'{_field("name")}: unknown optimizer {name!r}.')
+  raise ValueError(f"{_field('name')}: unknown optimizer {name!r}.")
 
 
 def _make_factory(st: _Static) -> Callable[..., optax.GradientTransformation]:
@@ -359,17 +363,29 @@ def _make_factory(st: _Static) -> Callable[..., optax.GradientTransformation]:
   through and they do not appear in the state (current_hparams stays exact).
   """
 
-  def factory(learning_rate, momentum=None, b1=None, b2=None, eps=None,
-              weight_decay=None, trust_coefficient=None):
-    hp = {'momentum': momentum, 'b1': b1, 'b2': b2, 'eps': eps,
-          'weight_decay': weight_decay, 'trust_coefficient': trust_coefficient}
+  def factory(
+    learning_rate,
+    momentum=None,
+    b1=None,
+    b2=None,
+    eps=None,
+    weight_decay=None,
+    trust_coefficient=None,
+  ):
+    hp = {
+      "momentum": momentum,
+      "b1": b1,
+      "b2": b2,
+      "eps": eps,
+      "weight_decay": weight_decay,
+      "trust_coefficient": trust_coefficient,
+    }
     core = _core(st, learning_rate, hp)
     if st.multipliers is not None:
       core = optax.chain(core, scale_per_leaf(st.multipliers))
     if st.name in SCHEDULE_FREE:
       # Multipliers live inside the base so they scale the z-steps.
-      core = optax_contrib.schedule_free(core, learning_rate=learning_rate,
-                                         b1=b1)
+      core = optax_contrib.schedule_free(core, learning_rate=learning_rate, b1=b1)
     if st.grad_clip_norm > 0:
       core = optax.chain(optax.clip_by_global_norm(st.grad_clip_norm), core)
     return core
@@ -378,10 +394,10 @@ def _make_factory(st: _Static) -> Callable[..., optax.GradientTransformation]:
 
 
 def build_optimizer(
-    optimizer_cfg: ml_collections.ConfigDict,
-    *,
-    params: PyTree,
-    learning_rate: float = 0.0,
+  optimizer_cfg: ml_collections.ConfigDict,
+  *,
+  params: PyTree,
+  learning_rate: float = 0.0,
 ) -> optax.GradientTransformation:
   """Builds the optimizer of ``config.optimizer`` with an injected lr.
 
@@ -406,24 +422,26 @@ def build_optimizer(
     if unmatched:
       paths = jax.tree_util.tree_leaves(param_groups.param_paths(params))
       raise ValueError(
-          f'{_field("lr_multipliers")}: {unmatched} match no parameter path '
-          f'(regexes must match the whole path); paths are e.g. {paths[:6]}.')
+        f"{_field('lr_multipliers')}: {unmatched} match no parameter path "
+        f"(regexes must match the whole path); paths are e.g. {paths[:6]}."
+      )
     multipliers = lambda tree: param_groups.multiplier_tree(tree, spec)
   st = _Static(
-      name=optimizer_cfg.name,
-      nesterov=bool(optimizer_cfg.nesterov),
-      momentum_form=optimizer_cfg.momentum_form,
-      momentum_correction=bool(optimizer_cfg.momentum_correction),
-      decay_mask=_mask(optimizer_cfg.decay_mask),
-      trust_mask=_mask(optimizer_cfg.trust_mask),
-      multipliers=multipliers,
-      grad_clip_norm=float(optimizer_cfg.grad_clip_norm),
+    name=optimizer_cfg.name,
+    nesterov=bool(optimizer_cfg.nesterov),
+    momentum_form=optimizer_cfg.momentum_form,
+    momentum_correction=bool(optimizer_cfg.momentum_correction),
+    decay_mask=_mask(optimizer_cfg.decay_mask),
+    trust_mask=_mask(optimizer_cfg.trust_mask),
+    multipliers=multipliers,
+    grad_clip_norm=float(optimizer_cfg.grad_clip_norm),
   )
-  if optimizer_cfg.name == 'rmsprop' and not _uses_momentum(hp):
-    del hp['momentum']  # plain RMSProp: nothing to inject or log
-  dtype = jnp.promote_types(optax.tree.dtype(params, 'highest'), jnp.float32)
+  if optimizer_cfg.name == "rmsprop" and not _uses_momentum(hp):
+    del hp["momentum"]  # plain RMSProp: nothing to inject or log
+  dtype = jnp.promote_types(optax.tree.dtype(params, "highest"), jnp.float32)
   return optax.inject_hyperparams(_make_factory(st), hyperparam_dtype=dtype)(
-      learning_rate=learning_rate, **hp)
+    learning_rate=learning_rate, **hp
+  )
 
 
 def _unwrap(x: Any) -> jax.Array:
@@ -438,8 +456,10 @@ def _inject_states(opt_state: Any) -> list[Any]:
   leaves = jax.tree_util.tree_leaves(opt_state, is_leaf=_is_inject_state)
   found = [s for s in leaves if _is_inject_state(s)]
   if not found:
-    raise ValueError('opt_state holds no injected hyperparameters; build the '
-                     'optimizer with lrscale.optimizers.build_optimizer.')
+    raise ValueError(
+      "opt_state holds no injected hyperparameters; build the "
+      "optimizer with lrscale.optimizers.build_optimizer."
+    )
   return found
 
 
@@ -462,8 +482,7 @@ def set_hyperparams(opt_state: Any, **values: jax.typing.ArrayLike) -> Any:
     hparams = dict(s.hyperparams)
     for key, value in values.items():
       if key not in hparams:
-        raise KeyError(f'optimizer has no hyperparameter {key!r}; it has '
-                       f'{sorted(hparams)}.')
+        raise KeyError(f"optimizer has no hyperparameter {key!r}; it has {sorted(hparams)}.")
       old = hparams[key]
       new = jnp.asarray(value, dtype=_unwrap(old).dtype)
       # nnx.Optimizer keeps its state leaves in OptArray variables.
@@ -486,11 +505,10 @@ def current_hparams(opt_state: Any) -> dict[str, jax.Array]:
     ``weight_decay``, ``trust_coefficient`` the optimizer uses.
   """
   hparams = _inject_states(opt_state)[0].hyperparams
-  return {('lr' if k == _LR else k): _unwrap(v) for k, v in hparams.items()}
+  return {("lr" if k == _LR else k): _unwrap(v) for k, v in hparams.items()}
 
 
-def eval_params(optimizer_cfg: ml_collections.ConfigDict, opt_state: Any,
-                params: PyTree) -> PyTree:
+def eval_params(optimizer_cfg: ml_collections.ConfigDict, opt_state: Any, params: PyTree) -> PyTree:
   """Parameters to evaluate: schedule-free's average x, else ``params``.
 
   Schedule-free trains at y = (1 - b1) z + b1 x and evaluates at x
@@ -503,6 +521,7 @@ def eval_params(optimizer_cfg: ml_collections.ConfigDict, opt_state: Any,
   leaves = jax.tree_util.tree_leaves(opt_state, is_leaf=is_sf)
   states = [s for s in leaves if is_sf(s)]
   if not states:
-    raise ValueError(f'{_field("name")}={optimizer_cfg.name!r} but opt_state '
-                     'holds no ScheduleFreeState.')
+    raise ValueError(
+      f"{_field('name')}={optimizer_cfg.name!r} but opt_state holds no ScheduleFreeState."
+    )
   return optax_contrib.schedule_free_eval_params(states[0], params)

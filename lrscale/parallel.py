@@ -14,7 +14,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 AXIS = "data"
 
@@ -29,9 +30,11 @@ def maybe_initialize_distributed(parallel_cfg: Any) -> None:
     return
   kwargs = {}
   if parallel_cfg.coordinator_address:
-    kwargs = dict(coordinator_address=parallel_cfg.coordinator_address,
-                  num_processes=parallel_cfg.num_processes,
-                  process_id=parallel_cfg.process_id)
+    kwargs = dict(
+      coordinator_address=parallel_cfg.coordinator_address,
+      num_processes=parallel_cfg.num_processes,
+      process_id=parallel_cfg.process_id,
+    )
   jax.distributed.initialize(**kwargs)
   maybe_initialize_distributed._done = True  # type: ignore[attr-defined]
 
@@ -44,8 +47,9 @@ def num_devices_for(parallel_cfg: Any) -> int:
     return available
   if wanted <= 0 or wanted > available:
     raise ValueError(
-        f"config.parallel.num_devices={wanted} but {available} device(s) are visible; use -1 "
-        "for all of them or a number between 1 and the device count.")
+      f"config.parallel.num_devices={wanted} but {available} device(s) are visible; use -1 "
+      "for all of them or a number between 1 and the device count."
+    )
   return wanted
 
 

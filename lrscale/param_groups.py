@@ -36,15 +36,15 @@ PyTree = Any
 MultiplierSpec = str | Sequence[tuple[str, float]]
 
 #: Leaf names that are never decayed under ``'no_bias_norm'``.
-NO_DECAY_LEAF_NAMES = frozenset({'bias', 'scale'})
+NO_DECAY_LEAF_NAMES = frozenset({"bias", "scale"})
 
 # A path component that names a normalisation layer: contains 'norm'
 # (BatchNorm_0, layer_norm, norm1, groupnorm) or is a bn/ln/gn token such as
 # 'bn', 'bn1', 'ln_f', 'pre_gn'. A bare substring test for 'bn' would also hit
 # names like 'subnet', hence the token boundaries.
-_NORM_COMPONENT = re.compile(r'norm|(?:^|_)(?:bn|ln|gn)\d*(?:$|_)')
+_NORM_COMPONENT = re.compile(r"norm|(?:^|_)(?:bn|ln|gn)\d*(?:$|_)")
 
-_FIELD = 'config.optimizer.lr_multipliers'
+_FIELD = "config.optimizer.lr_multipliers"
 
 
 def _key_str(key: Any) -> str | None:
@@ -56,7 +56,7 @@ def _key_str(key: Any) -> str | None:
   if isinstance(key, jax.tree_util.GetAttrKey):
     # nnx.Variable flattens to its `.value`; the wrapper is not part of the
     # parameter's name.
-    return None if key.name == 'value' else key.name
+    return None if key.name == "value" else key.name
   if isinstance(key, jax.tree_util.FlattenedIndexKey):
     return str(key.key)
   return str(key)
@@ -65,12 +65,11 @@ def _key_str(key: Any) -> str | None:
 def path_string(key_path: Sequence[Any]) -> str:
   """Joins a jax key path into ``'a/b/0/kernel'`` (dropping ``.value``)."""
   parts = (_key_str(k) for k in key_path)
-  return '/'.join(p for p in parts if p is not None)
+  return "/".join(p for p in parts if p is not None)
 
 
 def _map_paths(fn: Callable[[str, Any], Any], params: PyTree) -> PyTree:
-  return jax.tree_util.tree_map_with_path(
-      lambda kp, leaf: fn(path_string(kp), leaf), params)
+  return jax.tree_util.tree_map_with_path(lambda kp, leaf: fn(path_string(kp), leaf), params)
 
 
 def param_paths(params: PyTree) -> PyTree:
@@ -97,7 +96,7 @@ def is_bias_or_norm(path: str, ndim: int) -> bool:
   Returns:
     True for bias/norm-like leaves.
   """
-  components = path.lower().split('/')
+  components = path.lower().split("/")
   if components[-1] in NO_DECAY_LEAF_NAMES:
     return True
   if any(_NORM_COMPONENT.search(c) for c in components):
@@ -118,8 +117,7 @@ def bias_norm_mask(params: PyTree) -> PyTree:
   Returns:
     Pytree of Python bools with the structure of ``params``.
   """
-  return _map_paths(
-      lambda path, leaf: not is_bias_or_norm(path, np.ndim(leaf)), params)
+  return _map_paths(lambda path, leaf: not is_bias_or_norm(path, np.ndim(leaf)), params)
 
 
 def parse_multipliers(spec: MultiplierSpec) -> tuple[tuple[str, float], ...]:
@@ -138,20 +136,21 @@ def parse_multipliers(spec: MultiplierSpec) -> tuple[tuple[str, float], ...]:
   """
   if isinstance(spec, str):
     pairs = []
-    for entry in (e.strip() for e in spec.split(',')):
+    for entry in (e.strip() for e in spec.split(",")):
       if not entry:
         continue
-      pattern, sep, value = entry.rpartition('=')
+      pattern, sep, value = entry.rpartition("=")
       if not sep or not pattern:
         raise ValueError(
-            f'{_FIELD}: entry {entry!r} is not REGEX=FLOAT; write e.g. '
-            '"backbone/.*=0.1,head/.*=1.0".')
+          f'{_FIELD}: entry {entry!r} is not REGEX=FLOAT; write e.g. "backbone/.*=0.1,head/.*=1.0".'
+        )
       try:
         pairs.append((pattern, float(value)))
       except ValueError:
         raise ValueError(
-            f'{_FIELD}: multiplier {value!r} in entry {entry!r} is not a '
-            'number; write e.g. "head/.*=0.5".') from None
+          f"{_FIELD}: multiplier {value!r} in entry {entry!r} is not a "
+          'number; write e.g. "head/.*=0.5".'
+        ) from None
   else:
     pairs = [(str(p), float(m)) for p, m in spec]
   for pattern, mult in pairs:
@@ -159,12 +158,13 @@ def parse_multipliers(spec: MultiplierSpec) -> tuple[tuple[str, float], ...]:
       re.compile(pattern)
     except re.error as e:
       raise ValueError(
-          f'{_FIELD}: invalid regex {pattern!r} ({e}); regexes must match the '
-          "whole '/'-joined parameter path, e.g. 'head/.*'.") from None
+        f"{_FIELD}: invalid regex {pattern!r} ({e}); regexes must match the "
+        "whole '/'-joined parameter path, e.g. 'head/.*'."
+      ) from None
     if not np.isfinite(mult) or mult < 0:
       raise ValueError(
-          f'{_FIELD}: multiplier for {pattern!r} must be a finite number >= 0, '
-          f'got {mult}.')
+        f"{_FIELD}: multiplier for {pattern!r} must be a finite number >= 0, got {mult}."
+      )
   return tuple(pairs)
 
 
@@ -192,5 +192,4 @@ def multiplier_tree(params: PyTree, spec: MultiplierSpec) -> PyTree:
 def unmatched_patterns(params: PyTree, spec: MultiplierSpec) -> list[str]:
   """Regexes of ``spec`` that match no parameter path (likely typos)."""
   paths = jax.tree_util.tree_leaves(param_paths(params))
-  return [p for p, _ in parse_multipliers(spec)
-          if not any(re.fullmatch(p, path) for path in paths)]
+  return [p for p, _ in parse_multipliers(spec) if not any(re.fullmatch(p, path) for path in paths)]

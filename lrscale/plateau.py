@@ -53,6 +53,7 @@ class PlateauState(NamedTuple):
     num_evals: evaluations seen.
     num_reductions: times the scale was reduced.
   """
+
   best: float
   num_bad: int
   cooldown_left: int
@@ -72,16 +73,20 @@ class PlateauState(NamedTuple):
   @classmethod
   def from_dict(cls, data: Mapping[str, Any]) -> "PlateauState":
     """Inverse of ``to_dict``."""
-    return cls(best=float(data["best"]), num_bad=int(data["num_bad"]),
-               cooldown_left=int(data["cooldown_left"]),
-               scale=float(data["scale"]),
-               num_evals=int(data.get("num_evals", 0)),
-               num_reductions=int(data.get("num_reductions", 0)))
+    return cls(
+      best=float(data["best"]),
+      num_bad=int(data["num_bad"]),
+      cooldown_left=int(data["cooldown_left"]),
+      scale=float(data["scale"]),
+      num_evals=int(data.get("num_evals", 0)),
+      num_reductions=int(data.get("num_reductions", 0)),
+    )
 
 
 def default_config() -> ml_collections.ConfigDict:
   """Returns the ``config.plateau`` section (PyTorch's defaults, disabled)."""
-  return ml_collections.ConfigDict({
+  return ml_collections.ConfigDict(
+    {
       "enabled": False,
       # The eval metric that drives it; use mode='max' for e.g. eval_accuracy.
       "metric": "eval_loss",
@@ -93,28 +98,31 @@ def default_config() -> ml_collections.ConfigDict:
       "cooldown": 0,
       "min_lr": 0.0,
       "eps": 1e-8,
-  })
+    }
+  )
 
 
 def validate_config(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the bad ``config.plateau`` field."""
   p = "config.plateau"
   if not isinstance(cfg.metric, str) or not cfg.metric.startswith("eval_"):
-    raise ValueError(f"{p}.metric must name an eval metric (e.g. 'eval_loss', "
-                     f"'eval_accuracy'), got {cfg.metric!r}")
+    raise ValueError(
+      f"{p}.metric must name an eval metric (e.g. 'eval_loss', 'eval_accuracy'), got {cfg.metric!r}"
+    )
   if cfg.mode not in MODES:
     raise ValueError(f"{p}.mode must be one of {MODES}, got {cfg.mode!r}")
   if cfg.threshold_mode not in THRESHOLD_MODES:
-    raise ValueError(f"{p}.threshold_mode must be one of {THRESHOLD_MODES}, "
-                     f"got {cfg.threshold_mode!r}")
+    raise ValueError(
+      f"{p}.threshold_mode must be one of {THRESHOLD_MODES}, got {cfg.threshold_mode!r}"
+    )
   if not 0.0 < cfg.factor < 1.0:
-    raise ValueError(f"{p}.factor must be in (0, 1) (new lr = lr * factor), "
-                     f"got {cfg.factor!r}")
+    raise ValueError(f"{p}.factor must be in (0, 1) (new lr = lr * factor), got {cfg.factor!r}")
   for field in ("patience", "cooldown"):
     value = cfg[field]
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-      raise ValueError(f"{p}.{field} must be an integer >= 0 (counted in "
-                       f"evaluations), got {value!r}")
+      raise ValueError(
+        f"{p}.{field} must be an integer >= 0 (counted in evaluations), got {value!r}"
+      )
   for field in ("threshold", "min_lr", "eps"):
     if cfg[field] < 0.0:
       raise ValueError(f"{p}.{field} must be >= 0, got {cfg[field]!r}")
@@ -126,8 +134,7 @@ def init_plateau(cfg: ml_collections.ConfigDict) -> PlateauState:
   return PlateauState(best=best, num_bad=0, cooldown_left=0, scale=1.0)
 
 
-def is_better(metric: float, best: float, *,
-              cfg: ml_collections.ConfigDict) -> bool:
+def is_better(metric: float, best: float, *, cfg: ml_collections.ConfigDict) -> bool:
   """Whether ``metric`` improves on ``best`` by more than the threshold."""
   if math.isnan(metric):
     return False
@@ -139,9 +146,9 @@ def is_better(metric: float, best: float, *,
   return metric > best + margin
 
 
-def update_plateau(state: PlateauState, metric: float, *,
-                   cfg: ml_collections.ConfigDict,
-                   peak_lr: float) -> PlateauState:
+def update_plateau(
+  state: PlateauState, metric: float, *, cfg: ml_collections.ConfigDict, peak_lr: float
+) -> PlateauState:
   """Feeds one evaluation's metric; returns the new state.
 
   A no-op when ``cfg.enabled`` is False, so callers may call it always.
@@ -173,13 +180,17 @@ def update_plateau(state: PlateauState, metric: float, *,
     scale = reduced_scale(scale, cfg=cfg, peak_lr=peak_lr)
     num_reductions += scale != state.scale
     cooldown_left, num_bad = cfg.cooldown, 0
-  return PlateauState(best=best, num_bad=num_bad, cooldown_left=cooldown_left,
-                      scale=scale, num_evals=state.num_evals + 1,
-                      num_reductions=num_reductions)
+  return PlateauState(
+    best=best,
+    num_bad=num_bad,
+    cooldown_left=cooldown_left,
+    scale=scale,
+    num_evals=state.num_evals + 1,
+    num_reductions=num_reductions,
+  )
 
 
-def reduced_scale(scale: float, *, cfg: ml_collections.ConfigDict,
-                  peak_lr: float) -> float:
+def reduced_scale(scale: float, *, cfg: ml_collections.ConfigDict, peak_lr: float) -> float:
   """PyTorch ``_reduce_lr`` on ``lr = peak_lr * scale``, returned as a scale."""
   if peak_lr <= 0.0:  # No lr to floor; only the factor applies.
     return scale * cfg.factor

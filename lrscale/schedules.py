@@ -40,8 +40,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_dict
 import optax
+from ml_collections import config_dict
 
 from lrscale import plateau as plateau_lib
 
@@ -50,21 +50,21 @@ ToSteps = Callable[[Length], int]
 Scalar = Any  # A Python float or a JAX scalar (possibly a tracer).
 
 SCHEDULES = (
-    "constant",
-    "step",
-    "multistep",
-    "exponential",
-    "cosine",
-    "polynomial",
-    "linear",
-    "rsqrt",
-    "onecycle",
-    "cyclic",
-    "cosine_restarts",
-    "wsd",
-    "piecewise_constant",
-    "piecewise_linear",
-    "ultralytics",
+  "constant",
+  "step",
+  "multistep",
+  "exponential",
+  "cosine",
+  "polynomial",
+  "linear",
+  "rsqrt",
+  "onecycle",
+  "cyclic",
+  "cosine_restarts",
+  "wsd",
+  "piecewise_constant",
+  "piecewise_linear",
+  "ultralytics",
 )
 WARMUP_SHAPES = ("linear", "cosine", "exponential")
 ANNEAL_SHAPES = ("cos", "linear")
@@ -76,25 +76,30 @@ WSD_DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
 # setting can never be silently ignored.
 _FLOOR = ("alpha", "min_lr")
 USES: Mapping[str, tuple[str, ...]] = {
-    "constant": (),
-    "step": ("step_size", "gamma"),
-    "multistep": ("milestones", "gamma"),
-    "exponential": ("gamma", "decay_length") + _FLOOR,
-    "cosine": ("decay_length", "exponent", "clamp") + _FLOOR,
-    "polynomial": ("decay_length", "start_factor", "power") + _FLOOR,
-    "linear": ("decay_length", "start_factor") + _FLOOR,
-    "rsqrt": ("timescale",),
-    "onecycle": ("decay_length", "pct_start", "div_factor",
-                 "final_div_factor", "three_phase", "anneal"),
-    "cyclic": ("mode", "step_size_up", "step_size_down", "gamma") + _FLOOR,
-    "cosine_restarts": ("t_0", "t_mult") + _FLOOR,
-    "wsd": ("decay_length", "decay_fraction", "decay_shape") + _FLOOR,
-    "piecewise_constant": ("boundaries", "factors"),
-    "piecewise_linear": ("points",),
-    "ultralytics": ("decay_length", "anneal", "alpha"),  # alpha = lrf.
+  "constant": (),
+  "step": ("step_size", "gamma"),
+  "multistep": ("milestones", "gamma"),
+  "exponential": ("gamma", "decay_length") + _FLOOR,
+  "cosine": ("decay_length", "exponent", "clamp") + _FLOOR,
+  "polynomial": ("decay_length", "start_factor", "power") + _FLOOR,
+  "linear": ("decay_length", "start_factor") + _FLOOR,
+  "rsqrt": ("timescale",),
+  "onecycle": (
+    "decay_length",
+    "pct_start",
+    "div_factor",
+    "final_div_factor",
+    "three_phase",
+    "anneal",
+  ),
+  "cyclic": ("mode", "step_size_up", "step_size_down", "gamma") + _FLOOR,
+  "cosine_restarts": ("t_0", "t_mult") + _FLOOR,
+  "wsd": ("decay_length", "decay_fraction", "decay_shape") + _FLOOR,
+  "piecewise_constant": ("boundaries", "factors"),
+  "piecewise_linear": ("points",),
+  "ultralytics": ("decay_length", "anneal", "alpha"),  # alpha = lrf.
 }
-_LENGTH_FIELDS = ("decay_length", "step_size", "timescale", "step_size_up",
-                  "step_size_down", "t_0")
+_LENGTH_FIELDS = ("decay_length", "step_size", "timescale", "step_size_up", "step_size_down", "t_0")
 # Default used when `gamma` is unset, per schedule (PyTorch's defaults).
 _GAMMA_DEFAULT = {"step": 0.1, "multistep": 0.1, "cyclic": 1.0}
 # Ultralytics' default `lrf` (final lr = lr0 * lrf) when no floor is set.
@@ -115,7 +120,8 @@ def default_config() -> ml_collections.ConfigDict:
   of steps (``"1000"``); tuple-of-length fields may also hold ints.
   """
   ph = config_dict.placeholder
-  return ml_collections.ConfigDict({
+  return ml_collections.ConfigDict(
+    {
       "name": "constant",
       # Horizon of the decay (cosine, polynomial, linear, exponential to a
       # floor, onecycle, wsd, ultralytics). Unset: the rest of the run.
@@ -156,7 +162,8 @@ def default_config() -> ml_collections.ConfigDict:
       "factors": (),
       # piecewise_linear: ((length, factor), ...) linearly interpolated.
       "points": (),
-  })
+    }
+  )
 
 
 def default_warmup_config() -> ml_collections.ConfigDict:
@@ -173,13 +180,15 @@ def default_warmup_config() -> ml_collections.ConfigDict:
       main schedule's clock starts at the end of warmup.
   """
   ph = config_dict.placeholder
-  return ml_collections.ConfigDict({
+  return ml_collections.ConfigDict(
+    {
       "length": "0 steps",
       "shape": "linear",
       "init_lr": ph(float),
       "init_factor": ph(float),
       "offset_main": False,
-  })
+    }
+  )
 
 
 def default_plateau_config() -> ml_collections.ConfigDict:
@@ -192,26 +201,29 @@ def default_plateau_config() -> ml_collections.ConfigDict:
 # --------------------------------------------------------------------------
 
 _LENGTH_RE = re.compile(
-    r"^\s*[0-9]*\.?[0-9]+(e[+-]?[0-9]+)?\s*(steps?|epochs?|examples?)?\s*$",
-    re.IGNORECASE)
+  r"^\s*[0-9]*\.?[0-9]+(e[+-]?[0-9]+)?\s*(steps?|epochs?|examples?)?\s*$", re.IGNORECASE
+)
 
 
 def _check_length(value: Any, field: str) -> None:
   if isinstance(value, bool) or not (
-      (isinstance(value, int) and value >= 0)
-      or (isinstance(value, str) and _LENGTH_RE.match(value))):
+    (isinstance(value, int) and value >= 0) or (isinstance(value, str) and _LENGTH_RE.match(value))
+  ):
     raise ValueError(
-        f"{field} must be a length like '5 epochs', '1000 steps', "
-        f"'60000 examples' or a number of steps, got {value!r}")
+      f"{field} must be a length like '5 epochs', '1000 steps', "
+      f"'60000 examples' or a number of steps, got {value!r}"
+    )
 
 
 def _fail(field: str, must: str, got: Any) -> None:
   raise ValueError(f"{field} must {must}, got {got!r}")
 
 
-def validate(schedule_cfg: ml_collections.ConfigDict,
-             warmup_cfg: ml_collections.ConfigDict,
-             plateau_cfg: Optional[ml_collections.ConfigDict] = None) -> None:
+def validate(
+  schedule_cfg: ml_collections.ConfigDict,
+  warmup_cfg: ml_collections.ConfigDict,
+  plateau_cfg: Optional[ml_collections.ConfigDict] = None,
+) -> None:
   """Checks the three sections; raises ValueError naming the bad field.
 
   Checks that need step counts (e.g. onecycle needing ``pct_start * T > 1``)
@@ -227,15 +239,18 @@ def validate(schedule_cfg: ml_collections.ConfigDict,
     if s[field] != defaults[field]:
       users = [n for n, used in USES.items() if field in used]
       raise ValueError(
-          f"{p}.{field}={s[field]!r} is not used by schedule {s.name!r}; "
-          f"remove it (it is read by: {', '.join(users)})")
+        f"{p}.{field}={s[field]!r} is not used by schedule {s.name!r}; "
+        f"remove it (it is read by: {', '.join(users)})"
+      )
   for field in _LENGTH_FIELDS:
     if s[field] is not None:
       _check_length(s[field], f"{p}.{field}")
 
   if s.alpha is not None and s.min_lr is not None:
-    raise ValueError(f"{p}.alpha and {p}.min_lr are both set; set only one "
-                     "(alpha: fraction of peak_lr, min_lr: absolute lr)")
+    raise ValueError(
+      f"{p}.alpha and {p}.min_lr are both set; set only one "
+      "(alpha: fraction of peak_lr, min_lr: absolute lr)"
+    )
   if s.alpha is not None and not 0.0 <= s.alpha <= 1.0:
     _fail(f"{p}.alpha", "be in [0, 1] (a fraction of peak_lr)", s.alpha)
   if s.min_lr is not None and s.min_lr < 0.0:
@@ -245,21 +260,26 @@ def validate(schedule_cfg: ml_collections.ConfigDict,
 
   name = s.name
   if name == "step" and s.step_size is None:
-    raise ValueError(f"{p}.step_size must be set for schedule 'step', "
-                     "e.g. '30 epochs'")
+    raise ValueError(f"{p}.step_size must be set for schedule 'step', e.g. '30 epochs'")
   if name == "multistep":
     if not s.milestones:
-      raise ValueError(f"{p}.milestones must be a non-empty tuple of lengths "
-                       "for schedule 'multistep', e.g. ('30 epochs', '60 epochs')")
+      raise ValueError(
+        f"{p}.milestones must be a non-empty tuple of lengths "
+        "for schedule 'multistep', e.g. ('30 epochs', '60 epochs')"
+      )
     for i, m in enumerate(s.milestones):
       _check_length(m, f"{p}.milestones[{i}]")
   if name == "exponential":
     if s.gamma is None and s.alpha is None and s.min_lr is None:
-      raise ValueError(f"schedule 'exponential' needs {p}.gamma (per-step "
-                       f"factor) or a final value {p}.alpha / {p}.min_lr")
+      raise ValueError(
+        f"schedule 'exponential' needs {p}.gamma (per-step "
+        f"factor) or a final value {p}.alpha / {p}.min_lr"
+      )
     if s.gamma is None and (s.alpha == 0.0 or s.min_lr == 0.0):
-      raise ValueError(f"{p}.alpha / {p}.min_lr must be > 0 for an "
-                       "exponential decay to a final value (0 is never reached)")
+      raise ValueError(
+        f"{p}.alpha / {p}.min_lr must be > 0 for an "
+        "exponential decay to a final value (0 is never reached)"
+      )
   if name == "cosine" and s.exponent <= 0.0:
     _fail(f"{p}.exponent", "be > 0", s.exponent)
   if name in ("polynomial", "linear") and s.start_factor < 0.0:
@@ -267,8 +287,7 @@ def validate(schedule_cfg: ml_collections.ConfigDict,
   if name == "polynomial" and s.power <= 0.0:
     _fail(f"{p}.power", "be > 0", s.power)
   if name == "rsqrt" and s.timescale is None:
-    raise ValueError(f"{p}.timescale must be set for schedule 'rsqrt', "
-                     "e.g. '10000 steps'")
+    raise ValueError(f"{p}.timescale must be set for schedule 'rsqrt', e.g. '10000 steps'")
   if name == "onecycle":
     if not 0.0 < s.pct_start < 1.0:
       _fail(f"{p}.pct_start", "be in (0, 1)", s.pct_start)
@@ -282,8 +301,7 @@ def validate(schedule_cfg: ml_collections.ConfigDict,
     _fail(f"{p}.mode", f"be one of {CYCLIC_MODES}", s.mode)
   if name == "cosine_restarts":
     if s.t_0 is None:
-      raise ValueError(f"{p}.t_0 must be set for schedule 'cosine_restarts', "
-                       "e.g. '10 epochs'")
+      raise ValueError(f"{p}.t_0 must be set for schedule 'cosine_restarts', e.g. '10 epochs'")
     if not isinstance(s.t_mult, int) or s.t_mult < 1:
       _fail(f"{p}.t_mult", "be an integer >= 1", s.t_mult)
   if name == "wsd":
@@ -294,16 +312,19 @@ def validate(schedule_cfg: ml_collections.ConfigDict,
   if name == "piecewise_constant":
     if len(s.factors) != len(s.boundaries) + 1:
       raise ValueError(
-          f"{p}.factors must have one more entry than {p}.boundaries "
-          f"(got {len(s.factors)} factors, {len(s.boundaries)} boundaries)")
+        f"{p}.factors must have one more entry than {p}.boundaries "
+        f"(got {len(s.factors)} factors, {len(s.boundaries)} boundaries)"
+      )
     for i, b in enumerate(s.boundaries):
       _check_length(b, f"{p}.boundaries[{i}]")
     if any(v < 0 for v in s.factors):
       _fail(f"{p}.factors", "be factors >= 0 of peak_lr", s.factors)
   if name == "piecewise_linear":
     if not s.points:
-      raise ValueError(f"{p}.points must be a non-empty tuple of "
-                       "(length, factor) pairs, e.g. ((0, 0.0), ('5 epochs', 1.0))")
+      raise ValueError(
+        f"{p}.points must be a non-empty tuple of "
+        "(length, factor) pairs, e.g. ((0, 0.0), ('5 epochs', 1.0))"
+      )
     for i, point in enumerate(s.points):
       if not isinstance(point, (tuple, list)) or len(point) != 2:
         _fail(f"{p}.points[{i}]", "be a (length, factor) pair", point)
@@ -316,15 +337,19 @@ def validate(schedule_cfg: ml_collections.ConfigDict,
   if w.shape not in WARMUP_SHAPES:
     _fail(f"{q}.shape", f"be one of {WARMUP_SHAPES}", w.shape)
   if w.init_lr is not None and w.init_factor is not None:
-    raise ValueError(f"{q}.init_lr and {q}.init_factor are both set; set only "
-                     "one (init_lr: absolute, init_factor: fraction of target)")
+    raise ValueError(
+      f"{q}.init_lr and {q}.init_factor are both set; set only "
+      "one (init_lr: absolute, init_factor: fraction of target)"
+    )
   if w.init_lr is not None and w.init_lr < 0.0:
     _fail(f"{q}.init_lr", "be >= 0", w.init_lr)
   if w.init_factor is not None and w.init_factor < 0.0:
     _fail(f"{q}.init_factor", "be >= 0", w.init_factor)
   if w.shape == "exponential" and not (w.init_lr or w.init_factor):
-    raise ValueError(f"{q}.shape='exponential' needs {q}.init_lr > 0 or "
-                     f"{q}.init_factor > 0 (a geometric ramp cannot start at 0)")
+    raise ValueError(
+      f"{q}.shape='exponential' needs {q}.init_lr > 0 or "
+      f"{q}.init_factor > 0 (a geometric ramp cannot start at 0)"
+    )
 
   if plateau_cfg is not None:
     plateau_lib.validate_config(plateau_cfg)
@@ -359,9 +384,14 @@ def _anneal(start: Scalar, end: Scalar, frac: Any, shape: str) -> jnp.ndarray:
   raise ValueError(f"unknown anneal shape {shape!r}")
 
 
-def cosine_schedule(peak_value: Scalar, decay_steps: int, *,
-                    end_value: Scalar = 0.0, exponent: float = 1.0,
-                    clamp: bool = True) -> optax.Schedule:
+def cosine_schedule(
+  peak_value: Scalar,
+  decay_steps: int,
+  *,
+  end_value: Scalar = 0.0,
+  exponent: float = 1.0,
+  clamp: bool = True,
+) -> optax.Schedule:
   """Cosine decay from ``peak_value`` to ``end_value`` over ``decay_steps``.
 
   ``lr(t) = E + (P - E) * [(1 + cos(pi t / T)) / 2] ** exponent``
@@ -380,12 +410,12 @@ def cosine_schedule(peak_value: Scalar, decay_steps: int, *,
     The schedule.
   """
   if clamp:
-    factor = optax.cosine_decay_schedule(1.0, decay_steps, alpha=0.0,
-                                         exponent=exponent)
+    factor = optax.cosine_decay_schedule(1.0, decay_steps, alpha=0.0, exponent=exponent)
   else:  # optax has no unclamped cosine.
+
     def factor(step):
-      return (0.5 * (1.0 + jnp.cos(jnp.pi * _as_float(step) / decay_steps))
-              ) ** exponent
+      return (0.5 * (1.0 + jnp.cos(jnp.pi * _as_float(step) / decay_steps))) ** exponent
+
   return lambda step: end_value + (peak_value - end_value) * factor(step)
 
 
@@ -398,16 +428,24 @@ def rsqrt_schedule(peak_value: Scalar, timescale: int) -> optax.Schedule:
   ``min(t^-0.5, t tau^-1.5)`` up to the 0- vs 1-based count. Written here:
   optax has no rsqrt schedule.
   """
+
   def schedule(step):
     t = _as_float(step)
     return peak_value * jnp.sqrt(timescale / jnp.maximum(t, timescale))
+
   return schedule
 
 
-def onecycle_schedule(peak_value: Scalar, total_steps: int, *,
-                      pct_start: float = 0.3, div_factor: float = 25.0,
-                      final_div_factor: float = 1e4, three_phase: bool = False,
-                      anneal: str = "cos") -> optax.Schedule:
+def onecycle_schedule(
+  peak_value: Scalar,
+  total_steps: int,
+  *,
+  pct_start: float = 0.3,
+  div_factor: float = 25.0,
+  final_div_factor: float = 1e4,
+  three_phase: bool = False,
+  anneal: str = "cos",
+) -> optax.Schedule:
   """PyTorch ``OneCycleLR``, step for step (Smith & Topin 2017).
 
   ``initial = P / div_factor``, ``min = initial / final_div_factor``. Phases
@@ -453,16 +491,21 @@ def onecycle_schedule(peak_value: Scalar, total_steps: int, *,
     lr = _anneal(values[last], values[last + 1], frac, anneal)
     for i in reversed(range(last)):
       frac = (t - starts[i]) / (ends[i] - starts[i])
-      lr = jnp.where(t <= ends[i],
-                     _anneal(values[i], values[i + 1], frac, anneal), lr)
+      lr = jnp.where(t <= ends[i], _anneal(values[i], values[i + 1], frac, anneal), lr)
     return lr
+
   return schedule
 
 
-def cyclic_schedule(peak_value: Scalar, base_value: Scalar, step_size_up: int,
-                    step_size_down: Optional[int] = None, *,
-                    mode: str = "triangular",
-                    gamma: float = 1.0) -> optax.Schedule:
+def cyclic_schedule(
+  peak_value: Scalar,
+  base_value: Scalar,
+  step_size_up: int,
+  step_size_down: Optional[int] = None,
+  *,
+  mode: str = "triangular",
+  gamma: float = 1.0,
+) -> optax.Schedule:
   """PyTorch ``CyclicLR`` (Smith 2017, "Cyclical Learning Rates").
 
   With ``L = up + down``, ``cycle = floor(1 + t/L)``, ``x = 1 + t/L - cycle``,
@@ -481,8 +524,7 @@ def cyclic_schedule(peak_value: Scalar, base_value: Scalar, step_size_up: int,
     if down == 0:  # Sawtooth: r = 1, the falling branch never applies.
       s = pos / step_size_up
     else:
-      s = jnp.where(pos <= step_size_up, pos / step_size_up,
-                    (period - pos) / down)
+      s = jnp.where(pos <= step_size_up, pos / step_size_up, (period - pos) / down)
     if mode == "triangular":
       scale = 1.0
     elif mode == "triangular2":
@@ -493,11 +535,13 @@ def cyclic_schedule(peak_value: Scalar, base_value: Scalar, step_size_up: int,
     else:
       raise ValueError(f"unknown cyclic mode {mode!r}")
     return base_value + (peak_value - base_value) * s * scale
+
   return schedule
 
 
-def cosine_restarts_schedule(peak_value: Scalar, t_0: int, *, t_mult: int = 1,
-                             end_value: Scalar = 0.0) -> optax.Schedule:
+def cosine_restarts_schedule(
+  peak_value: Scalar, t_0: int, *, t_mult: int = 1, end_value: Scalar = 0.0
+) -> optax.Schedule:
   """PyTorch ``CosineAnnealingWarmRestarts`` (SGDR, Loshchilov & Hutter 2017).
 
   Cycle i lasts ``T_i = t_0 * t_mult**i`` steps; inside it, with ``T_cur``
@@ -507,6 +551,7 @@ def cosine_restarts_schedule(peak_value: Scalar, t_0: int, *, t_mult: int = 1,
   restart steps (at most 31 for int32 steps when ``t_mult >= 2``), avoiding
   the float log of the closed form, which misplaces exact restart steps.
   """
+
   def schedule(step):
     t = _as_int(step)
     if t_mult == 1:
@@ -523,12 +568,18 @@ def cosine_restarts_schedule(peak_value: Scalar, t_0: int, *, t_mult: int = 1,
       t_i = jnp.asarray(lengths, jnp.float32)[index]
     cos = 0.5 * (1.0 + jnp.cos(jnp.pi * t_cur / t_i))
     return end_value + (peak_value - end_value) * cos
+
   return schedule
 
 
-def wsd_schedule(peak_value: Scalar, total_steps: int, *,
-                 decay_fraction: float = 0.2, decay_shape: str = "linear",
-                 end_value: Scalar = 0.0) -> optax.Schedule:
+def wsd_schedule(
+  peak_value: Scalar,
+  total_steps: int,
+  *,
+  decay_fraction: float = 0.2,
+  decay_shape: str = "linear",
+  end_value: Scalar = 0.0,
+) -> optax.Schedule:
   """Warmup-stable-decay's stable and decay parts (warmup composes on top).
 
   ``D = max(1, floor(decay_fraction * T + 1/2))`` decay steps start at
@@ -552,11 +603,13 @@ def wsd_schedule(peak_value: Scalar, total_steps: int, *,
     else:
       raise ValueError(f"unknown wsd decay shape {decay_shape!r}")
     return end_value + (peak_value - end_value) * g
+
   return schedule
 
 
-def piecewise_constant_schedule(peak_value: Scalar, boundaries: Sequence[int],
-                                factors: Sequence[float]) -> optax.Schedule:
+def piecewise_constant_schedule(
+  peak_value: Scalar, boundaries: Sequence[int], factors: Sequence[float]
+) -> optax.Schedule:
   """``factors[i] * P`` for ``boundaries[i-1] <= t < boundaries[i]``.
 
   Written here rather than with ``optax.piecewise_constant_schedule``, which
@@ -569,11 +622,13 @@ def piecewise_constant_schedule(peak_value: Scalar, boundaries: Sequence[int],
   def schedule(step):
     index = jnp.sum(_as_int(step) >= bounds)
     return peak_value * table[index]
+
   return schedule
 
 
-def piecewise_linear_schedule(peak_value: Scalar, steps: Sequence[int],
-                              factors: Sequence[float]) -> optax.Schedule:
+def piecewise_linear_schedule(
+  peak_value: Scalar, steps: Sequence[int], factors: Sequence[float]
+) -> optax.Schedule:
   """``P * interp(t, steps, factors)``, held flat before/after the ends.
 
   Written with ``jnp.interp`` rather than ``optax.piecewise_interpolate_
@@ -584,9 +639,14 @@ def piecewise_linear_schedule(peak_value: Scalar, steps: Sequence[int],
   return lambda step: peak_value * jnp.interp(_as_float(step), xs, ys)
 
 
-def ultralytics_schedule(peak_value: Scalar, steps_per_epoch: int,
-                         epochs: float, *, final_factor: float = 0.01,
-                         anneal: str = "linear") -> optax.Schedule:
+def ultralytics_schedule(
+  peak_value: Scalar,
+  steps_per_epoch: int,
+  epochs: float,
+  *,
+  final_factor: float = 0.01,
+  anneal: str = "linear",
+) -> optax.Schedule:
   """Ultralytics YOLO's ``lr0 * lf(epoch)``, updated once per epoch.
 
   ``e = floor(t / steps_per_epoch)`` (Ultralytics calls ``scheduler.step()``
@@ -595,17 +655,23 @@ def ultralytics_schedule(peak_value: Scalar, steps_per_epoch: int,
   cos(pi x / E))/2`` (Ultralytics ``one_cycle``). The final ``lr0 * lrf`` is
   reached at epoch E. Written here: optax has no per-epoch staircase of these.
   """
+
   def schedule(step):
     epoch = jnp.floor(_as_float(step) / steps_per_epoch)
-    return peak_value * _anneal(1.0, final_factor,
-                                jnp.minimum(epoch, epochs) / epochs, anneal)
+    return peak_value * _anneal(1.0, final_factor, jnp.minimum(epoch, epochs) / epochs, anneal)
+
   return schedule
 
 
-def warmup_schedule(main: optax.Schedule, warmup_steps: int, *,
-                    shape: str = "linear", init_lr: Optional[float] = None,
-                    init_factor: Optional[float] = None,
-                    offset_main: bool = False) -> optax.Schedule:
+def warmup_schedule(
+  main: optax.Schedule,
+  warmup_steps: int,
+  *,
+  shape: str = "linear",
+  init_lr: Optional[float] = None,
+  init_factor: Optional[float] = None,
+  offset_main: bool = False,
+) -> optax.Schedule:
   """Prepends a warmup of ``warmup_steps`` steps to any schedule.
 
   For ``t < W`` the lr moves from ``init`` to ``target``, the value ``main``
@@ -636,6 +702,7 @@ def warmup_schedule(main: optax.Schedule, warmup_steps: int, *,
     warm = _anneal(init, target, frac, shape)
     clock = jnp.maximum(step - warmup_steps, 0) if offset_main else step
     return jnp.where(step < warmup_steps, warm, main(clock))
+
   return schedule
 
 
@@ -647,6 +714,7 @@ def warmup_schedule(main: optax.Schedule, warmup_steps: int, *,
 @dataclasses.dataclass(frozen=True)
 class _Context:
   """What a builder needs besides its config section."""
+
   cfg: ml_collections.ConfigDict
   peak_lr: Scalar
   rest: int  # Default horizon: the rest of the run after the main clock starts.
@@ -654,17 +722,21 @@ class _Context:
 
   def steps(self, field: str, value: Any = None, minimum: int = 0) -> int:
     """Resolves a length field to steps; errors name ``config.schedule.field``."""
-    return resolve_length(self.cfg[field] if value is None else value,
-                          f"config.schedule.{field}", self.to_steps,
-                          minimum=minimum)
+    return resolve_length(
+      self.cfg[field] if value is None else value,
+      f"config.schedule.{field}",
+      self.to_steps,
+      minimum=minimum,
+    )
 
   def horizon(self) -> int:
     if self.cfg.decay_length is None:
       if self.rest < 1:
         raise ValueError(
-            f"schedule {self.cfg.name!r} has no steps left after warmup "
-            f"(rest of run = {self.rest}); shorten config.warmup.length or set "
-            "config.schedule.decay_length")
+          f"schedule {self.cfg.name!r} has no steps left after warmup "
+          f"(rest of run = {self.rest}); shorten config.warmup.length or set "
+          "config.schedule.decay_length"
+        )
       return self.rest
     return self.steps("decay_length", minimum=1)
 
@@ -679,8 +751,7 @@ class _Context:
     return _GAMMA_DEFAULT[self.cfg.name] if g is None else g
 
 
-def resolve_length(value: Length, field: str, to_steps: ToSteps, *,
-                   minimum: int = 0) -> int:
+def resolve_length(value: Length, field: str, to_steps: ToSteps, *, minimum: int = 0) -> int:
   """Converts a length to steps with ``to_steps``; errors name ``field``.
 
   A string holding a bare number (``"1000"``, as a command-line override of a
@@ -691,11 +762,14 @@ def resolve_length(value: Length, field: str, to_steps: ToSteps, *,
   try:
     steps = to_steps(value)
   except (ValueError, TypeError, KeyError) as e:
-    raise ValueError(f"{field}={value!r} could not be converted to steps ({e});"
-                     " write e.g. '5 epochs' or '1000 steps'") from e
+    raise ValueError(
+      f"{field}={value!r} could not be converted to steps ({e});"
+      " write e.g. '5 epochs' or '1000 steps'"
+    ) from e
   if int(steps) != steps or steps < minimum:
-    raise ValueError(f"{field}={value!r} resolves to {steps} steps; it must be "
-                     f"an integer >= {minimum}")
+    raise ValueError(
+      f"{field}={value!r} resolves to {steps} steps; it must be an integer >= {minimum}"
+    )
   return int(steps)
 
 
@@ -704,8 +778,9 @@ def _constant(c: _Context) -> optax.Schedule:
 
 
 def _step(c: _Context) -> optax.Schedule:
-  return optax.exponential_decay(c.peak_lr, c.steps("step_size", minimum=1),
-                                 c.gamma(), staircase=True)
+  return optax.exponential_decay(
+    c.peak_lr, c.steps("step_size", minimum=1), c.gamma(), staircase=True
+  )
 
 
 def _multistep(c: _Context) -> optax.Schedule:
@@ -720,25 +795,28 @@ def _multistep(c: _Context) -> optax.Schedule:
 def _exponential(c: _Context) -> optax.Schedule:
   if c.cfg.gamma is not None:  # PyTorch ExponentialLR, optionally floored.
     has_floor = c.cfg.alpha is not None or c.cfg.min_lr is not None
-    return optax.exponential_decay(c.peak_lr, 1, c.cfg.gamma,
-                                   end_value=c.floor() if has_floor else None)
+    return optax.exponential_decay(
+      c.peak_lr, 1, c.cfg.gamma, end_value=c.floor() if has_floor else None
+    )
   # Geometric decay to the floor over the horizon, then hold. Hand-written:
   # optax's decay_rate must be a Python float, and min_lr / peak_lr is traced.
   horizon, end = c.horizon(), c.floor()
-  return lambda step: _geometric(
-      c.peak_lr, end, jnp.clip(_as_float(step) / horizon, 0.0, 1.0))
+  return lambda step: _geometric(c.peak_lr, end, jnp.clip(_as_float(step) / horizon, 0.0, 1.0))
 
 
 def _cosine(c: _Context) -> optax.Schedule:
-  return cosine_schedule(c.peak_lr, c.horizon(), end_value=c.floor(),
-                         exponent=c.cfg.exponent, clamp=c.cfg.clamp)
+  return cosine_schedule(
+    c.peak_lr, c.horizon(), end_value=c.floor(), exponent=c.cfg.exponent, clamp=c.cfg.clamp
+  )
 
 
 def _polynomial(c: _Context, power: Optional[float] = None) -> optax.Schedule:
   return optax.polynomial_schedule(
-      init_value=c.cfg.start_factor * c.peak_lr, end_value=c.floor(),
-      power=c.cfg.power if power is None else power,
-      transition_steps=c.horizon())
+    init_value=c.cfg.start_factor * c.peak_lr,
+    end_value=c.floor(),
+    power=c.cfg.power if power is None else power,
+    transition_steps=c.horizon(),
+  )
 
 
 def _linear(c: _Context) -> optax.Schedule:
@@ -754,89 +832,101 @@ def _onecycle(c: _Context) -> optax.Schedule:
   pct = c.cfg.pct_start
   if pct * total <= 1.0:
     raise ValueError(
-        f"config.schedule.pct_start={pct} gives pct_start*T = {pct * total} "
-        f"<= 1 for T={total} steps; the rise would be empty (PyTorch divides "
-        "by zero). Increase pct_start or the length")
+      f"config.schedule.pct_start={pct} gives pct_start*T = {pct * total} "
+      f"<= 1 for T={total} steps; the rise would be empty (PyTorch divides "
+      "by zero). Increase pct_start or the length"
+    )
   if c.cfg.three_phase and 2 * pct * total - 2 >= total - 1:
     raise ValueError(
-        f"config.schedule.pct_start={pct} is too large for three_phase with "
-        f"T={total}: the second phase ends at {2 * pct * total - 2} >= T-1; "
-        "use pct_start < 0.5")
+      f"config.schedule.pct_start={pct} is too large for three_phase with "
+      f"T={total}: the second phase ends at {2 * pct * total - 2} >= T-1; "
+      "use pct_start < 0.5"
+    )
   return onecycle_schedule(
-      c.peak_lr, total, pct_start=pct, div_factor=c.cfg.div_factor,
-      final_div_factor=c.cfg.final_div_factor, three_phase=c.cfg.three_phase,
-      anneal=c.cfg.anneal)
+    c.peak_lr,
+    total,
+    pct_start=pct,
+    div_factor=c.cfg.div_factor,
+    final_div_factor=c.cfg.final_div_factor,
+    three_phase=c.cfg.three_phase,
+    anneal=c.cfg.anneal,
+  )
 
 
 def _cyclic(c: _Context) -> optax.Schedule:
   up = c.steps("step_size_up", minimum=1)
-  down = (None if c.cfg.step_size_down is None
-          else c.steps("step_size_down", minimum=0))
-  return cyclic_schedule(c.peak_lr, c.floor(), up, down, mode=c.cfg.mode,
-                         gamma=c.gamma())
+  down = None if c.cfg.step_size_down is None else c.steps("step_size_down", minimum=0)
+  return cyclic_schedule(c.peak_lr, c.floor(), up, down, mode=c.cfg.mode, gamma=c.gamma())
 
 
 def _cosine_restarts(c: _Context) -> optax.Schedule:
-  return cosine_restarts_schedule(c.peak_lr, c.steps("t_0", minimum=1),
-                                  t_mult=c.cfg.t_mult, end_value=c.floor())
+  return cosine_restarts_schedule(
+    c.peak_lr, c.steps("t_0", minimum=1), t_mult=c.cfg.t_mult, end_value=c.floor()
+  )
 
 
 def _wsd(c: _Context) -> optax.Schedule:
-  return wsd_schedule(c.peak_lr, c.horizon(),
-                      decay_fraction=c.cfg.decay_fraction,
-                      decay_shape=c.cfg.decay_shape, end_value=c.floor())
+  return wsd_schedule(
+    c.peak_lr,
+    c.horizon(),
+    decay_fraction=c.cfg.decay_fraction,
+    decay_shape=c.cfg.decay_shape,
+    end_value=c.floor(),
+  )
 
 
 def _piecewise_constant(c: _Context) -> optax.Schedule:
-  bounds = [c.steps(f"boundaries[{i}]", value=b)
-            for i, b in enumerate(c.cfg.boundaries)]
+  bounds = [c.steps(f"boundaries[{i}]", value=b) for i, b in enumerate(c.cfg.boundaries)]
   if any(b1 <= b0 for b0, b1 in zip(bounds, bounds[1:])):
-    raise ValueError(f"config.schedule.boundaries must be strictly increasing "
-                     f"in steps, got {bounds}")
+    raise ValueError(
+      f"config.schedule.boundaries must be strictly increasing in steps, got {bounds}"
+    )
   return piecewise_constant_schedule(c.peak_lr, bounds, c.cfg.factors)
 
 
 def _piecewise_linear(c: _Context) -> optax.Schedule:
-  steps = [c.steps(f"points[{i}][0]", value=p[0])
-           for i, p in enumerate(c.cfg.points)]
+  steps = [c.steps(f"points[{i}][0]", value=p[0]) for i, p in enumerate(c.cfg.points)]
   if any(s1 <= s0 for s0, s1 in zip(steps, steps[1:])):
-    raise ValueError(f"config.schedule.points must be strictly increasing in "
-                     f"steps, got {steps}")
-  return piecewise_linear_schedule(c.peak_lr, steps,
-                                   [float(p[1]) for p in c.cfg.points])
+    raise ValueError(f"config.schedule.points must be strictly increasing in steps, got {steps}")
+  return piecewise_linear_schedule(c.peak_lr, steps, [float(p[1]) for p in c.cfg.points])
 
 
 def _ultralytics(c: _Context) -> optax.Schedule:
-  per_epoch = resolve_length("1 epochs", "steps per epoch", c.to_steps,
-                             minimum=1)
+  per_epoch = resolve_length("1 epochs", "steps per epoch", c.to_steps, minimum=1)
   lrf = _ULTRALYTICS_LRF if c.cfg.alpha is None else c.cfg.alpha
-  return ultralytics_schedule(c.peak_lr, per_epoch, c.horizon() / per_epoch,
-                              final_factor=lrf, anneal=c.cfg.anneal)
+  return ultralytics_schedule(
+    c.peak_lr, per_epoch, c.horizon() / per_epoch, final_factor=lrf, anneal=c.cfg.anneal
+  )
 
 
 _BUILDERS: Mapping[str, Callable[[_Context], optax.Schedule]] = {
-    "constant": _constant,
-    "step": _step,
-    "multistep": _multistep,
-    "exponential": _exponential,
-    "cosine": _cosine,
-    "polynomial": _polynomial,
-    "linear": _linear,
-    "rsqrt": _rsqrt,
-    "onecycle": _onecycle,
-    "cyclic": _cyclic,
-    "cosine_restarts": _cosine_restarts,
-    "wsd": _wsd,
-    "piecewise_constant": _piecewise_constant,
-    "piecewise_linear": _piecewise_linear,
-    "ultralytics": _ultralytics,
+  "constant": _constant,
+  "step": _step,
+  "multistep": _multistep,
+  "exponential": _exponential,
+  "cosine": _cosine,
+  "polynomial": _polynomial,
+  "linear": _linear,
+  "rsqrt": _rsqrt,
+  "onecycle": _onecycle,
+  "cyclic": _cyclic,
+  "cosine_restarts": _cosine_restarts,
+  "wsd": _wsd,
+  "piecewise_constant": _piecewise_constant,
+  "piecewise_linear": _piecewise_linear,
+  "ultralytics": _ultralytics,
 }
 assert set(_BUILDERS) == set(SCHEDULES) == set(USES)
 
 
-def build_schedule(schedule_cfg: ml_collections.ConfigDict,
-                   warmup_cfg: ml_collections.ConfigDict, *, peak_lr: Scalar,
-                   total_steps: int, to_steps: ToSteps) -> optax.Schedule:
+def build_schedule(
+  schedule_cfg: ml_collections.ConfigDict,
+  warmup_cfg: ml_collections.ConfigDict,
+  *,
+  peak_lr: Scalar,
+  total_steps: int,
+  to_steps: ToSteps,
+) -> optax.Schedule:
   """Builds the run's lr schedule, warmup included.
 
   Args:
@@ -854,15 +944,17 @@ def build_schedule(schedule_cfg: ml_collections.ConfigDict,
     ValueError: naming the config field, for invalid settings.
   """
   validate(schedule_cfg, warmup_cfg)
-  warmup_steps = resolve_length(warmup_cfg.length, "config.warmup.length",
-                                to_steps)
+  warmup_steps = resolve_length(warmup_cfg.length, "config.warmup.length", to_steps)
   rest = total_steps - warmup_steps if warmup_cfg.offset_main else total_steps
-  context = _Context(cfg=schedule_cfg, peak_lr=peak_lr, rest=rest,
-                     to_steps=to_steps)
+  context = _Context(cfg=schedule_cfg, peak_lr=peak_lr, rest=rest, to_steps=to_steps)
   main = _BUILDERS[schedule_cfg.name](context)
-  schedule = warmup_schedule(main, warmup_steps, shape=warmup_cfg.shape,
-                             init_lr=warmup_cfg.init_lr,
-                             init_factor=warmup_cfg.init_factor,
-                             offset_main=warmup_cfg.offset_main)
+  schedule = warmup_schedule(
+    main,
+    warmup_steps,
+    shape=warmup_cfg.shape,
+    init_lr=warmup_cfg.init_lr,
+    init_factor=warmup_cfg.init_factor,
+    offset_main=warmup_cfg.offset_main,
+  )
   # Always a JAX value (optax's constant schedule returns its Python input).
   return lambda step: jnp.asarray(schedule(step))

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from lrscale import noise_scale, optimizers
 from lrscale.parallel import AXIS
@@ -30,12 +31,13 @@ from lrscale.parallel import AXIS
 
 class TrainState(NamedTuple):
   """Everything that changes during training, as one pytree of arrays."""
-  step: jax.Array          # int32: optimizer updates applied so far
-  params: Any              # nnx.State of nnx.Param
-  batch_stats: Any         # nnx.State of nnx.BatchStat (empty without BN)
+
+  step: jax.Array  # int32: optimizer updates applied so far
+  params: Any  # nnx.State of nnx.Param
+  batch_stats: Any  # nnx.State of nnx.BatchStat (empty without BN)
   opt_state: Any
-  base_lr: jax.Array       # peak lr after the scaling rule (traced: sweeps share a compile)
-  lr_scale: jax.Array      # reduce-on-plateau factor, set on the host between segments
+  base_lr: jax.Array  # peak lr after the scaling rule (traced: sweeps share a compile)
+  lr_scale: jax.Array  # reduce-on-plateau factor, set on the host between segments
   noise: noise_scale.NoiseScaleState
 
 
@@ -49,17 +51,19 @@ def _tree_sq_norm(tree: Any) -> jax.Array:
 
 class SegmentControl(NamedTuple):
   """Per-call scalars of the on-device loop (traced: changing them never recompiles)."""
-  eval_every: jax.Array      # int32 steps; evaluate when (step - eval_offset) % eval_every == 0
-  eval_offset: jax.Array     # int32: first step of the current batch-ramp phase (else 0)
-  max_loss: jax.Array        # float32; train loss above it (or non-finite) = diverged
-  target_value: jax.Array    # float32; NaN = no target
-  target_sign: jax.Array     # +1 when higher is better (accuracy), -1 when lower (loss)
+
+  eval_every: jax.Array  # int32 steps; evaluate when (step - eval_offset) % eval_every == 0
+  eval_offset: jax.Array  # int32: first step of the current batch-ramp phase (else 0)
+  max_loss: jax.Array  # float32; train loss above it (or non-finite) = diverged
+  target_value: jax.Array  # float32; NaN = no target
+  target_sign: jax.Array  # +1 when higher is better (accuracy), -1 when lower (loss)
   target_is_loss: jax.Array  # bool: the target metric is eval_loss (else eval_accuracy)
   stop_at_target: jax.Array  # bool
 
 
 class StepFns(NamedTuple):
   """The pieces of a run (all pure): jitted, plus the raw step for vmap/lr_find."""
+
   step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]  # unjitted train_step
   segment: Callable[..., Any]  # unjitted train_segment (vmapped over trials by the study)
   train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
@@ -67,9 +71,17 @@ class StepFns(NamedTuple):
   evaluate: Callable[..., dict[str, jax.Array]]
 
 
-def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_cfg: Any,
-                  lr_fn: Callable[[Any, Any], Any], mesh: Mesh, noise_splits: int = 0,
-                  noise_decay: float = 0.95, segment_len: int = 1) -> StepFns:
+def make_step_fns(
+  *,
+  graphdef: Any,
+  tx: optax.GradientTransformation,
+  optimizer_cfg: Any,
+  lr_fn: Callable[[Any, Any], Any],
+  mesh: Mesh,
+  noise_splits: int = 0,
+  noise_decay: float = 0.95,
+  segment_len: int = 1,
+) -> StepFns:
   """Builds the train step, the on-device segment loop and the evaluation.
 
   Args:
@@ -128,12 +140,12 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
     def body(j, carry):
       g_sum, s_sum, l_sum = carry
       (loss, stats), g = grad_fn(params, batch_stats, x[j], y[j])
-      return (jax.tree.map(jnp.add, g_sum, g), jax.tree.map(jnp.add, s_sum, stats),
-              l_sum + loss)
+      return (jax.tree.map(jnp.add, g_sum, g), jax.tree.map(jnp.add, s_sum, stats), l_sum + loss)
 
     zeros = lambda t: jax.tree.map(jnp.zeros_like, t)  # noqa: E731
     g_sum, s_sum, l_sum = jax.lax.fori_loop(
-        0, k, body, (zeros(params), zeros(batch_stats), jnp.float32(0)))
+      0, k, body, (zeros(params), zeros(batch_stats), jnp.float32(0))
+    )
     kf = k.astype(jnp.float32)
     mean = lambda t: jax.tree.map(lambda a: a / kf, t)  # noqa: E731
     return l_sum / kf, mean(s_sum), mean(g_sum), None
@@ -156,19 +168,30 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
     updates, opt_state = tx.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_sq = _tree_sq_norm(grads)
-    metrics = {"train_loss": loss, "lr": jnp.asarray(lr, jnp.float32),
-               "grad_norm": jnp.sqrt(grad_sq)}
+    metrics = {
+      "train_loss": loss,
+      "lr": jnp.asarray(lr, jnp.float32),
+      "grad_norm": jnp.sqrt(grad_sq),
+    }
     noise = state.noise
     if small_sq is not None:
       b_small = x.shape[1]
-      g2, trace = noise_scale.estimate(small_sq, grad_sq, b_small=b_small,
-                                       b_big=b_small * x.shape[0])
+      g2, trace = noise_scale.estimate(
+        small_sq, grad_sq, b_small=b_small, b_big=b_small * x.shape[0]
+      )
       noise = noise_scale.update_noise_scale(noise, g2, trace, decay=noise_decay)
-      metrics.update(gns_grad_sq_norm=g2, gns_trace_sigma=trace,
-                     gns_b_simple=noise_scale.b_simple(noise))
-    new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                           opt_state=opt_state, base_lr=state.base_lr,
-                           lr_scale=state.lr_scale, noise=noise)
+      metrics.update(
+        gns_grad_sq_norm=g2, gns_trace_sigma=trace, gns_b_simple=noise_scale.b_simple(noise)
+      )
+    new_state = TrainState(
+      step=state.step + 1,
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=opt_state,
+      base_lr=state.base_lr,
+      lr_scale=state.lr_scale,
+      noise=noise,
+    )
     return new_state, metrics
 
   def evaluate(state: TrainState, xs, ys, ws):
@@ -187,8 +210,9 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
     total = jnp.maximum(jnp.sum(count), 1.0)
     return {"eval_loss": jnp.sum(loss) / total, "eval_accuracy": jnp.sum(correct) / total}
 
-  def train_segment(state: TrainState, data_x, data_y, idx, n, eval_data,
-                    control: SegmentControl, ks=None):
+  def train_segment(
+    state: TrainState, data_x, data_y, idx, n, eval_data, control: SegmentControl, ks=None
+  ):
     """Runs up to ``n <= segment_len`` steps on the device; batch i is ``data[idx[i]]``.
 
     Evaluation (every ``control.eval_every`` steps), the target check and the
@@ -203,12 +227,17 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
       (state, buffer of per-step metrics [segment_len] with NaN eval entries on
       steps without evaluation, number of steps run, stop flag).
     """
-    probe = jax.eval_shape(train_step, state, data_x[idx[0]], data_y[idx[0]],
-                           None if ks is None else ks[0])[1]
+    probe = jax.eval_shape(
+      train_step, state, data_x[idx[0]], data_y[idx[0]], None if ks is None else ks[0]
+    )[1]
     buf = {key: jnp.zeros((segment_len,), v.dtype) for key, v in probe.items()}
     nan = jnp.full((segment_len,), jnp.nan, jnp.float32)
-    buf.update(eval_loss=nan, eval_accuracy=nan, diverged=jnp.zeros((segment_len,), bool),
-               reached=jnp.zeros((segment_len,), bool))
+    buf.update(
+      eval_loss=nan,
+      eval_accuracy=nan,
+      diverged=jnp.zeros((segment_len,), bool),
+      reached=jnp.zeros((segment_len,), bool),
+    )
     no_eval = {"eval_loss": jnp.float32(jnp.nan), "eval_accuracy": jnp.float32(jnp.nan)}
 
     def cond(carry):
@@ -230,10 +259,14 @@ def make_step_fns(*, graphdef: Any, tx: optax.GradientTransformation, optimizer_
       return st, bf, i + 1, stop
 
     state, buf, done, stop = jax.lax.while_loop(
-        cond, body, (state, buf, jnp.int32(0), jnp.bool_(False)))
+      cond, body, (state, buf, jnp.int32(0), jnp.bool_(False))
+    )
     return state, buf, done, stop
 
-  return StepFns(step=train_step, segment=train_segment,
-                 train_step=jax.jit(train_step, donate_argnums=0),
-                 train_segment=jax.jit(train_segment, donate_argnums=0),
-                 evaluate=jax.jit(evaluate))
+  return StepFns(
+    step=train_step,
+    segment=train_segment,
+    train_step=jax.jit(train_step, donate_argnums=0),
+    train_segment=jax.jit(train_segment, donate_argnums=0),
+    evaluate=jax.jit(evaluate),
+  )

@@ -21,6 +21,7 @@ _LENGTH_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]+
 
 class Length(NamedTuple):
   """A parsed length: ``value`` in ``unit`` (one of ``UNITS``)."""
+
   value: float
   unit: str
 
@@ -43,29 +44,37 @@ def parse_length(length: str | int | float, *, field: str = "length") -> Length:
   if isinstance(length, (int, float)):
     if isinstance(length, float) and not length.is_integer():
       raise ValueError(
-          f"config.{field}={length!r}: a bare number means steps and must be an integer; "
-          "write e.g. '2.5 epochs' for a fractional length in another unit.")
+        f"config.{field}={length!r}: a bare number means steps and must be an integer; "
+        "write e.g. '2.5 epochs' for a fractional length in another unit."
+      )
     value, unit = float(length), "steps"
   else:
     match = _LENGTH_RE.match(str(length))
     if not match:
       raise ValueError(
-          f"config.{field}={length!r} is not a length: write '<number> <unit>' with unit "
-          f"one of {UNITS}, e.g. '5 epochs', '1000 steps' or '50000 examples'.")
+        f"config.{field}={length!r} is not a length: write '<number> <unit>' with unit "
+        f"one of {UNITS}, e.g. '5 epochs', '1000 steps' or '50000 examples'."
+      )
     value = float(match.group(1))
     unit = match.group(2).lower()
     if not unit.endswith("s"):
       unit += "s"
     if unit not in UNITS:
       raise ValueError(
-          f"config.{field}={length!r}: unknown unit {match.group(2)!r}; use one of {UNITS}.")
+        f"config.{field}={length!r}: unknown unit {match.group(2)!r}; use one of {UNITS}."
+      )
   if value < 0 or not math.isfinite(value):
     raise ValueError(f"config.{field}={length!r} must be a finite length >= 0.")
   return Length(value, unit)
 
 
-def to_steps(length: str | int | float | Length, *, batch_size: int,
-             num_train_examples: int, field: str = "length") -> int:
+def to_steps(
+  length: str | int | float | Length,
+  *,
+  batch_size: int,
+  num_train_examples: int,
+  field: str = "length",
+) -> int:
   """Converts a length to optimizer steps for a global batch of ``batch_size``.
 
   steps = value for steps; ceil(value * N / B) for epochs; ceil(value / B) for
@@ -91,8 +100,13 @@ def to_steps(length: str | int | float | Length, *, batch_size: int,
   return int(math.ceil(examples / batch_size - 1e-9))
 
 
-def to_steps_many(lengths: str | Sequence[str | int], *, batch_size: int,
-                  num_train_examples: int, field: str = "lengths") -> list[int]:
+def to_steps_many(
+  lengths: str | Sequence[str | int],
+  *,
+  batch_size: int,
+  num_train_examples: int,
+  field: str = "lengths",
+) -> list[int]:
   """Resolves a sequence of lengths, or one string like ``"30,60,80 epochs"``."""
   if isinstance(lengths, str):
     text = lengths.strip()
@@ -103,20 +117,24 @@ def to_steps_many(lengths: str | Sequence[str | int], *, batch_size: int,
     items = [f"{v.strip()} {unit}" for v in match.group(1).split(",") if v.strip()]
   else:
     items = list(lengths)
-  return [to_steps(x, batch_size=batch_size, num_train_examples=num_train_examples,
-                   field=field) for x in items]
+  return [
+    to_steps(x, batch_size=batch_size, num_train_examples=num_train_examples, field=field)
+    for x in items
+  ]
 
 
 class RampPhase(NamedTuple):
   """A phase of a batch-size ramp: from ``start_step`` (= ``start_example``) on,
   the global batch is ``multiplier`` x the initial batch."""
+
   start_step: int
   start_example: int
   multiplier: int
 
 
-def make_batch_ramp(milestones: Sequence[str | int], *, factor: int, batch_size: int,
-                    num_train_examples: int) -> tuple[RampPhase, ...]:
+def make_batch_ramp(
+  milestones: Sequence[str | int], *, factor: int, batch_size: int, num_train_examples: int
+) -> tuple[RampPhase, ...]:
   """Phases of Smith et al. 2017's "increase the batch size instead of decaying the lr".
 
   At each milestone (a length in epochs or examples) the global batch is
@@ -128,17 +146,22 @@ def make_batch_ramp(milestones: Sequence[str | int], *, factor: int, batch_size:
   for i, length in enumerate(milestones):
     parsed = parse_length(length, field=f"batch_ramp.milestones[{i}]")
     if parsed.unit == "steps":
-      raise ValueError(f"config.batch_ramp.milestones[{i}]={length!r}: give batch-ramp "
-                       "milestones in epochs or examples (the steps per epoch change with "
-                       "the batch).")
+      raise ValueError(
+        f"config.batch_ramp.milestones[{i}]={length!r}: give batch-ramp "
+        "milestones in epochs or examples (the steps per epoch change with "
+        "the batch)."
+      )
     examples = parsed.value * (num_train_examples if parsed.unit == "epochs" else 1)
     prev = phases[-1]
     if examples <= prev.start_example:
       raise ValueError(f"config.batch_ramp.milestones must increase; {length!r} does not.")
     batch = batch_size * prev.multiplier
     steps = int(math.ceil((examples - prev.start_example) / batch - 1e-9))
-    phases.append(RampPhase(prev.start_step + steps, prev.start_example + steps * batch,
-                            prev.multiplier * factor))
+    phases.append(
+      RampPhase(
+        prev.start_step + steps, prev.start_example + steps * batch, prev.multiplier * factor
+      )
+    )
   return tuple(phases)
 
 
@@ -157,15 +180,21 @@ def multiplier_at_step(step: int, phases: Sequence[RampPhase]) -> int:
   return _phase_at_step(step, phases).multiplier
 
 
-def ramp_to_steps(length: str | int | float | Length, *, phases: Sequence[RampPhase],
-                  batch_size: int, num_train_examples: int, field: str = "length") -> int:
+def ramp_to_steps(
+  length: str | int | float | Length,
+  *,
+  phases: Sequence[RampPhase],
+  batch_size: int,
+  num_train_examples: int,
+  field: str = "length",
+) -> int:
   """Like ``to_steps`` for a run whose batch follows ``phases``: a length in epochs
   or examples becomes the first step at which that many examples are consumed."""
   parsed = length if isinstance(length, Length) else parse_length(length, field=field)
   if parsed.unit == "steps":
     return int(round(parsed.value))
   examples = parsed.value * (num_train_examples if parsed.unit == "epochs" else 1)
-  phase = max((p for p in phases if p.start_example <= examples + 1e-9),
-              key=lambda p: p.start_step)
-  return phase.start_step + int(math.ceil(
-      (examples - phase.start_example) / (batch_size * phase.multiplier) - 1e-9))
+  phase = max((p for p in phases if p.start_example <= examples + 1e-9), key=lambda p: p.start_step)
+  return phase.start_step + int(
+    math.ceil((examples - phase.start_example) / (batch_size * phase.multiplier) - 1e-9)
+  )

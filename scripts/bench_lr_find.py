@@ -67,8 +67,9 @@ def torch_child(out_dir: str, threads: int) -> None:
 
   def one_test(seed: int, batch: int, ax) -> tuple[float, int]:
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
-                          nn.Linear(128, 10))
+    model = nn.Sequential(
+      nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=MIN_LR, momentum=MOMENTUM)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True, drop_last=True)
     finder = LRFinder(model, optimizer, nn.CrossEntropyLoss(), device="cpu")
@@ -90,25 +91,42 @@ def torch_child(out_dir: str, threads: int) -> None:
     fig.savefig(os.path.join(out_dir, f"torch_lr_find_b{batch}.png"))
   # Steady state: every test but the first (which pays torch's first-call costs).
   with open(os.path.join(out_dir, "torch.json"), "w") as f:
-    json.dump(dict(iterations=iters, steady_seconds=sum(t for t, _ in timings[1:]),
-                   steady_iterations=sum(n for _, n in timings[1:])), f)
+    json.dump(
+      dict(
+        iterations=iters,
+        steady_seconds=sum(t for t, _ in timings[1:]),
+        steady_iterations=sum(n for _, n in timings[1:]),
+      ),
+      f,
+    )
 
 
 def lrscale_command(workdir: str, cache: str) -> list[str]:
-  return [sys.executable, "-m", "lrscale.lr_find", "--config=configs/lr_find.py",
-          f"--workdir={workdir}", f"--config.compilation_cache={cache}",
-          f"--config.lr_find.batch_sizes={BATCH_SIZES}", f"--config.lr_find.seeds={SEEDS}",
-          f"--config.lr_find.num_steps={ITERS}", f"--config.lr_find.min_lr={MIN_LR}",
-          f"--config.lr_find.max_lr={MAX_LR}", "--config.lr_find.diverge_factor=1e30",
-          "--config.lr_find.check_every=0", "--config.parallel.num_devices=1"]
+  return [
+    sys.executable,
+    "-m",
+    "lrscale.lr_find",
+    "--config=configs/lr_find.py",
+    f"--workdir={workdir}",
+    f"--config.compilation_cache={cache}",
+    f"--config.lr_find.batch_sizes={BATCH_SIZES}",
+    f"--config.lr_find.seeds={SEEDS}",
+    f"--config.lr_find.num_steps={ITERS}",
+    f"--config.lr_find.min_lr={MIN_LR}",
+    f"--config.lr_find.max_lr={MAX_LR}",
+    "--config.lr_find.diverge_factor=1e30",
+    "--config.lr_find.check_every=0",
+    "--config.parallel.num_devices=1",
+  ]
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
   """(wall seconds, CPU seconds user + system) of a fresh process, start-up included."""
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   t0 = time.perf_counter()
-  subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.DEVNULL)
+  subprocess.run(
+    cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   wall = time.perf_counter() - t0
   after = resource.getrusage(resource.RUSAGE_CHILDREN)
   return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -132,8 +150,12 @@ def torch_steady(out_dir: str) -> float:
 
 
 def compare(repeats: int) -> None:
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_PLATFORMS="cpu")
+  env = dict(
+    os.environ,
+    PYTHONPATH=REPO,
+    XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    JAX_PLATFORMS="cpu",
+  )
   names = ("torch-lr-finder", "torch-lr-finder 1 thread", "lrscale cold", "lrscale warm")
   wall, cpu, steady = ({n: [] for n in names} for _ in range(3))
   load = [os.getloadavg()[0]]
@@ -141,12 +163,22 @@ def compare(repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
       cache = os.path.join(tmp, "xla_cache")  # empty: the first lrscale run compiles
       runs = [
-          (names[0], [sys.executable, __file__, "--child=torch", f"--out={tmp}"], torch_steady,
-           tmp),
-          (names[1], [sys.executable, __file__, "--child=torch", "--threads=1", f"--out={tmp}"],
-           torch_steady, tmp),
-      ] + [(n, lrscale_command(os.path.join(tmp, n[-4:]), cache), lrscale_steady,
-            os.path.join(tmp, n[-4:])) for n in names[2:]]
+        (names[0], [sys.executable, __file__, "--child=torch", f"--out={tmp}"], torch_steady, tmp),
+        (
+          names[1],
+          [sys.executable, __file__, "--child=torch", "--threads=1", f"--out={tmp}"],
+          torch_steady,
+          tmp,
+        ),
+      ] + [
+        (
+          n,
+          lrscale_command(os.path.join(tmp, n[-4:]), cache),
+          lrscale_steady,
+          os.path.join(tmp, n[-4:]),
+        )
+        for n in names[2:]
+      ]
       for name, cmd, read_steady, out in runs:
         w, c = timed(cmd, env)
         wall[name].append(w)
@@ -154,18 +186,21 @@ def compare(repeats: int) -> None:
         steady[name].append(read_steady(out))
     load.append(os.getloadavg()[0])
   med = statistics.median
-  print(f"{len(SEEDS)} seeds x {BATCH_SIZES} x {ITERS} iterations, MLP 64-128-128-10 on "
-        f"digits, SGD momentum {MOMENTUM}, lr {MIN_LR:g}..{MAX_LR:g}; {os.cpu_count()} CPU "
-        f"cores, 1-min load average {min(load):.1f}..{max(load):.1f}; median of {repeats}")
+  print(
+    f"{len(SEEDS)} seeds x {BATCH_SIZES} x {ITERS} iterations, MLP 64-128-128-10 on "
+    f"digits, SGD momentum {MOMENTUM}, lr {MIN_LR:g}..{MAX_LR:g}; {os.cpu_count()} CPU "
+    f"cores, 1-min load average {min(load):.1f}..{max(load):.1f}; median of {repeats}"
+  )
   print(f"{'':26s}{'wall s':>9s}{'CPU s':>9s}{'steady ms/iter':>16s}")
   for name in names:
-    print(f"{name:26s}{med(wall[name]):9.2f}{med(cpu[name]):9.2f}"
-          f"{1e3 * med(steady[name]):16.3f}")
+    print(f"{name:26s}{med(wall[name]):9.2f}{med(cpu[name]):9.2f}{1e3 * med(steady[name]):16.3f}")
   for torch_name in names[:2]:
     for name in names[2:]:
-      print(f"end-to-end speed-up of {name} over {torch_name}: wall "
-            f"{med(wall[torch_name]) / med(wall[name]):.2f}x, CPU "
-            f"{med(cpu[torch_name]) / med(cpu[name]):.2f}x")
+      print(
+        f"end-to-end speed-up of {name} over {torch_name}: wall "
+        f"{med(wall[torch_name]) / med(wall[name]):.2f}x, CPU "
+        f"{med(cpu[torch_name]) / med(cpu[name]):.2f}x"
+      )
 
 
 def main() -> None:

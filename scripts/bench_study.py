@@ -105,9 +105,10 @@ def get_config(which="study"):
 
 class CompileStats(NamedTuple):
   """What JAX_LOG_COMPILES reported for one or more processes."""
-  requests: int          # programs lowered for compilation ("Compiling ...")
-  cache_hits: int        # of those, loaded from the persistent cache
-  seconds: float         # sum of "Finished XLA compilation" times (incl. cache loads)
+
+  requests: int  # programs lowered for compilation ("Compiling ...")
+  cache_hits: int  # of those, loaded from the persistent cache
+  seconds: float  # sum of "Finished XLA compilation" times (incl. cache loads)
   by_name: dict[str, int]
 
   @property
@@ -119,33 +120,36 @@ class CompileStats(NamedTuple):
     """Totals over processes."""
     names = collections.Counter(self.by_name)
     names.update(other.by_name)
-    return CompileStats(self.requests + other.requests, self.cache_hits + other.cache_hits,
-                        self.seconds + other.seconds, dict(names))
+    return CompileStats(
+      self.requests + other.requests,
+      self.cache_hits + other.cache_hits,
+      self.seconds + other.seconds,
+      dict(names),
+    )
 
 
 def parse_compiles(log: str) -> CompileStats:
   """Counts JAX_LOG_COMPILES lines in one process's log."""
   names = collections.Counter(COMPILING_RE.findall(log))
   seconds = sum(float(s) for _, s in FINISHED_RE.findall(log))
-  return CompileStats(sum(names.values()), len(CACHE_HIT_RE.findall(log)), seconds,
-                      dict(names))
+  return CompileStats(sum(names.values()), len(CACHE_HIT_RE.findall(log)), seconds, dict(names))
 
 
 class SideResult(NamedTuple):
   """One side of the comparison."""
+
   name: str
   wall_s: float
   processes: int
   compiles: CompileStats
-  summaries: dict[str, dict[str, Any]]   # trial id -> summary.json
+  summaries: dict[str, dict[str, Any]]  # trial id -> summary.json
 
 
 def run_logged(cmd: Sequence[str], log_path: str, env: dict[str, str]) -> float:
   """Runs ``cmd`` to completion with stdout+stderr in ``log_path``; returns its wall time."""
   t0 = time.perf_counter()
   with open(log_path, "w") as log:
-    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                          check=False)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
   wall = time.perf_counter() - t0
   if proc.returncode:
     with open(log_path) as f:
@@ -166,13 +170,20 @@ def read_summary(workdir: str) -> dict[str, Any]:
     return json.load(f)
 
 
-def write_config_file(path: str, *, batch_sizes: tuple[int, ...],
-                      lr_multipliers: tuple[float, ...], cache_dir: str) -> None:
+def write_config_file(
+  path: str, *, batch_sizes: tuple[int, ...], lr_multipliers: tuple[float, ...], cache_dir: str
+) -> None:
   """Writes the config file that both sides load (see ``CONFIG_TEMPLATE``)."""
   with open(path, "w") as f:
-    f.write(CONFIG_TEMPLATE.format(study_config=STUDY_CONFIG, batch_sizes=batch_sizes,
-                                   lr_multipliers=lr_multipliers, seeds=(0,),
-                                   cache_dir=cache_dir))
+    f.write(
+      CONFIG_TEMPLATE.format(
+        study_config=STUDY_CONFIG,
+        batch_sizes=batch_sizes,
+        lr_multipliers=lr_multipliers,
+        seeds=(0,),
+        cache_dir=cache_dir,
+      )
+    )
 
 
 def load_study(config_file: str) -> ml_collections.ConfigDict:
@@ -183,21 +194,36 @@ def load_study(config_file: str) -> ml_collections.ConfigDict:
   return module.get_config("study")
 
 
-def run_study_side(config_file: str, workdir: str, env: dict[str, str],
-                   trial_ids: Sequence[str], *, name: str = "lrscale study (1 process)",
-                   overrides: Sequence[str] = ()) -> SideResult:
+def run_study_side(
+  config_file: str,
+  workdir: str,
+  env: dict[str, str],
+  trial_ids: Sequence[str],
+  *,
+  name: str = "lrscale study (1 process)",
+  overrides: Sequence[str] = (),
+) -> SideResult:
   """The whole study in one ``python -m lrscale.study`` process."""
   log = workdir + ".log"
-  cmd = [sys.executable, "-m", "lrscale.study", f"--config={config_file}:study",
-         f"--workdir={workdir}", "--noanalyze", *overrides]
+  cmd = [
+    sys.executable,
+    "-m",
+    "lrscale.study",
+    f"--config={config_file}:study",
+    f"--workdir={workdir}",
+    "--noanalyze",
+    *overrides,
+  ]
   wall = run_logged(cmd, log, env)
   from lrscale.study import store  # pylint: disable=g-import-not-at-top
+
   summaries = {t: read_summary(store.trial_dir(workdir, t)) for t in trial_ids}
   return SideResult(name, wall, 1, parse_compiles(read_text(log)), summaries)
 
 
-def run_naive_side(config_file: str, root: str, env: dict[str, str],
-                   trial_ids: Sequence[str]) -> SideResult:
+def run_naive_side(
+  config_file: str, root: str, env: dict[str, str], trial_ids: Sequence[str]
+) -> SideResult:
   """One ``python -m lrscale.train`` process per trial, one after the other."""
   compiles = CompileStats(0, 0, 0.0, {})
   summaries = {}
@@ -205,15 +231,28 @@ def run_naive_side(config_file: str, root: str, env: dict[str, str],
   for i, trial_id in enumerate(trial_ids):
     workdir = os.path.join(root, "runs", trial_id)
     log = os.path.join(root, "logs", f"{trial_id}.log")
-    cmd = [sys.executable, "-m", "lrscale.train", f"--config={config_file}:{trial_id}",
-           f"--workdir={workdir}"]
+    cmd = [
+      sys.executable,
+      "-m",
+      "lrscale.train",
+      f"--config={config_file}:{trial_id}",
+      f"--workdir={workdir}",
+    ]
     wall = run_logged(cmd, log, env)
     compiles = compiles + parse_compiles(read_text(log))
     summaries[trial_id] = read_summary(workdir)
-    print(f"  naive {i + 1}/{len(trial_ids)} {trial_id}: {wall:.1f} s "
-          f"({summaries[trial_id]['status']}, {summaries[trial_id]['steps']} steps)", flush=True)
-  return SideResult(f"naive loop ({len(trial_ids)} processes)", time.perf_counter() - t0,
-                    len(trial_ids), compiles, summaries)
+    print(
+      f"  naive {i + 1}/{len(trial_ids)} {trial_id}: {wall:.1f} s "
+      f"({summaries[trial_id]['status']}, {summaries[trial_id]['steps']} steps)",
+      flush=True,
+    )
+  return SideResult(
+    f"naive loop ({len(trial_ids)} processes)",
+    time.perf_counter() - t0,
+    len(trial_ids),
+    compiles,
+    summaries,
+  )
 
 
 def _numbers_equal(a: Any, b: Any) -> bool:
@@ -223,8 +262,9 @@ def _numbers_equal(a: Any, b: Any) -> bool:
   return a == b
 
 
-def compare_summaries(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]
-                      ) -> tuple[list[str], float]:
+def compare_summaries(
+  a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]
+) -> tuple[list[str], float]:
   """Trials whose outcome differs (exact comparison), and the largest metric difference."""
   differ, max_diff = [], 0.0
   for trial_id, sa in a.items():
@@ -251,25 +291,32 @@ def loop_seconds(summaries: dict[str, dict[str, Any]]) -> float:
 def print_report(study: SideResult, naive: SideResult, cache: str) -> None:
   """The side-by-side table, the ratios and the same-results check."""
   print(f"\nStudy vs naive loop (compilation cache: {cache})")
-  head = (f"{'':<28} {'wall s':>8} {'loops s':>8} {'procs':>6} {'compile req':>11} "
-          f"{'XLA compiles':>12} {'cache hits':>10} {'compile s':>9}")
+  head = (
+    f"{'':<28} {'wall s':>8} {'loops s':>8} {'procs':>6} {'compile req':>11} "
+    f"{'XLA compiles':>12} {'cache hits':>10} {'compile s':>9}"
+  )
   print(head)
   print("-" * len(head))
   for side in (study, naive):
     c = side.compiles
-    print(f"{side.name:<28} {side.wall_s:>8.1f} {loop_seconds(side.summaries):>8.1f} "
-          f"{side.processes:>6} {c.requests:>11} {c.compiled:>12} {c.cache_hits:>10} "
-          f"{c.seconds:>9.1f}")
-  print(f"wall-time ratio naive / study: {naive.wall_s / study.wall_s:.2f}x "
-        f"(target >= 3x on CPU)")
+    print(
+      f"{side.name:<28} {side.wall_s:>8.1f} {loop_seconds(side.summaries):>8.1f} "
+      f"{side.processes:>6} {c.requests:>11} {c.compiled:>12} {c.cache_hits:>10} "
+      f"{c.seconds:>9.1f}"
+    )
+  print(f"wall-time ratio naive / study: {naive.wall_s / study.wall_s:.2f}x (target >= 3x on CPU)")
   for side in (study, naive):
     outside = side.wall_s - loop_seconds(side.summaries)
-    print(f"  {side.name}: {outside:.1f} s outside training loops "
-          f"({outside / len(side.summaries):.2f} s per trial: process start, imports, "
-          "data, RunSetup with its init compile)")
-  print(f"compilation requests naive / study: "
-        f"{naive.compiles.requests / max(study.compiles.requests, 1):.1f}x; XLA compiles "
-        f"{naive.compiles.compiled} vs {study.compiles.compiled}")
+    print(
+      f"  {side.name}: {outside:.1f} s outside training loops "
+      f"({outside / len(side.summaries):.2f} s per trial: process start, imports, "
+      "data, RunSetup with its init compile)"
+    )
+  print(
+    f"compilation requests naive / study: "
+    f"{naive.compiles.requests / max(study.compiles.requests, 1):.1f}x; XLA compiles "
+    f"{naive.compiles.compiled} vs {study.compiles.compiled}"
+  )
   for side in (study, naive):
     top = sorted(side.compiles.by_name.items(), key=lambda kv: -kv[1])[:6]
     print(f"  {side.name}: most compiled: " + ", ".join(f"{n} x{k}" for n, k in top))
@@ -278,38 +325,63 @@ def print_report(study: SideResult, naive: SideResult, cache: str) -> None:
   differ, max_diff = compare_summaries(study.summaries, naive.summaries)
   n = len(study.summaries)
   verdict = "IDENTICAL" if not differ else f"DIFFERENT in {len(differ)}: {differ}"
-  print(f"Same results check (status, steps, target step, final train/eval metrics, noise "
-        f"scale; exact): "
-        f"{n - len(differ)}/{n} trials equal -> {verdict}; largest |diff| of a final metric "
-        f"{max_diff:.3g}")
+  print(
+    f"Same results check (status, steps, target step, final train/eval metrics, noise "
+    f"scale; exact): "
+    f"{n - len(differ)}/{n} trials equal -> {verdict}; largest |diff| of a final metric "
+    f"{max_diff:.3g}"
+  )
 
 
-def vmap_part(mode: str, root: str, env: dict[str, str], trial_ids: Sequence[str], *,
-              batch_sizes: tuple[int, ...], lrs: tuple[float, ...], cache: str) -> None:
+def vmap_part(
+  mode: str,
+  root: str,
+  env: dict[str, str],
+  trial_ids: Sequence[str],
+  *,
+  batch_sizes: tuple[int, ...],
+  lrs: tuple[float, ...],
+  cache: str,
+) -> None:
   """Vmapped vs sequential trials (``config.vmap`` on / off), each a whole study process.
 
   The issue's target (>= 5x) is for accelerators, where one small MLP step leaves
   the device idle; ``--vmap_part=auto`` runs it only there.
   """
   import jax  # pylint: disable=g-import-not-at-top
+
   backend = jax.default_backend()
   if mode == "off" or (mode == "auto" and backend == "cpu"):
-    print(f"\nGPU part (vmapped vs sequential MLP trials, target >= 5x on a GPU): SKIPPED: "
-          f"jax backend is {backend!r}, no GPU or TPU here"
-          + (" (run with --vmap_part=on to measure it on the CPU anyway)." if mode == "auto"
-             else " and --vmap_part=off."))
+    print(
+      f"\nGPU part (vmapped vs sequential MLP trials, target >= 5x on a GPU): SKIPPED: "
+      f"jax backend is {backend!r}, no GPU or TPU here"
+      + (
+        " (run with --vmap_part=on to measure it on the CPU anyway)."
+        if mode == "auto"
+        else " and --vmap_part=off."
+      )
+    )
     return
   results = {}
   for vmap in ("off", "on"):  # sequential first: it is the reference
     side_root = os.path.join(root, f"vmap_{vmap}")
     os.makedirs(side_root, exist_ok=True)
     config_file = os.path.join(side_root, "bench_study_config.py")
-    write_config_file(config_file, batch_sizes=batch_sizes, lr_multipliers=lrs,
-                      cache_dir=os.path.join(side_root, "xla_cache") if cache == "fresh" else "")
+    write_config_file(
+      config_file,
+      batch_sizes=batch_sizes,
+      lr_multipliers=lrs,
+      cache_dir=os.path.join(side_root, "xla_cache") if cache == "fresh" else "",
+    )
     print(f"running the study with config.vmap={vmap} ...", flush=True)
-    results[vmap] = run_study_side(config_file, os.path.join(side_root, "workdir"), env,
-                                   trial_ids, name=f"study, vmap={vmap}",
-                                   overrides=[f"--config.vmap={vmap}"])
+    results[vmap] = run_study_side(
+      config_file,
+      os.path.join(side_root, "workdir"),
+      env,
+      trial_ids,
+      name=f"study, vmap={vmap}",
+      overrides=[f"--config.vmap={vmap}"],
+    )
     print(f"  {results[vmap].name}: {results[vmap].wall_s:.1f} s", flush=True)
   seq, vec = results["off"], results["on"]
   print(f"\nVmapped vs sequential trials (backend {backend!r}; target >= 5x on a GPU)")
@@ -317,24 +389,39 @@ def vmap_part(mode: str, root: str, env: dict[str, str], trial_ids: Sequence[str
   # group's, so per-trial loop times overlap and do not add up.
   for side in (seq, vec):
     print(f"  {side.name:<18} wall {side.wall_s:7.1f} s, XLA compiles {side.compiles.compiled}")
-  print(f"  speed-up sequential / vmapped: {seq.wall_s / vec.wall_s:.2f}x (whole study "
-        "process, start-up included)")
+  print(
+    f"  speed-up sequential / vmapped: {seq.wall_s / vec.wall_s:.2f}x (whole study "
+    "process, start-up included)"
+  )
   differ, max_diff = compare_summaries(seq.summaries, vec.summaries)
-  print(f"  same results: {len(trial_ids) - len(differ)}/{len(trial_ids)} trials exactly "
-        f"equal; largest |diff| of a final metric {max_diff:.3g}")
+  print(
+    f"  same results: {len(trial_ids) - len(differ)}/{len(trial_ids)} trials exactly "
+    f"equal; largest |diff| of a final metric {max_diff:.3g}"
+  )
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   """The command line (see the module docstring)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--batch_sizes", default="16,64,256,1024")
-  p.add_argument("--lr_multipliers", default="",
-                 help="Comma-separated lr multipliers ('' = the study's own grid, 6 values).")
-  p.add_argument("--cache", choices=("fresh", "off"), default="fresh",
-                 help="fresh: an empty persistent cache per side; off: no cache.")
+  p.add_argument(
+    "--lr_multipliers",
+    default="",
+    help="Comma-separated lr multipliers ('' = the study's own grid, 6 values).",
+  )
+  p.add_argument(
+    "--cache",
+    choices=("fresh", "off"),
+    default="fresh",
+    help="fresh: an empty persistent cache per side; off: no cache.",
+  )
   p.add_argument("--order", choices=("study_first", "naive_first"), default="study_first")
-  p.add_argument("--vmap_part", choices=("auto", "on", "off"), default="auto",
-                 help="Vmapped vs sequential trials: auto = only on a GPU/TPU.")
+  p.add_argument(
+    "--vmap_part",
+    choices=("auto", "on", "off"),
+    default="auto",
+    help="Vmapped vs sequential trials: auto = only on a GPU/TPU.",
+  )
   p.add_argument("--keep", default="", help="Keep all outputs in this directory.")
   return p.parse_args(argv)
 
@@ -346,34 +433,44 @@ def main(argv: Sequence[str]) -> None:
   lrs = tuple(float(m) for m in args.lr_multipliers.split(",")) if args.lr_multipliers else ()
   root = args.keep or tempfile.mkdtemp(prefix="bench_study_")
   os.makedirs(root, exist_ok=True)
-  env = dict(os.environ, JAX_LOG_COMPILES="1", PYTHONPATH=os.pathsep.join(
-      filter(None, [REPO, os.environ.get("PYTHONPATH", "")])))
+  env = dict(
+    os.environ,
+    JAX_LOG_COMPILES="1",
+    PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH", "")])),
+  )
   try:
     sides: dict[str, tuple[str, str]] = {}
     for side in ("study", "naive"):
       os.makedirs(os.path.join(root, side, "logs"), exist_ok=True)
       cache_dir = os.path.join(root, side, "xla_cache") if args.cache == "fresh" else ""
       config_file = os.path.join(root, side, "bench_study_config.py")
-      write_config_file(config_file, batch_sizes=batch_sizes, lr_multipliers=lrs,
-                        cache_dir=cache_dir)
+      write_config_file(
+        config_file, batch_sizes=batch_sizes, lr_multipliers=lrs, cache_dir=cache_dir
+      )
       sides[side] = (config_file, os.path.join(root, side))
     from lrscale.study import space  # pylint: disable=g-import-not-at-top
+
     trial_ids = [t.id for t in space.enumerate_trials(load_study(sides["study"][0]))]
-    print(f"{len(trial_ids)} trials: batch sizes {batch_sizes} x "
-          f"{len(trial_ids) // len(batch_sizes)} lrs x 1 seed; outputs in {root}", flush=True)
+    print(
+      f"{len(trial_ids)} trials: batch sizes {batch_sizes} x "
+      f"{len(trial_ids) // len(batch_sizes)} lrs x 1 seed; outputs in {root}",
+      flush=True,
+    )
     results: dict[str, SideResult] = {}
-    for side in (("study", "naive") if args.order == "study_first" else ("naive", "study")):
+    for side in ("study", "naive") if args.order == "study_first" else ("naive", "study"):
       config_file, side_root = sides[side]
       print(f"running the {side} side ...", flush=True)
       if side == "study":
-        results[side] = run_study_side(config_file, os.path.join(side_root, "workdir"), env,
-                                       trial_ids)
+        results[side] = run_study_side(
+          config_file, os.path.join(side_root, "workdir"), env, trial_ids
+        )
       else:
         results[side] = run_naive_side(config_file, side_root, env, trial_ids)
       print(f"  {results[side].name}: {results[side].wall_s:.1f} s", flush=True)
     print_report(results["study"], results["naive"], args.cache)
-    vmap_part(args.vmap_part, root, env, trial_ids, batch_sizes=batch_sizes, lrs=lrs,
-              cache=args.cache)
+    vmap_part(
+      args.vmap_part, root, env, trial_ids, batch_sizes=batch_sizes, lrs=lrs, cache=args.cache
+    )
   finally:
     if not args.keep:
       shutil.rmtree(root, ignore_errors=True)

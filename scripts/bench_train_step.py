@@ -74,8 +74,12 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 BASELINE_MARKER = "BASELINE_FIRST_STEP"
-LAUNCH_VARIANTS = ("lrscale cold cache", "lrscale warm cache", "baseline, jax init",
-                   "baseline, numpy init")
+LAUNCH_VARIANTS = (
+  "lrscale cold cache",
+  "lrscale warm cache",
+  "baseline, jax init",
+  "baseline, numpy init",
+)
 # lrscale.metrics.Progress logs "step 10/450 loss=... | 12.3 steps/s | ETA 0:05".
 PROGRESS_RE = re.compile(r"\] step \d+/\d+ ")
 HIDDEN = (128, 128)
@@ -111,6 +115,7 @@ def mlp_logits(params: Params, x: jax.Array) -> jax.Array:
 
 class Baseline(NamedTuple):
   """The hand-written loop: one jitted step, and the same step under ``lax.scan``."""
+
   tx: optax.GradientTransformation
   step: Callable[..., tuple[Params, Any, jax.Array]]
   scan: Callable[..., tuple[Params, Any, jax.Array]]
@@ -133,12 +138,14 @@ def make_baseline(lr: float) -> Baseline:
     def body(carry, xy):
       p, s, loss = step(*carry, *xy)
       return (p, s), loss
+
     (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (xs, ys))
     return params, opt_state, losses
 
   # Donating params and optimizer state, as lrscale's train_segment donates its state.
-  return Baseline(tx=tx, step=jax.jit(step, donate_argnums=(0, 1)),
-                  scan=jax.jit(scan, donate_argnums=(0, 1)))
+  return Baseline(
+    tx=tx, step=jax.jit(step, donate_argnums=(0, 1)), scan=jax.jit(scan, donate_argnums=(0, 1))
+  )
 
 
 def load_digits_fast() -> tuple[np.ndarray, np.ndarray]:
@@ -194,13 +201,14 @@ def baseline_run(style: str, batch_size: int = 64, epochs: int = 20, lr: float =
   for epoch in range(epochs):
     order = rng.permutation(len(train))
     for i in range(steps_per_epoch):
-      idx = order[i * batch_size:(i + 1) * batch_size]
+      idx = order[i * batch_size : (i + 1) * batch_size]
       params, opt_state, loss = base.step(params, opt_state, xtr[idx], ytr[idx])
       if epoch == 0 and i == 0:
         print(f"{BASELINE_MARKER} loss={float(loss):.4f}", flush=True)
   accuracy = jnp.mean(jnp.argmax(mlp_logits(params, jnp.asarray(xte)), -1) == yte)
-  print(f"baseline ({style}): {epochs} epochs, final eval accuracy {float(accuracy):.4f}",
-        flush=True)
+  print(
+    f"baseline ({style}): {epochs} epochs, final eval accuracy {float(accuracy):.4f}", flush=True
+  )
 
 
 # --------------------------------------------------------------------------------------
@@ -210,16 +218,20 @@ def baseline_run(style: str, batch_size: int = 64, epochs: int = 20, lr: float =
 
 class Contender(NamedTuple):
   """One way of training: ``run()`` does ``steps`` steps and blocks until they are done."""
+
   name: str
   run: Callable[[], None]
 
 
-def load_default_config(batch_size: int, steps: int, segment_steps: int | None
-                        ) -> tuple[ml_collections.ConfigDict, Any]:
+def load_default_config(
+  batch_size: int, steps: int, segment_steps: int | None
+) -> tuple[ml_collections.ConfigDict, Any]:
   """``configs/default.py`` for one device at ``batch_size``, as a run would resolve it."""
   from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("default_config",
-                                                os.path.join(REPO, "configs", "default.py"))
+
+  spec = importlib.util.spec_from_file_location(
+    "default_config", os.path.join(REPO, "configs", "default.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   cfg = module.get_config()
@@ -238,6 +250,7 @@ def load_default_config(batch_size: int, steps: int, segment_steps: int | None
 def lrscale_contenders(setup: Any, plan: Any, steps: int) -> list[Contender]:
   """lrscale's segment loop as ``train()`` calls it, and its bare jitted step."""
   from lrscale.data import order  # pylint: disable=g-import-not-at-top
+
   seg = setup.segment_len
   starts = range(0, steps, seg)
   idx = [setup.indices(plan, s, seg) for s in starts]  # (idx [L, K, b], ks or None)
@@ -249,8 +262,9 @@ def lrscale_contenders(setup: Any, plan: Any, steps: int) -> list[Contender]:
   def run_lrscale() -> None:
     state = box["state"]
     for i, ks in idx:
-      state, *_ = setup.fns.train_segment(state, setup.train_x, setup.train_y, i, n_seg,
-                                          setup.eval_batches, control, ks)
+      state, *_ = setup.fns.train_segment(
+        state, setup.train_x, setup.train_y, i, n_seg, setup.eval_batches, control, ks
+      )
     box["state"] = jax.block_until_ready(state)
 
   def run_lrscale_loop() -> None:
@@ -259,17 +273,24 @@ def lrscale_contenders(setup: Any, plan: Any, steps: int) -> list[Contender]:
     for s in starts:
       i, ks = setup.indices(plan, s, seg)
       state, buf, done, _ = setup.fns.train_segment(
-          state, setup.train_x, setup.train_y, i, jnp.int32(seg), setup.eval_batches, control,
-          ks)
+        state, setup.train_x, setup.train_y, i, jnp.int32(seg), setup.eval_batches, control, ks
+      )
       jax.device_get((buf, done))
     box["state"] = jax.block_until_ready(state)
 
   # Diagnostic: lrscale's own jitted step in a Python loop over pre-sliced batches
   # [microbatches=1, B, ...], like the py-loop baseline: the step's cost without the loop's.
-  flat = order.batch_indices(seed=plan.config.seed, start_step=0, num_steps=steps,
-                             batch_size=plan.batch_size, num_examples=setup.data.num_train)
-  batches = [(jnp.asarray(setup.data.train_x[f][None]), jnp.asarray(setup.data.train_y[f][None]))
-             for f in flat]
+  flat = order.batch_indices(
+    seed=plan.config.seed,
+    start_step=0,
+    num_steps=steps,
+    batch_size=plan.batch_size,
+    num_examples=setup.data.num_train,
+  )
+  batches = [
+    (jnp.asarray(setup.data.train_x[f][None]), jnp.asarray(setup.data.train_y[f][None]))
+    for f in flat
+  ]
   step_box: dict[str, Any] = {"state": setup.initial_state(plan)}
 
   def run_lrscale_step() -> None:
@@ -278,8 +299,11 @@ def lrscale_contenders(setup: Any, plan: Any, steps: int) -> list[Contender]:
       state, _ = setup.fns.train_step(state, x, y)
     step_box["state"] = jax.block_until_ready(state)
 
-  return [Contender("lrscale", run_lrscale), Contender("lrscale loop", run_lrscale_loop),
-          Contender("lrscale step", run_lrscale_step)]
+  return [
+    Contender("lrscale", run_lrscale),
+    Contender("lrscale loop", run_lrscale_loop),
+    Contender("lrscale step", run_lrscale_step),
+  ]
 
 
 def baseline_contenders(data: Any, lr: float, flat: np.ndarray, seg: int) -> list[Contender]:
@@ -287,8 +311,10 @@ def baseline_contenders(data: Any, lr: float, flat: np.ndarray, seg: int) -> lis
   x_host = data.train_x.reshape(data.num_train, -1)[flat]  # [steps, B, 64], flattened once
   y_host = data.train_y[flat]
   batches = [(jnp.asarray(x), jnp.asarray(y)) for x, y in zip(x_host, y_host)]
-  chunks = [(jnp.asarray(x_host[s:s + seg]), jnp.asarray(y_host[s:s + seg]))
-            for s in range(0, len(flat), seg)]
+  chunks = [
+    (jnp.asarray(x_host[s : s + seg]), jnp.asarray(y_host[s : s + seg]))
+    for s in range(0, len(flat), seg)
+  ]
   base = make_baseline(lr)
   sizes = (x_host.shape[-1], *HIDDEN, data.num_classes)
   loop_box: dict[str, Any] = {"p": init_mlp(jax.random.key(0), sizes)}
@@ -311,8 +337,9 @@ def baseline_contenders(data: Any, lr: float, flat: np.ndarray, seg: int) -> lis
   return [Contender("py-loop", run_py_loop), Contender("scan", run_scan)]
 
 
-def make_contenders(batch_size: int, steps: int, segment_steps: int | None
-                    ) -> tuple[list[Contender], int, int]:
+def make_contenders(
+  batch_size: int, steps: int, segment_steps: int | None
+) -> tuple[list[Contender], int, int]:
   """Builds, compiles and warms up every contender for about ``steps`` steps.
 
   Returns:
@@ -322,13 +349,19 @@ def make_contenders(batch_size: int, steps: int, segment_steps: int | None
   """
   from lrscale import train as train_lib  # pylint: disable=g-import-not-at-top
   from lrscale.data import order, registry  # pylint: disable=g-import-not-at-top
+
   cfg, plan = load_default_config(batch_size, steps, segment_steps)
   data = registry.load_in_memory(cfg.dataset)
   setup = train_lib.RunSetup(plan, data)
   seg = setup.segment_len
   steps = -(-steps // seg) * seg
-  flat = order.batch_indices(seed=plan.config.seed, start_step=0, num_steps=steps,
-                             batch_size=batch_size, num_examples=data.num_train)
+  flat = order.batch_indices(
+    seed=plan.config.seed,
+    start_step=0,
+    num_steps=steps,
+    batch_size=batch_size,
+    num_examples=data.num_train,
+  )
   lrs = lrscale_contenders(setup, plan, steps)
   contenders = lrs[:2] + baseline_contenders(data, plan.lr, flat, seg) + lrs[2:]
   for c in contenders:  # compile and warm up outside the timed repetitions
@@ -356,14 +389,15 @@ def time_wall_cpu(fn: Callable[[], None]) -> tuple[float, float]:
 
 class ThroughputRow(NamedTuple):
   batch_size: int
-  steps: int                      # steps per repetition
-  segment: int                    # steps per device call (lrscale and scan)
-  times: dict[str, list[float]]   # wall seconds per repetition, by contender
-  cpu: dict[str, list[float]]     # CPU seconds per repetition, by contender
+  steps: int  # steps per repetition
+  segment: int  # steps per device call (lrscale and scan)
+  times: dict[str, list[float]]  # wall seconds per repetition, by contender
+  cpu: dict[str, list[float]]  # CPU seconds per repetition, by contender
 
 
-def measure_throughput(batch_size: int, reps: int, segment_steps: int | None,
-                       target_s: float, probe_steps: int = 200) -> ThroughputRow:
+def measure_throughput(
+  batch_size: int, reps: int, segment_steps: int | None, target_s: float, probe_steps: int = 200
+) -> ThroughputRow:
   """Interleaved repetitions (forward order, then reversed, ...) of every contender.
 
   One repetition is ``passes`` calls of each contender's ``run()`` (``probe_steps``
@@ -378,12 +412,13 @@ def measure_throughput(batch_size: int, reps: int, segment_steps: int | None,
     def run() -> None:
       for _ in range(passes):
         fn()
+
     return run
 
   times: dict[str, list[float]] = {c.name: [] for c in contenders}
   cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
   for r in range(reps):
-    for c in (contenders if r % 2 == 0 else contenders[::-1]):
+    for c in contenders if r % 2 == 0 else contenders[::-1]:
       wall_s, cpu_s = time_wall_cpu(repeat(c.run))
       times[c.name].append(wall_s)
       cpu[c.name].append(cpu_s)
@@ -396,8 +431,13 @@ def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 # (lrscale side, baseline side) pairs whose throughput ratio the table shows.
-RATIOS = (("lrscale", "py-loop"), ("lrscale", "scan"), ("lrscale loop", "py-loop"),
-          ("lrscale loop", "scan"), ("lrscale step", "py-loop"))
+RATIOS = (
+  ("lrscale", "py-loop"),
+  ("lrscale", "scan"),
+  ("lrscale loop", "py-loop"),
+  ("lrscale loop", "scan"),
+  ("lrscale step", "py-loop"),
+)
 
 
 def print_throughput(rows: Sequence[ThroughputRow]) -> None:
@@ -409,22 +449,30 @@ def print_throughput(rows: Sequence[ThroughputRow]) -> None:
   print("-" * len(head))
   for row in rows:
     thr = [row.batch_size * row.steps / statistics.median(row.times[n]) for n in names]
-    print(f"{row.batch_size:>5} {row.steps:>6} {row.segment:>4} | "
-          + " ".join(f"{v:>12.0f}" for v in thr))
-  print("\nThroughput ratios (median over repetitions of the per-repetition ratio; "
-        "target lrscale >= 0.95x)")
+    print(
+      f"{row.batch_size:>5} {row.steps:>6} {row.segment:>4} | "
+      + " ".join(f"{v:>12.0f}" for v in thr)
+    )
+  print(
+    "\nThroughput ratios (median over repetitions of the per-repetition ratio; "
+    "target lrscale >= 0.95x)"
+  )
   head = f"{'B':>5} | " + " ".join(f"{a + ' / ' + b:>22}" for a, b in RATIOS)
   print(head)
   print("-" * len(head))
   for row in rows:
-    print(f"{row.batch_size:>5} | " + " ".join(
-        f"{median_ratio(row.times[a], row.times[b]):>22.2f}" for a, b in RATIOS))
+    print(
+      f"{row.batch_size:>5} | "
+      + " ".join(f"{median_ratio(row.times[a], row.times[b]):>22.2f}" for a, b in RATIOS)
+    )
   print("\nThe same ratios from CPU time (process_time, all threads) instead of wall time")
   print(head)
   print("-" * len(head))
   for row in rows:
-    print(f"{row.batch_size:>5} | " + " ".join(
-        f"{median_ratio(row.cpu[a], row.cpu[b]):>22.2f}" for a, b in RATIOS))
+    print(
+      f"{row.batch_size:>5} | "
+      + " ".join(f"{median_ratio(row.cpu[a], row.cpu[b]):>22.2f}" for a, b in RATIOS)
+    )
   for row in rows:
     for a, b in RATIOS[:2]:
       pairs = ", ".join(f"{tb / ta:.2f}" for ta, tb in zip(row.times[a], row.times[b]))
@@ -437,22 +485,34 @@ def print_throughput(rows: Sequence[ThroughputRow]) -> None:
 
 
 class Launch(NamedTuple):
-  wall_s: float   # Popen to the first-step line
-  cpu_s: float    # the child's CPU time (user + system) until it was killed just after
-  line: str       # the line that marked the first step
+  wall_s: float  # Popen to the first-step line
+  cpu_s: float  # the child's CPU time (user + system) until it was killed just after
+  line: str  # the line that marked the first step
 
 
-def time_to_line(cmd: Sequence[str], pattern: re.Pattern[str], *, stream: str,
-                 env: dict[str, str] | None = None, timeout_s: float = 300.0) -> Launch:
+def time_to_line(
+  cmd: Sequence[str],
+  pattern: re.Pattern[str],
+  *,
+  stream: str,
+  env: dict[str, str] | None = None,
+  timeout_s: float = 300.0,
+) -> Launch:
   """Times ``cmd`` from ``Popen`` to its first output line matching ``pattern``.
 
   The process is killed then: only its start-up is measured, the rest of the run
   would just cost time.
   """
   t0 = time.perf_counter()
-  proc = subprocess.Popen(cmd, cwd=REPO, env=env, text=True, bufsize=1,
-                          stdout=subprocess.PIPE if stream == "stdout" else subprocess.DEVNULL,
-                          stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    cmd,
+    cwd=REPO,
+    env=env,
+    text=True,
+    bufsize=1,
+    stdout=subprocess.PIPE if stream == "stdout" else subprocess.DEVNULL,
+    stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL,
+  )
   pipe = proc.stdout if stream == "stdout" else proc.stderr
   tail: list[str] = []
   found, wall = "", 0.0
@@ -469,15 +529,23 @@ def time_to_line(cmd: Sequence[str], pattern: re.Pattern[str], *, stream: str,
   proc.returncode = -9
   pipe.close()
   if not found:
-    raise RuntimeError(f"{' '.join(cmd)} ended without a line matching {pattern.pattern!r}; "
-                       f"last output:\n{''.join(tail)}")
+    raise RuntimeError(
+      f"{' '.join(cmd)} ended without a line matching {pattern.pattern!r}; "
+      f"last output:\n{''.join(tail)}"
+    )
   return Launch(wall, usage.ru_utime + usage.ru_stime, found)
 
 
 def lrscale_launch_cmd(workdir: str, cache_dir: str) -> list[str]:
   """The user's launch of the default run, with its compilation cache at ``cache_dir``."""
-  return [sys.executable, "-m", "lrscale.train", "--config=configs/default.py",
-          f"--workdir={workdir}", f"--config.compilation_cache={cache_dir}"]
+  return [
+    sys.executable,
+    "-m",
+    "lrscale.train",
+    "--config=configs/default.py",
+    f"--workdir={workdir}",
+    f"--config.compilation_cache={cache_dir}",
+  ]
 
 
 @contextlib.contextmanager
@@ -491,31 +559,38 @@ def temp_dir(prefix: str) -> Iterator[str]:
 
 
 class LaunchResult(NamedTuple):
-  launches: dict[str, list[Launch]]   # by variant, in launch order
+  launches: dict[str, list[Launch]]  # by variant, in launch order
 
 
 def measure_launch(reps: int) -> LaunchResult:
   """Interleaved: lrscale cold cache, lrscale warm cache, both baselines; ``reps`` rounds."""
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      filter(None, [REPO, os.environ.get("PYTHONPATH", "")])))
+  env = dict(
+    os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH", "")]))
+  )
   baseline_cmd = [sys.executable, os.path.abspath(__file__), "--baseline_run"]
   marker = re.compile(BASELINE_MARKER)
   launches: dict[str, list[Launch]] = {name: [] for name in LAUNCH_VARIANTS}
   with temp_dir("bench_launch_") as root:
     warm = os.path.join(root, "warm_cache")
     # Fill the warm cache once (untimed): what a user's second launch finds.
-    time_to_line(lrscale_launch_cmd(os.path.join(root, "fill"), warm), PROGRESS_RE,
-                 stream="stderr", env=env)
+    time_to_line(
+      lrscale_launch_cmd(os.path.join(root, "fill"), warm), PROGRESS_RE, stream="stderr", env=env
+    )
     for r in range(reps):
       runs = {
-          # A fresh, empty cache directory every time.
-          "lrscale cold cache": (lrscale_launch_cmd(os.path.join(root, f"cold{r}"),
-                                                    os.path.join(root, f"cold_cache{r}")),
-                                 PROGRESS_RE, "stderr"),
-          "lrscale warm cache": (lrscale_launch_cmd(os.path.join(root, f"warm{r}"), warm),
-                                 PROGRESS_RE, "stderr"),
-          "baseline, jax init": (baseline_cmd + ["--baseline_style=jax"], marker, "stdout"),
-          "baseline, numpy init": (baseline_cmd + ["--baseline_style=numpy"], marker, "stdout"),
+        # A fresh, empty cache directory every time.
+        "lrscale cold cache": (
+          lrscale_launch_cmd(os.path.join(root, f"cold{r}"), os.path.join(root, f"cold_cache{r}")),
+          PROGRESS_RE,
+          "stderr",
+        ),
+        "lrscale warm cache": (
+          lrscale_launch_cmd(os.path.join(root, f"warm{r}"), warm),
+          PROGRESS_RE,
+          "stderr",
+        ),
+        "baseline, jax init": (baseline_cmd + ["--baseline_style=jax"], marker, "stdout"),
+        "baseline, numpy init": (baseline_cmd + ["--baseline_style=numpy"], marker, "stdout"),
       }
       for name, (cmd, pattern, stream) in runs.items():
         launches[name].append(time_to_line(cmd, pattern, stream=stream, env=env))
@@ -524,10 +599,14 @@ def measure_launch(reps: int) -> LaunchResult:
 
 def print_launch(result: LaunchResult) -> None:
   """Launch-to-first-step medians and ratios to both baselines, wall and CPU time."""
-  print("\nLaunch to first completed train step (median of interleaved launches; ratio = "
-        "median of per-launch ratios to the baseline launched in the same round)")
-  print(f"  {'':<22} {'wall s':>7} {'/ jax-init':>10} {'/ numpy-init':>12} {'CPU s':>7} "
-        f"{'/ jax-init':>10} {'/ numpy-init':>12}   [wall s of each launch]")
+  print(
+    "\nLaunch to first completed train step (median of interleaved launches; ratio = "
+    "median of per-launch ratios to the baseline launched in the same round)"
+  )
+  print(
+    f"  {'':<22} {'wall s':>7} {'/ jax-init':>10} {'/ numpy-init':>12} {'CPU s':>7} "
+    f"{'/ jax-init':>10} {'/ numpy-init':>12}   [wall s of each launch]"
+  )
   base_jax = result.launches["baseline, jax init"]
   base_np = result.launches["baseline, numpy init"]
 
@@ -536,10 +615,12 @@ def print_launch(result: LaunchResult) -> None:
 
   for name, ls in result.launches.items():
     runs = ", ".join(f"{x.wall_s:.2f}" for x in ls)
-    print(f"  {name:<22} {statistics.median(x.wall_s for x in ls):>7.2f} "
-          f"{ratio(ls, base_jax, 'wall_s'):>10.2f} {ratio(ls, base_np, 'wall_s'):>12.2f} "
-          f"{statistics.median(x.cpu_s for x in ls):>7.2f} "
-          f"{ratio(ls, base_jax, 'cpu_s'):>10.2f} {ratio(ls, base_np, 'cpu_s'):>12.2f}   [{runs}]")
+    print(
+      f"  {name:<22} {statistics.median(x.wall_s for x in ls):>7.2f} "
+      f"{ratio(ls, base_jax, 'wall_s'):>10.2f} {ratio(ls, base_np, 'wall_s'):>12.2f} "
+      f"{statistics.median(x.cpu_s for x in ls):>7.2f} "
+      f"{ratio(ls, base_jax, 'cpu_s'):>10.2f} {ratio(ls, base_np, 'cpu_s'):>12.2f}   [{runs}]"
+    )
   for name, ls in result.launches.items():
     print(f"  {name} first-step line: {ls[-1].line[-110:]}")
 
@@ -552,18 +633,36 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--batch_sizes", default="32,128,1024", help="Comma-separated batch sizes.")
   p.add_argument("--reps", type=int, default=9, help="Interleaved throughput repetitions.")
-  p.add_argument("--rep_seconds", type=float, default=0.4,
-                 help="Target length of one lrscale repetition (sets steps per repetition).")
-  p.add_argument("--segment_steps", type=int, default=0,
-                 help="Steps per device call for lrscale and the scan baseline (0 = the "
-                      "config's sync_every).")
-  p.add_argument("--launch_reps", type=int, default=3, help="Launches per launch variant "
-                 "(0 = skip the launch benchmark).")
+  p.add_argument(
+    "--rep_seconds",
+    type=float,
+    default=0.4,
+    help="Target length of one lrscale repetition (sets steps per repetition).",
+  )
+  p.add_argument(
+    "--segment_steps",
+    type=int,
+    default=0,
+    help="Steps per device call for lrscale and the scan baseline (0 = the config's sync_every).",
+  )
+  p.add_argument(
+    "--launch_reps",
+    type=int,
+    default=3,
+    help="Launches per launch variant (0 = skip the launch benchmark).",
+  )
   p.add_argument("--skip_throughput", action="store_true")
-  p.add_argument("--baseline_run", action="store_true",
-                 help="Only run the minimal hand-written training loop (used as a subprocess).")
-  p.add_argument("--baseline_style", choices=("jax", "numpy"), default="jax",
-                 help="--baseline_run's init and batching, see baseline_run().")
+  p.add_argument(
+    "--baseline_run",
+    action="store_true",
+    help="Only run the minimal hand-written training loop (used as a subprocess).",
+  )
+  p.add_argument(
+    "--baseline_style",
+    choices=("jax", "numpy"),
+    default="jax",
+    help="--baseline_run's init and batching, see baseline_run().",
+  )
   return p.parse_args(argv)
 
 
@@ -573,11 +672,15 @@ def main(argv: Sequence[str]) -> None:
   if args.baseline_run:
     baseline_run(args.baseline_style)
     return
-  print(f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}, "
-        f"{jax.device_count()} device(s), {os.cpu_count()} CPU(s)")
+  print(
+    f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}, "
+    f"{jax.device_count()} device(s), {os.cpu_count()} CPU(s)"
+  )
   if not args.skip_throughput:
-    rows = [measure_throughput(int(b), args.reps, args.segment_steps or None, args.rep_seconds)
-            for b in args.batch_sizes.split(",")]
+    rows = [
+      measure_throughput(int(b), args.reps, args.segment_steps or None, args.rep_seconds)
+      for b in args.batch_sizes.split(",")
+    ]
     print_throughput(rows)
   if args.launch_reps > 0:
     print_launch(measure_launch(args.launch_reps))

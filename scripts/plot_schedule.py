@@ -15,15 +15,15 @@ import pathlib
 import sys
 from typing import Callable, Optional, Sequence
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import matplotlib
+from absl import app, flags
+
 matplotlib.use("Agg")  # Files only; never needs a display.
+import numpy as np
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags
-import numpy as np
 
 # Run from a checkout without installing the package: the config file imports
 # lrscale while the flags are parsed, before main().
@@ -35,9 +35,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.")
 _OUT = flags.DEFINE_string("out", "schedule.png", "Output image path.")
 
 
-def plot_schedule(schedule_fn: Callable[[jax.Array], jax.Array], *,
-                  total_steps: int, steps_per_epoch: Optional[float],
-                  out_path: str, title: str = "") -> np.ndarray:
+def plot_schedule(
+  schedule_fn: Callable[[jax.Array], jax.Array],
+  *,
+  total_steps: int,
+  steps_per_epoch: Optional[float],
+  out_path: str,
+  title: str = "",
+) -> np.ndarray:
   """Plots ``schedule_fn`` over the run's steps and saves it.
 
   Args:
@@ -51,8 +56,7 @@ def plot_schedule(schedule_fn: Callable[[jax.Array], jax.Array], *,
     The plotted lrs, one per step.
   """
   steps = np.arange(total_steps)
-  lrs = np.asarray(jax.jit(jax.vmap(schedule_fn))(
-      jnp.asarray(steps, jnp.int32)))
+  lrs = np.asarray(jax.jit(jax.vmap(schedule_fn))(jnp.asarray(steps, jnp.int32)))
   fig, ax = plt.subplots(figsize=(8, 4))
   ax.plot(steps, lrs, lw=1.5)
   ax.set_xlabel("step")
@@ -60,8 +64,9 @@ def plot_schedule(schedule_fn: Callable[[jax.Array], jax.Array], *,
   ax.set_xlim(0, max(total_steps - 1, 1))
   ax.grid(alpha=0.3)
   if steps_per_epoch:
-    top = ax.secondary_xaxis("top", functions=(
-        lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch))
+    top = ax.secondary_xaxis(
+      "top", functions=(lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch)
+    )
     top.set_xlabel("epoch")
   if title:
     ax.set_title(title)
@@ -75,21 +80,28 @@ def main(argv: Sequence[str]) -> None:
   del argv
   from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
   from lrscale import schedules  # pylint: disable=g-import-not-at-top
+
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required")
   plan = config_lib.resolve(config)  # Validates, incl. the schedule sections.
-  fn = schedules.build_schedule(config.schedule, config.warmup,
-                                peak_lr=plan.lr, total_steps=plan.total_steps,
-                                to_steps=plan.to_steps)
-  title = (f"{config.schedule.name}, peak lr {plan.lr:.3g}, "
-           f"batch {plan.batch_size}")
-  if schedules.resolve_length(config.warmup.length, "config.warmup.length",
-                              plan.to_steps) > 0:
+  fn = schedules.build_schedule(
+    config.schedule,
+    config.warmup,
+    peak_lr=plan.lr,
+    total_steps=plan.total_steps,
+    to_steps=plan.to_steps,
+  )
+  title = f"{config.schedule.name}, peak lr {plan.lr:.3g}, batch {plan.batch_size}"
+  if schedules.resolve_length(config.warmup.length, "config.warmup.length", plan.to_steps) > 0:
     title += f", warmup {config.warmup.length} ({config.warmup.shape})"
-  plot_schedule(fn, total_steps=plan.total_steps,
-                steps_per_epoch=plan.steps_per_epoch, out_path=_OUT.value,
-                title=title)
+  plot_schedule(
+    fn,
+    total_steps=plan.total_steps,
+    steps_per_epoch=plan.steps_per_epoch,
+    out_path=_OUT.value,
+    title=title,
+  )
   print(f"wrote {_OUT.value}")
 
 

@@ -12,8 +12,14 @@ from lrscale import config as config_lib
 from lrscale.data.registry import DatasetMeta
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGENET = DatasetMeta(name="imagenet2012", num_train=1_281_167, num_eval=50_000,
-                       num_classes=1000, input_shape=(224, 224, 3), streamed=True)
+IMAGENET = DatasetMeta(
+  name="imagenet2012",
+  num_train=1_281_167,
+  num_eval=50_000,
+  num_classes=1000,
+  input_shape=(224, 224, 3),
+  streamed=True,
+)
 
 
 def load(path, arg=None):
@@ -23,8 +29,9 @@ def load(path, arg=None):
   return module.get_config(arg) if arg else module.get_config()
 
 
-RUN_CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
-                     if not p.endswith("lr_find.py"))
+RUN_CONFIGS = sorted(
+  p for p in glob.glob(os.path.join(REPO, "configs", "*.py")) if not p.endswith("lr_find.py")
+)
 
 
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=os.path.basename)
@@ -57,9 +64,19 @@ def test_goyal_recipe_resolves_to_paper_numbers(batch):
   lr_fn = plan.lr_fn()
   steps_per_epoch = 1_281_167 / batch
   warm = math.ceil(5 * steps_per_epoch)
-  lrs = np.array([float(lr_fn(s, plan.lr)) for s in
-                  (0, warm, math.ceil(30 * steps_per_epoch) + 1,
-                   math.ceil(60 * steps_per_epoch) + 1, math.ceil(80 * steps_per_epoch) + 1)])
+  lrs = np.array(
+    [
+      float(lr_fn(s, plan.lr))
+      for s in (
+        0,
+        warm,
+        math.ceil(30 * steps_per_epoch) + 1,
+        math.ceil(60 * steps_per_epoch) + 1,
+        math.ceil(80 * steps_per_epoch) + 1,
+      )
+    ]
+  )
   # Warmup starts at 0.1 (at 256 that is already the target), then /10 at 30, 60, 80.
-  np.testing.assert_allclose(lrs, [0.1, plan.lr, plan.lr / 10, plan.lr / 100, plan.lr / 1000],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    lrs, [0.1, plan.lr, plan.lr / 10, plan.lr / 100, plan.lr / 1000], rtol=1e-5
+  )

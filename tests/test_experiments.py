@@ -12,8 +12,15 @@ import os
 import numpy as np
 import pytest
 
-from experiments import (common, goyal2017, lars_lamb, malladi2022, mccandlish2018,
-                         shallue2018, smith2017)
+from experiments import (
+  common,
+  goyal2017,
+  lars_lamb,
+  malladi2022,
+  mccandlish2018,
+  shallue2018,
+  smith2017,
+)
 from lrscale import config as config_lib
 from lrscale.data.tfds_source import DatasetNotFoundError
 
@@ -61,8 +68,9 @@ def test_save_figure_stays_under_the_size_limit(tmp_path):
 def test_binned_mean_and_setup_key():
   x = np.array([0.1, 0.4, 1.2, 2.5])
   y = np.array([1.0, 3.0, 5.0, 7.0])
-  np.testing.assert_allclose(common.binned_mean(x, y, np.array([0.0, 1.0, 2.0, 3.0])),
-                             [2.0, 5.0, 7.0])
+  np.testing.assert_allclose(
+    common.binned_mean(x, y, np.array([0.0, 1.0, 2.0, 3.0])), [2.0, 5.0, 7.0]
+  )
   base = common.digits_base(smoke=True)
   plan = lambda **kw: config_lib.resolve(common.set_fields(base, **kw))  # noqa: E731
   same = plan(lr=0.3, seed=4, **{"scaling.rule": "linear"})
@@ -137,11 +145,14 @@ def test_goyal_smoke(tmp_path):
 def test_shallue_analogue_study_is_the_promised_grid():
   s = shallue2018.analogue_study()
   from lrscale.study import runner, space
+
   trials = runner.validate_study(s)  # every trial config resolves
   assert len(trials) == 10 * 11 * 2 * 2
   assert max(s.batch_sizes) <= common.DIGITS_NUM_TRAIN
-  assert {t.params for t in trials} == {(("optimizer.momentum", 0.9),),
-                                        (("optimizer.momentum", 0.99),)}
+  assert {t.params for t in trials} == {
+    (("optimizer.momentum", 0.9),),
+    (("optimizer.momentum", 0.99),),
+  }
   assert s.base.noise_scale.enabled
   assert round(s.target.value * 360) != s.target.value * 360  # no accuracy sits on the target
   assert space.trial_config(s, trials[0]).optimizer.name == "nesterov"
@@ -156,8 +167,9 @@ def test_shallue_and_mccandlish_smoke_share_one_study(tmp_path):
   assert "perfect scaling" in report and "maximal data parallelism" in report
 
   out = tmp_path / "m_out"
-  result = mccandlish2018.run(workdir=str(tmp_path / "mcc"), outdir=str(out), smoke=True,
-                              study_dir=str(study_dir))
+  result = mccandlish2018.run(
+    workdir=str(tmp_path / "mcc"), outdir=str(out), smoke=True, study_dir=str(study_dir)
+  )
   report, results = _check_outputs(out, ["tradeoff.png", "noise_scale.png"])
   assert "were not rerun" in report  # every trial came from the Shallue study
   assert not (tmp_path / "mcc" / "study").exists()
@@ -205,7 +217,8 @@ def test_malladi_mismatch_measures_the_log_ratio():
   assert malladi2022.mismatch(x, y, x, y * math.exp(0.1), start=1.0) == pytest.approx(0.1)
   coarse = x[::4]  # interpolated in log space: exact for an exponential
   assert malladi2022.mismatch(x, y, coarse, np.exp(-coarse), start=1.0) == pytest.approx(
-      0.0, abs=1e-12)
+    0.0, abs=1e-12
+  )
 
 
 def test_malladi_smoke(tmp_path):

@@ -26,9 +26,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Known answers: SGD on a quadratic, a plain JAX loop (no model, no lrscale step).
 # --------------------------------------------------------------------------
 
-L_MAX = 4.0                                     # largest Hessian eigenvalue
-EIGS = np.geomspace(0.4, L_MAX, 16)             # condition number 10
-LIMIT = 2.0 / L_MAX                             # SGD (no momentum) is stable iff lr < 2/L
+L_MAX = 4.0  # largest Hessian eigenvalue
+EIGS = np.geomspace(0.4, L_MAX, 16)  # condition number 10
+LIMIT = 2.0 / L_MAX  # SGD (no momentum) is stable iff lr < 2/L
 
 
 @jax.jit
@@ -37,6 +37,7 @@ def quadratic_losses(lrs, eigs, seeds, sigma):
 
   Row s is seed s (its own w_0 ~ N(0, I) and noise); entry t is the loss before update t.
   """
+
   def one(seed):
     init_key, noise_key = jax.random.split(jax.random.key(seed))
     w0 = jax.random.normal(init_key, eigs.shape)
@@ -54,8 +55,15 @@ def quadratic_losses(lrs, eigs, seeds, sigma):
 
 
 def sweeps(lrs, *, eigs=EIGS, seeds=(0, 1, 2), sigma=0.1):
-  return np.asarray(quadratic_losses(jnp.asarray(lrs, jnp.float32), jnp.asarray(eigs, jnp.float32),
-                                     jnp.asarray(seeds), jnp.float32(sigma)), np.float64)
+  return np.asarray(
+    quadratic_losses(
+      jnp.asarray(lrs, jnp.float32),
+      jnp.asarray(eigs, jnp.float32),
+      jnp.asarray(seeds),
+      jnp.float32(sigma),
+    ),
+    np.float64,
+  )
 
 
 def test_isotropic_quadratic_minimum_is_exactly_the_stability_limit():
@@ -84,8 +92,10 @@ def test_stable_lr_converges_to_2_over_L_and_the_recommendation_is_stable():
   overshoot = {}
   for n in (100, 300):  # (float32: a finer ramp kills the mode to exactly 0 at 1/L)
     lrs = S.lr_ramp(1e-6, 10.0, n)
-    found = [S.suggest(S.analyse(lrs, losses))
-             for losses in sweeps(lrs, eigs=np.full(16, L_MAX), sigma=0.0)]
+    found = [
+      S.suggest(S.analyse(lrs, losses))
+      for losses in sweeps(lrs, eigs=np.full(16, L_MAX), sigma=0.0)
+    ]
     stable = np.array([f["stable"] for f in found])
     assert np.all(stable >= LIMIT), stable / LIMIT
     overshoot[n] = stable.max() / LIMIT
@@ -126,6 +136,7 @@ def test_valley_moves_with_the_range_steepest_and_minimum_do_not():
 # The rules on curves made by hand.
 # --------------------------------------------------------------------------
 
+
 def test_ramp_is_evenly_spaced_in_log_lr_with_both_ends():
   lrs = S.lr_ramp(1e-6, 10.0, 100)
   assert lrs.size == 100 and lrs[0] == 1e-6 and lrs[-1] == pytest.approx(10.0, rel=1e-12)
@@ -141,7 +152,7 @@ def test_debiased_ema_is_the_normalised_weighted_mean():
   s = S.debiased_ema(x, beta)
   for t in (0, 1, 7, 49):
     w = beta ** np.arange(t, -1, -1)  # weight beta^(t-i) of x_i
-    assert s[t] == pytest.approx(np.sum(w * x[:t + 1]) / np.sum(w), rel=1e-12)
+    assert s[t] == pytest.approx(np.sum(w * x[: t + 1]) / np.sum(w), rel=1e-12)
   assert s[0] == x[0]
 
 
@@ -181,9 +192,11 @@ def test_early_spikes_neither_stop_nor_move_the_sweep():
 
 
 def test_spread_reliability_and_recommendation_rule():
-  per_seed = [dict(steepest=0.1, valley=0.01, minimum=0.02, stable=2.0),
-              dict(steepest=0.2, valley=0.1, minimum=0.04, stable=1.0),
-              dict(steepest=0.4, valley=0.02, minimum=0.03, stable=4.0)]
+  per_seed = [
+    dict(steepest=0.1, valley=0.01, minimum=0.02, stable=2.0),
+    dict(steepest=0.2, valley=0.1, minimum=0.04, stable=1.0),
+    dict(steepest=0.4, valley=0.02, minimum=0.03, stable=4.0),
+  ]
   spreads = S.across_seeds(per_seed, max_spread=3.0)
   assert spreads["steepest"].spread == pytest.approx(4.0) and not spreads["steepest"].reliable
   assert spreads["steepest"].lr == pytest.approx(0.2)  # median over seeds
@@ -198,6 +211,7 @@ def test_spread_reliability_and_recommendation_rule():
 # --------------------------------------------------------------------------
 # The real path: config -> model -> step on digits.
 # --------------------------------------------------------------------------
+
 
 def small_config(**overrides):
   c = config_lib.base_config()
@@ -229,11 +243,15 @@ def test_outputs_csv_json_png_and_paste_line(digits_run):
   assert tuple(rows[0]) == lr_find.CSV_FIELDS
   for r in result.results:
     for sweep in r.sweeps:
-      mine = [row for row in rows if int(row["seed"]) == sweep.seed and
-              int(row["batch_size"]) == r.batch_size]
+      mine = [
+        row
+        for row in rows
+        if int(row["seed"]) == sweep.seed and int(row["batch_size"]) == r.batch_size
+      ]
       assert [int(row["step"]) for row in mine] == list(range(sweep.curve.end + 1))
-      np.testing.assert_allclose([float(row["lr"]) for row in mine],
-                                 sweep.curve.lrs[:sweep.curve.end + 1], rtol=1e-5)
+      np.testing.assert_allclose(
+        [float(row["lr"]) for row in mine], sweep.curve.lrs[: sweep.curve.end + 1], rtol=1e-5
+      )
   info = json.loads((workdir / "lr_find.json").read_text())
   assert [b["batch_size"] for b in info["per_batch"]] == [32, 128]
   for b in info["per_batch"]:
@@ -294,23 +312,36 @@ def test_one_program_per_ladder_vmap_and_vary_match_the_plain_sweep(digits_run):
     assert s.steps_run == v.steps_run == g.steps_run and end == v.curve.end == g.curve.end
     np.testing.assert_allclose(s.curve.losses[:end], v.curve.losses[:end], rtol=2e-5)
     np.testing.assert_allclose(s.curve.losses[:end], g.curve.losses[:end], rtol=2e-5)
-  for vary, init_seeds, data_seeds in (("init", [0, 1], [0, 0]), ("data", [0, 0], [0, 1]),
-                                       ("both", [0, 1], [0, 1])):
+  for vary, init_seeds, data_seeds in (
+    ("init", [0, 1], [0, 0]),
+    ("data", [0, 0], [0, 1]),
+    ("both", [0, 1], [0, 1]),
+  ):
     test = lr_find.RangeTest(setup, [plan], small_config(**{"lr_find.vary": vary}).lr_find)
     init, data = zip(*(test._plans(plan, s) for s in (0, 1)))  # pylint: disable=protected-access
     assert [p.config.seed for p in init] == init_seeds
     assert [p.config.seed for p in data] == data_seeds
-  a, b = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(alone.initial_state(plan, s))])
-          for s in (0, 1))
+  a, b = (
+    np.concatenate([np.ravel(x) for x in jax.tree.leaves(alone.initial_state(plan, s))])
+    for s in (0, 1)
+  )
   assert not np.allclose(a, b)  # another seed, another init
 
 
 def test_callers_state_bn_statistics_and_rng_are_untouched():
   """A ResNet-8 with BatchNorm; the sweep starts from a copy of the caller's state."""
-  cfg = small_config(**{"model.name": "resnet8", "model.bn_group_size": 16,
-                        "lr_find.num_steps": 8, "lr_find.check_every": 0,
-                        "lr_find.seeds": (0, 1), "lr_find.vary": "data",
-                        "lr_find.min_lr": 1e-3, "lr_find.max_lr": 1.0})
+  cfg = small_config(
+    **{
+      "model.name": "resnet8",
+      "model.bn_group_size": 16,
+      "lr_find.num_steps": 8,
+      "lr_find.check_every": 0,
+      "lr_find.seeds": (0, 1),
+      "lr_find.vary": "data",
+      "lr_find.min_lr": 1e-3,
+      "lr_find.max_lr": 1.0,
+    }
+  )
   plan = lr_find.sweep_plan(cfg, 32)
   setup = RunSetup(plan, registry.load_in_memory(cfg.dataset))
   state = setup.initial_state(plan)
@@ -333,13 +364,23 @@ def test_callers_state_bn_statistics_and_rng_are_untouched():
   assert after[0] == np_rng[0] and np.array_equal(after[1], np_rng[1]) and after[2:] == np_rng[2:]
   with pytest.raises(ValueError, match="vary='init'"):
     lr_find.RangeTest(setup, [plan], small_config(**{"lr_find.vary": "init"}).lr_find).run(
-        32, (0,), state=state)
+      32, (0,), state=state
+    )
 
 
-@pytest.mark.parametrize("field,value", [
-    ("ramp", "cubic"), ("min_lr", 1e4), ("spike_window", 4), ("seeds", ()),
-    ("vary", "weights"), ("batch_sizes", (0, 64)), ("max_spread", 0.5), ("beta", 1.0),
-])
+@pytest.mark.parametrize(
+  "field,value",
+  [
+    ("ramp", "cubic"),
+    ("min_lr", 1e4),
+    ("spike_window", 4),
+    ("seeds", ()),
+    ("vary", "weights"),
+    ("batch_sizes", (0, 64)),
+    ("max_spread", 0.5),
+    ("beta", 1.0),
+  ],
+)
 def test_bad_lr_find_config_is_one_clear_error_before_compute(tmp_path, field, value):
   cfg = small_config(**{f"lr_find.{field}": value})
   with pytest.raises(ValueError, match=rf"config\.lr_find\.(min_lr|{field})"):
@@ -357,14 +398,26 @@ def test_paste_value_undoes_the_scaling_rule():
 
 
 def test_command_line(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             PYTHONPATH=REPO)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONPATH=REPO)
   out = subprocess.run(
-      [sys.executable, "-m", "lrscale.lr_find", "--config=configs/lr_find.py",
-       f"--workdir={tmp_path}", "--config.parallel.num_devices=1", "--config.compilation_cache=",
-       "--config.model.hidden=(16,)", "--config.lr_find.num_steps=30",
-       "--config.lr_find.seeds=(0,1)"],
-      cwd=REPO, env=env, check=True, capture_output=True, text=True).stdout
+    [
+      sys.executable,
+      "-m",
+      "lrscale.lr_find",
+      "--config=configs/lr_find.py",
+      f"--workdir={tmp_path}",
+      "--config.parallel.num_devices=1",
+      "--config.compilation_cache=",
+      "--config.model.hidden=(16,)",
+      "--config.lr_find.num_steps=30",
+      "--config.lr_find.seeds=(0,1)",
+    ],
+    cwd=REPO,
+    env=env,
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout
   lines = out.splitlines()
   assert lines[-2] == "Paste into python -m lrscale.train:"
   assert lines[-1].startswith("--config.lr=") and float(lines[-1].split("=")[1]) > 0

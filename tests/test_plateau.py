@@ -12,8 +12,18 @@ from lrscale import plateau
 class TorchPlateau:
   """PyTorch ReduceLROnPlateau.step(), transcribed, on a single lr."""
 
-  def __init__(self, lr, mode="min", factor=0.1, patience=10, threshold=1e-4,
-               threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):
+  def __init__(
+    self,
+    lr,
+    mode="min",
+    factor=0.1,
+    patience=10,
+    threshold=1e-4,
+    threshold_mode="rel",
+    cooldown=0,
+    min_lr=0.0,
+    eps=1e-8,
+  ):
     self.lr, self.mode, self.factor, self.patience = lr, mode, factor, patience
     self.threshold, self.threshold_mode = threshold, threshold_mode
     self.cooldown, self.min_lr, self.eps = cooldown, min_lr, eps
@@ -67,13 +77,13 @@ def run(cfg, metrics, peak_lr):
 
 
 SETTINGS = [
-    dict(),
-    dict(patience=0),
-    dict(patience=2, cooldown=3),
-    dict(patience=1, factor=0.5, min_lr=0.02),
-    dict(patience=3, threshold=0.05, threshold_mode="abs"),
-    dict(mode="max", patience=2, cooldown=1),
-    dict(mode="max", patience=1, threshold_mode="abs", threshold=0.01),
+  dict(),
+  dict(patience=0),
+  dict(patience=2, cooldown=3),
+  dict(patience=1, factor=0.5, min_lr=0.02),
+  dict(patience=3, threshold=0.05, threshold_mode="abs"),
+  dict(mode="max", patience=2, cooldown=1),
+  dict(mode="max", patience=1, threshold_mode="abs", threshold=0.01),
 ]
 
 
@@ -131,8 +141,7 @@ def test_negative_metric_flat_is_a_plateau(threshold_mode):
 def test_negative_min_is_mirror_of_positive_max(seed):
   # Minimising m must decide exactly like maximising -m, whatever the sign.
   rng = np.random.default_rng(seed)
-  metrics = np.round(-3.0 - 1.0 / np.arange(1, 81)
-                     + 0.02 * rng.standard_normal(80), 3)
+  metrics = np.round(-3.0 - 1.0 / np.arange(1, 81) + 0.02 * rng.standard_normal(80), 3)
   lrs_min, _ = run(make_cfg(patience=2, cooldown=1), metrics, 0.5)
   lrs_max, _ = run(make_cfg(mode="max", patience=2, cooldown=1), -metrics, 0.5)
   np.testing.assert_array_equal(lrs_min, lrs_max)

@@ -1,7 +1,6 @@
 """Studies: trial enumeration, shared workers, crash recovery, end to end with analysis."""
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ STUDY_FILE = os.path.join(REPO, "configs", "studies", "default.py")
 
 def small_study(**overrides):
   import importlib.util
+
   spec = importlib.util.spec_from_file_location("study_cfg", STUDY_FILE)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -81,14 +81,22 @@ def test_bad_study_fails_before_any_trial_runs(tmp_path):
 
 def test_end_to_end_with_analysis(tmp_path):
   from lrscale.analysis.run import analyze
+
   s = small_study()
   counts = runner.run_study(s, str(tmp_path))
   assert counts["complete"] + counts["diverged"] == 4
   again = runner.run_study(s, str(tmp_path))  # rerun: everything is skipped
   assert again["skipped"] == 4
   result = analyze(str(tmp_path), n_bootstrap=20)
-  for name in ("results.csv", "analysis.json", "report.md", "steps_to_result.png",
-               "optimal_lr.png", "lr_sensitivity.png", "examples_to_result.png"):
+  for name in (
+    "results.csv",
+    "analysis.json",
+    "report.md",
+    "steps_to_result.png",
+    "optimal_lr.png",
+    "lr_sensitivity.png",
+    "examples_to_result.png",
+  ):
     assert (tmp_path / name).exists(), name
   assert {row["batch_size"] for row in result["per_batch"]} == {32, 128}
   for t in space.enumerate_trials(s):
@@ -96,12 +104,24 @@ def test_end_to_end_with_analysis(tmp_path):
 
 
 def _worker_cmd(workdir, worker, extra=()):
-  return [sys.executable, "-m", "lrscale.study", f"--config={STUDY_FILE}",
-          f"--workdir={workdir}", f"--worker={worker}", "--analyze=false",
-          "--config.base.parallel.num_devices=1", "--config.base.compilation_cache=",
-          "--config.base.tensorboard=false", "--config.base.model.hidden=(32,)",
-          "--config.base.noise_scale.enabled=false", "--config.seeds=(0,)",
-          "--config.lr.grid=(0.5,2.0)", "--config.target.value=0.9", *extra]
+  return [
+    sys.executable,
+    "-m",
+    "lrscale.study",
+    f"--config={STUDY_FILE}",
+    f"--workdir={workdir}",
+    f"--worker={worker}",
+    "--analyze=false",
+    "--config.base.parallel.num_devices=1",
+    "--config.base.compilation_cache=",
+    "--config.base.tensorboard=false",
+    "--config.base.model.hidden=(32,)",
+    "--config.base.noise_scale.enabled=false",
+    "--config.seeds=(0,)",
+    "--config.lr.grid=(0.5,2.0)",
+    "--config.target.value=0.9",
+    *extra,
+  ]
 
 
 ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONPATH=REPO)
@@ -109,9 +129,16 @@ ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", PYT
 
 def test_two_concurrent_workers_run_every_trial_exactly_once(tmp_path):
   extra = ["--config.batch_sizes=(16,32,64,128)", "--config.budget=4 epochs"]
-  procs = [subprocess.Popen(_worker_cmd(tmp_path, f"{i}/2", extra), cwd=REPO, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      _worker_cmd(tmp_path, f"{i}/2", extra),
+      cwd=REPO,
+      env=ENV,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+    )
+    for i in range(2)
+  ]
   for p in procs:
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err.decode()[-2000:]
@@ -127,12 +154,22 @@ def test_two_concurrent_workers_run_every_trial_exactly_once(tmp_path):
 
 
 def test_killed_worker_restarts_and_finishes_nothing_lost_or_repeated(tmp_path):
-  extra = ["--config.batch_sizes=(16,)", "--config.lr.grid=(0.5,)",
-           "--config.budget=3000 steps", "--config.target.value=1.1",
-           "--config.base.checkpoint_every=100 steps", "--config.base.sync_every=100 steps"]
+  extra = [
+    "--config.batch_sizes=(16,)",
+    "--config.lr.grid=(0.5,)",
+    "--config.budget=3000 steps",
+    "--config.target.value=1.1",
+    "--config.base.checkpoint_every=100 steps",
+    "--config.base.sync_every=100 steps",
+  ]
   killed, clean = tmp_path / "killed", tmp_path / "clean"
-  proc = subprocess.Popen(_worker_cmd(killed, "0/1", extra), cwd=REPO, env=ENV,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    _worker_cmd(killed, "0/1", extra),
+    cwd=REPO,
+    env=ENV,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 180
   ckpts = []
   while time.time() < deadline and not ckpts:
@@ -145,10 +182,22 @@ def test_killed_worker_restarts_and_finishes_nothing_lost_or_repeated(tmp_path):
   (trial_id,) = os.listdir(killed / "trials")
   assert not store.is_finished(str(killed), trial_id), "finished before it was killed"
   assert (killed / "trials" / trial_id / "claim").exists()  # the dead worker's claim
-  subprocess.run(_worker_cmd(killed, "0/1", extra), cwd=REPO, env=ENV, check=True,
-                 capture_output=True, timeout=300)
-  subprocess.run(_worker_cmd(clean, "0/1", extra), cwd=REPO, env=ENV, check=True,
-                 capture_output=True, timeout=300)
+  subprocess.run(
+    _worker_cmd(killed, "0/1", extra),
+    cwd=REPO,
+    env=ENV,
+    check=True,
+    capture_output=True,
+    timeout=300,
+  )
+  subprocess.run(
+    _worker_cmd(clean, "0/1", extra),
+    cwd=REPO,
+    env=ENV,
+    check=True,
+    capture_output=True,
+    timeout=300,
+  )
   a = json.loads((killed / "trials" / trial_id / "summary.json").read_text())
   b = json.loads((clean / "trials" / trial_id / "summary.json").read_text())
   assert a["final"] == b["final"] and a["steps"] == b["steps"] == 3000

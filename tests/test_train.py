@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -57,8 +56,9 @@ def run(cfg, workdir, **kwargs):
 
 
 def train_losses(workdir):
-  return [r["train_loss"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-          if "train_loss" in r]
+  return [
+    r["train_loss"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "train_loss" in r
+  ]
 
 
 def test_outputs_and_accuracy(tmp_path):
@@ -97,10 +97,13 @@ def test_ghost_batchnorm_resnet_is_device_count_invariant(tmp_path):
   """BN statistics over groups of 16 examples: 1 and 8 devices see the same groups."""
   runs = {}
   for n in (1, 8):
-    cfg = small_config(budget="6 steps", log_every="2 steps", eval_every="6 steps",
-                       checkpoint_every="6 steps", **{"parallel.num_devices": n,
-                                                      "model.name": "resnet8",
-                                                      "model.bn_group_size": 16})
+    cfg = small_config(
+      budget="6 steps",
+      log_every="2 steps",
+      eval_every="6 steps",
+      checkpoint_every="6 steps",
+      **{"parallel.num_devices": n, "model.name": "resnet8", "model.bn_group_size": 16},
+    )
     summary = train_lib.train(cfg, str(tmp_path / f"d{n}"))
     runs[n] = train_losses(tmp_path / f"d{n}") + [summary["final"]["eval_loss"]]
   np.testing.assert_allclose(runs[1], runs[8], rtol=2e-5, atol=1e-6)
@@ -111,8 +114,9 @@ def test_microbatch_accumulation_equals_one_big_batch(tmp_path):
   four = small_config(microbatches=4)
   run(one, str(tmp_path / "k1"))
   run(four, str(tmp_path / "k4"))
-  np.testing.assert_allclose(train_losses(tmp_path / "k1"), train_losses(tmp_path / "k4"),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    train_losses(tmp_path / "k1"), train_losses(tmp_path / "k4"), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
@@ -127,20 +131,32 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
 
 def test_kill9_mid_run_then_resume_matches(tmp_path):
   """A process killed with SIGKILL resumes from its last checkpoint to the same end."""
-  overrides = ["--config.parallel.num_devices=1", "--config.compilation_cache=",
-               "--config.budget=1500 steps", "--config.checkpoint_every=100 steps",
-               "--config.eval_every=500 steps", "--config.log_every=50 steps",
-               "--config.tensorboard=False", "--config.model.hidden=(32,)"]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             PYTHONPATH=REPO)
+  overrides = [
+    "--config.parallel.num_devices=1",
+    "--config.compilation_cache=",
+    "--config.budget=1500 steps",
+    "--config.checkpoint_every=100 steps",
+    "--config.eval_every=500 steps",
+    "--config.log_every=50 steps",
+    "--config.tensorboard=False",
+    "--config.model.hidden=(32,)",
+  ]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONPATH=REPO)
 
   def cmd(workdir):
-    return [sys.executable, "-m", "lrscale.train", "--config=configs/default.py",
-            f"--workdir={workdir}", *overrides]
+    return [
+      sys.executable,
+      "-m",
+      "lrscale.train",
+      "--config=configs/default.py",
+      f"--workdir={workdir}",
+      *overrides,
+    ]
 
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(cmd(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    cmd(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   ckpt_dir = killed / "checkpoints"
   deadline = time.time() + 120
   while time.time() < deadline:
@@ -191,11 +207,14 @@ def test_tfds_read_path_trains_like_the_offline_copy(tmp_path, digits_tfds_dir):
   via_tfds = small_config(**{"dataset.name": "lrscale_digits", "dataset.data_dir": data_dir})
   train_lib.train(offline, str(tmp_path / "offline"))
   train_lib.train(via_tfds, str(tmp_path / "tfds_run"))
-  np.testing.assert_allclose(train_losses(tmp_path / "offline"),
-                             train_losses(tmp_path / "tfds_run"), rtol=1e-6)
+  np.testing.assert_allclose(
+    train_losses(tmp_path / "offline"), train_losses(tmp_path / "tfds_run"), rtol=1e-6
+  )
 
 
-@pytest.mark.parametrize("overrides,field", [
+@pytest.mark.parametrize(
+  "overrides,field",
+  [
     ({"schedule.name": "cosinee"}, "config.schedule.name"),
     ({"batch_size": 60, "parallel.num_devices": 8}, "config.batch_size"),
     ({"batch_size": 64, "microbatches": 3}, "config.batch_size"),
@@ -207,7 +226,8 @@ def test_tfds_read_path_trains_like_the_offline_copy(tmp_path, digits_tfds_dir):
     ({"scaling.rule": "cubic"}, "config.scaling.rule"),
     ({"model.name": "vgg"}, "config.model.name"),
     ({"model.bn_group_size": 48, "model.name": "resnet8"}, "config.model.bn_group_size"),
-])
+  ],
+)
 def test_bad_input_is_one_clear_error_before_compute(tmp_path, overrides, field):
   cfg = small_config(**overrides)
   with pytest.raises(ValueError, match=field.replace(".", r"\.")):
@@ -241,39 +261,67 @@ def test_same_config_and_seed_same_numbers(tmp_path):
 @pytest.fixture(scope="module")
 def digits_tfds_dir(tmp_path_factory):
   from lrscale.data import digits_builder
+
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   digits_builder.prepare_digits(data_dir)
   return data_dir
 
 
-def test_streamed_tfds_training_learns_resumes_and_is_device_invariant(tmp_path,
-                                                                       digits_tfds_dir):
+def test_streamed_tfds_training_learns_resumes_and_is_device_invariant(tmp_path, digits_tfds_dir):
   """Train batches streamed through grain: learns; resume and 8 devices change nothing."""
+
   def cfg(**kw):
-    return small_config(budget="150 steps", eval_every="50 steps", checkpoint_every="50 steps",
-                        sync_every="25 steps", **{"dataset.name": "lrscale_digits",
-                                                  "dataset.data_dir": digits_tfds_dir,
-                                                  "dataset.stream": True,
-                                                  "dataset.standardize": False}, **kw)
+    return small_config(
+      budget="150 steps",
+      eval_every="50 steps",
+      checkpoint_every="50 steps",
+      sync_every="25 steps",
+      **{
+        "dataset.name": "lrscale_digits",
+        "dataset.data_dir": digits_tfds_dir,
+        "dataset.stream": True,
+        "dataset.standardize": False,
+      },
+      **kw,
+    )
+
   full = train_lib.train(cfg(), str(tmp_path / "full"))
   assert full["final"]["eval_accuracy"] > 0.8
   train_lib.train(cfg(), str(tmp_path / "resumed"), stop_after_steps=60)
   resumed = train_lib.train(cfg(), str(tmp_path / "resumed"))
   assert resumed["final"] == full["final"]
-  eight = train_lib.train(cfg(**{"parallel.num_devices": 8}), str(tmp_path / "eight"))
-  np.testing.assert_allclose(train_losses(tmp_path / "eight"), train_losses(tmp_path / "full"),
-                             rtol=1e-5)
+  train_lib.train(cfg(**{"parallel.num_devices": 8}), str(tmp_path / "eight"))
+  np.testing.assert_allclose(
+    train_losses(tmp_path / "eight"), train_losses(tmp_path / "full"), rtol=1e-5
+  )
 
 
-@pytest.mark.parametrize("name,lr", [
-    ("sgd", 0.1), ("momentum", 0.05), ("nesterov", 0.05), ("adam", 3e-3), ("adamw", 3e-3),
-    ("rmsprop", 1e-3), ("adagrad", 0.05), ("lars", 1.0), ("lamb", 0.03),
-    ("schedule_free_sgd", 0.5), ("schedule_free_adamw", 3e-3)])
+@pytest.mark.parametrize(
+  "name,lr",
+  [
+    ("sgd", 0.1),
+    ("momentum", 0.05),
+    ("nesterov", 0.05),
+    ("adam", 3e-3),
+    ("adamw", 3e-3),
+    ("rmsprop", 1e-3),
+    ("adagrad", 0.05),
+    ("lars", 1.0),
+    ("lamb", 0.03),
+    ("schedule_free_sgd", 0.5),
+    ("schedule_free_adamw", 3e-3),
+  ],
+)
 def test_every_optimizer_trains_end_to_end(tmp_path, name, lr):
   """Through the real loop (injected lr, masks, eval params): the loss goes down."""
-  cfg = small_config(lr=lr, budget="40 steps", eval_every="40 steps", sync_every="40 steps",
-                     checkpoint_every="40 steps", **{"optimizer.name": name,
-                                                     "schedule.name": "constant"})
+  cfg = small_config(
+    lr=lr,
+    budget="40 steps",
+    eval_every="40 steps",
+    sync_every="40 steps",
+    checkpoint_every="40 steps",
+    **{"optimizer.name": name, "schedule.name": "constant"},
+  )
   if name in ("adamw", "lamb", "lars", "sgd"):
     cfg.optimizer.weight_decay = 1e-4
   summary = run(cfg, tmp_path)
@@ -287,15 +335,20 @@ def test_variable_size_images_are_cropped_resized_and_train(tmp_path, monkeypatc
   """imagenet-like data (variable-size PNGs in TFDS): streamed, center-cropped, trained."""
   from lrscale.data import preprocess, registry
   from tests.test_tfds_data import VARIABLE_UINT8, LrscaleTestVariablePng
+
   data_dir = str(tmp_path / "png")
   LrscaleTestVariablePng(data_dir=data_dir, file_format="array_record").prepare()
   name = LrscaleTestVariablePng.name
   monkeypatch.setattr(registry, "TFDS_STREAMED", registry.TFDS_STREAMED + (name,))
   monkeypatch.setattr(registry, "DATASET_NAMES", registry.DATASET_NAMES + (name,))
-  cfg = small_config(batch_size=4, budget="6 steps", eval_every="3 steps", sync_every="3 steps",
-                     checkpoint_every="6 steps", **{"dataset.name": name,
-                                                    "dataset.data_dir": data_dir,
-                                                    "dataset.eval_split": "train"})
+  cfg = small_config(
+    batch_size=4,
+    budget="6 steps",
+    eval_every="3 steps",
+    sync_every="3 steps",
+    checkpoint_every="6 steps",
+    **{"dataset.name": name, "dataset.data_dir": data_dir, "dataset.eval_split": "train"},
+  )
   with pytest.raises(ValueError, match=r"config\.dataset\.image_size"):
     config_lib.resolve(cfg)
   cfg.dataset.image_size = 3

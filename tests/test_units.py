@@ -7,14 +7,17 @@ import pytest
 from lrscale import units
 
 
-@pytest.mark.parametrize("text,expected", [
+@pytest.mark.parametrize(
+  "text,expected",
+  [
     ("5 epochs", units.Length(5.0, "epochs")),
     ("1 epoch", units.Length(1.0, "epochs")),
     ("1000 steps", units.Length(1000.0, "steps")),
     ("1e6 examples", units.Length(1e6, "examples")),
     ("2.5epochs", units.Length(2.5, "epochs")),
     (300, units.Length(300.0, "steps")),
-])
+  ],
+)
 def test_parse(text, expected):
   assert units.parse_length(text) == expected
 
@@ -29,9 +32,13 @@ def test_parse_rejects_with_field_name(bad):
 def test_epochs_rescale_with_batch(batch):
   n = 1_281_167  # ImageNet train size
   # Goyal et al.: 5 warmup epochs = ceil(5 N / B) steps at any batch size.
-  assert units.to_steps("5 epochs", batch_size=batch, num_train_examples=n) == math.ceil(5 * n / batch)
+  assert units.to_steps("5 epochs", batch_size=batch, num_train_examples=n) == math.ceil(
+    5 * n / batch
+  )
   assert units.to_steps("1000 steps", batch_size=batch, num_train_examples=n) == 1000
-  assert units.to_steps("640000 examples", batch_size=batch, num_train_examples=n) == math.ceil(640000 / batch)
+  assert units.to_steps("640000 examples", batch_size=batch, num_train_examples=n) == math.ceil(
+    640000 / batch
+  )
 
 
 def test_exact_division_does_not_round_up():
@@ -39,5 +46,9 @@ def test_exact_division_does_not_round_up():
 
 
 def test_many():
-  assert units.to_steps_many("30,60,80 epochs", batch_size=100, num_train_examples=1000) == [300, 600, 800]
+  assert units.to_steps_many("30,60,80 epochs", batch_size=100, num_train_examples=1000) == [
+    300,
+    600,
+    800,
+  ]
   assert units.to_steps_many(("1 epoch", 7), batch_size=100, num_train_examples=1000) == [10, 7]

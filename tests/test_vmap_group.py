@@ -22,8 +22,10 @@ def test_group_with_a_diverging_member_matches_separate_runs(tmp_path):
     assert alone["status"] == grouped[i]["status"]
     assert alone["steps"] == grouped[i]["steps"]
     assert alone["target"] == grouped[i]["target"]
-    np.testing.assert_allclose(train_losses(tmp_path / f"g{i}"),
-                               train_losses(tmp_path / f"a{i}"), rtol=1e-5)
+    np.testing.assert_allclose(
+      train_losses(tmp_path / f"g{i}"), train_losses(tmp_path / f"a{i}"), rtol=1e-5
+    )
     if alone["status"] == "complete":
-      np.testing.assert_allclose(alone["final"]["eval_loss"], grouped[i]["final"]["eval_loss"],
-                                 rtol=1e-5)
+      np.testing.assert_allclose(
+        alone["final"]["eval_loss"], grouped[i]["final"]["eval_loss"], rtol=1e-5
+      )

@@ -37,6 +37,7 @@ def get_config():
 
 def _base():
   from lrscale.config import base_config  # pylint: disable=g-import-not-at-top
+
   c = base_config()
   c.dataset.name = "digits"
   c.model.name = "mlp"

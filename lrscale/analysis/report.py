@@ -16,213 +16,303 @@ from lrscale.analysis.store_reader import final_b_simple
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Recursively convert to strict-JSON types: numpy scalars to Python, NaN/inf to ``None``.
+  """Recursively convert to strict-JSON types: numpy scalars to Python, NaN/inf to ``None``.
 
-    Strict JSON keeps analysis.json readable by any consumer (``json.load``
-    with NaN is Python-only).
-    """
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
+  Strict JSON keeps analysis.json readable by any consumer (``json.load``
+  with NaN is Python-only).
+  """
+  if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    return to_jsonable(dataclasses.asdict(obj))
+  if isinstance(obj, Mapping):
+    return {str(k): to_jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [to_jsonable(v) for v in obj]
+  if isinstance(obj, np.ndarray):
+    return to_jsonable(obj.tolist())
+  if isinstance(obj, (bool, np.bool_)):
+    return bool(obj)
+  if isinstance(obj, (int, np.integer)):
+    return int(obj)
+  if isinstance(obj, (float, np.floating)):
+    return float(obj) if math.isfinite(obj) else None
+  return obj
 
 
 def write_analysis_json(analysis: Mapping[str, Any], path: str) -> None:
-    """Write ``analysis`` as strict, indented JSON."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(to_jsonable(analysis), f, indent=2, allow_nan=False)
-        f.write("\n")
+  """Write ``analysis`` as strict, indented JSON."""
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(to_jsonable(analysis), f, indent=2, allow_nan=False)
+    f.write("\n")
 
 
 def results_rows(outcomes: Sequence[TrialOutcome]) -> tuple[list[str], list[dict[str, Any]]]:
-    """One row per trial: (column names, rows). Swept params become ``param_<name>`` columns."""
-    param_keys = sorted({k for o in outcomes for k in o.trial.params})
-    final_keys = sorted({k for o in outcomes for k in o.trial.final_metrics()})
-    rows = []
-    for o in outcomes:
-        t, summary = o.trial, o.trial.summary or {}
-        finals = t.final_metrics()
-        row: dict[str, Any] = {"id": t.id, "batch_size": t.batch_size, "lr": t.lr, "seed": t.seed}
-        row.update({f"param_{k}": t.params.get(k) for k in param_keys})
-        row.update(
-            status=t.status,
-            diverged=t.diverged,
-            reached=o.reached,
-            steps_to_target=o.steps,
-            examples_to_target=o.examples,
-            steps_source=o.source,
-            steps_done=summary.get("steps"),
-        )
-        row.update({f"final_{k}": finals.get(k) for k in final_keys})
-        row.update(wall_time_s=summary.get("wall_time_s"), b_simple_final=final_b_simple(t))
-        rows.append(row)
-    columns = list(rows[0]) if rows else ["id", "batch_size", "lr", "seed", "status"]
-    return columns, rows
+  """One row per trial: (column names, rows). Swept params become ``param_<name>`` columns."""
+  param_keys = sorted({k for o in outcomes for k in o.trial.params})
+  final_keys = sorted({k for o in outcomes for k in o.trial.final_metrics()})
+  rows = []
+  for o in outcomes:
+    t, summary = o.trial, o.trial.summary or {}
+    finals = t.final_metrics()
+    row: dict[str, Any] = {"id": t.id, "batch_size": t.batch_size, "lr": t.lr, "seed": t.seed}
+    row.update({f"param_{k}": t.params.get(k) for k in param_keys})
+    row.update(
+      status=t.status,
+      diverged=t.diverged,
+      reached=o.reached,
+      steps_to_target=o.steps,
+      examples_to_target=o.examples,
+      steps_source=o.source,
+      steps_done=summary.get("steps"),
+    )
+    row.update({f"final_{k}": finals.get(k) for k in final_keys})
+    row.update(wall_time_s=summary.get("wall_time_s"), b_simple_final=final_b_simple(t))
+    rows.append(row)
+  columns = list(rows[0]) if rows else ["id", "batch_size", "lr", "seed", "status"]
+  return columns, rows
 
 
 def write_results_csv(outcomes: Sequence[TrialOutcome], path: str) -> None:
-    """Write :func:`results_rows` as CSV (missing values empty)."""
-    columns, rows = results_rows(outcomes)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+  """Write :func:`results_rows` as CSV (missing values empty)."""
+  columns, rows = results_rows(outcomes)
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
 def _fmt(value: Any, spec: str = ".4g") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return format(value, spec)
-    return str(value)
+  if value is None:
+    return "-"
+  if isinstance(value, float):
+    return format(value, spec)
+  return str(value)
 
 
 def _ci(ci: Sequence[float] | None) -> str:
-    return "-" if not ci else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
+  return "-" if not ci else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return lines + [""]
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+  return lines + [""]
 
 
 def _per_batch_lines(analysis: Mapping[str, Any]) -> list[str]:
-    pct = analysis["settings"]["within_pct"]
-    header = ["B", "best lr", "steps", f"steps {int(100 * analysis['settings']['ci_level'])}% CI", "examples",
-              f"lr range within {pct:g}%", "largest stable lr", "smallest diverged lr", "#reached", "#diverged",
-              "#trials"]
-    rows = []
-    for r in analysis["per_batch"]:
-        within = None if r["lr_within"] is None else f"{_fmt(r['lr_within'][0])} - {_fmt(r['lr_within'][1])}"
-        best_lr = _fmt(r["best_lr"]) + (" (grid edge!)" if r["best_lr_at_grid_edge"] else "")
-        rows.append([r["batch_size"], best_lr, r["best_steps"], _ci(r.get("best_steps_ci")), r["best_examples"],
-                     within, r["largest_stable_lr"], r["smallest_diverged_lr"], r["n_reached"], r["n_diverged"],
-                     r["n_trials"]])
-    return _table(header, rows)
+  pct = analysis["settings"]["within_pct"]
+  header = [
+    "B",
+    "best lr",
+    "steps",
+    f"steps {int(100 * analysis['settings']['ci_level'])}% CI",
+    "examples",
+    f"lr range within {pct:g}%",
+    "largest stable lr",
+    "smallest diverged lr",
+    "#reached",
+    "#diverged",
+    "#trials",
+  ]
+  rows = []
+  for r in analysis["per_batch"]:
+    within = (
+      None if r["lr_within"] is None else f"{_fmt(r['lr_within'][0])} - {_fmt(r['lr_within'][1])}"
+    )
+    best_lr = _fmt(r["best_lr"]) + (" (grid edge!)" if r["best_lr_at_grid_edge"] else "")
+    rows.append(
+      [
+        r["batch_size"],
+        best_lr,
+        r["best_steps"],
+        _ci(r.get("best_steps_ci")),
+        r["best_examples"],
+        within,
+        r["largest_stable_lr"],
+        r["smallest_diverged_lr"],
+        r["n_reached"],
+        r["n_diverged"],
+        r["n_trials"],
+      ]
+    )
+  return _table(header, rows)
 
 
 def _fit_lines(analysis: Mapping[str, Any]) -> list[str]:
-    fit = analysis["fit"]
-    if not fit.get("ok"):
-        return [f"Steps fit skipped: {fit['reason']}.", ""]
-    ci = fit["ci"]
-    lines = [f"Model: {fit['model']}; RMS log residual {fit['rmse_log']:.3f}; "
-             f"{ci['n_ok']}/{fit['n_bootstrap']} bootstrap refits "
-             f"(seeds resampled within each (B, lr) point), {int(100 * ci['level'])}% percentile CIs.", ""]
-    lines += _table(["quantity", "estimate", "CI"], [
-        ["S_min (steps)", fit["s_min"], _ci(ci["s_min"])],
-        ["B_crit (examples)", fit["b_crit"], _ci(ci["b_crit"])],
-        ["E_min (examples)", fit["e_min"], _ci(ci["e_min"])],
-    ])
-    if fit["b_crit_at_bound"]:
-        lines += ["**Warning:** B_crit sits on its search bound: the measured batch sizes do not "
-                  "show the bend of S(B), so B_crit is not identified.", ""]
-    return lines
+  fit = analysis["fit"]
+  if not fit.get("ok"):
+    return [f"Steps fit skipped: {fit['reason']}.", ""]
+  ci = fit["ci"]
+  lines = [
+    f"Model: {fit['model']}; RMS log residual {fit['rmse_log']:.3f}; "
+    f"{ci['n_ok']}/{fit['n_bootstrap']} bootstrap refits "
+    f"(seeds resampled within each (B, lr) point), {int(100 * ci['level'])}% percentile CIs.",
+    "",
+  ]
+  lines += _table(
+    ["quantity", "estimate", "CI"],
+    [
+      ["S_min (steps)", fit["s_min"], _ci(ci["s_min"])],
+      ["B_crit (examples)", fit["b_crit"], _ci(ci["b_crit"])],
+      ["E_min (examples)", fit["e_min"], _ci(ci["e_min"])],
+    ],
+  )
+  if fit["b_crit_at_bound"]:
+    lines += [
+      "**Warning:** B_crit sits on its search bound: the measured batch sizes do not "
+      "show the bend of S(B), so B_crit is not identified.",
+      "",
+    ]
+  return lines
 
 
 def _regime_lines(analysis: Mapping[str, Any]) -> list[str]:
-    reg = analysis["regimes"]
-    if not reg.get("ok"):
-        return [f"Regimes skipped: {reg['reason']}.", ""]
-    th = reg["thresholds"]
-    lines = [f"Local slope d log S / d log B between consecutive batch sizes: perfect scaling if <= "
-             f"{th['perfect_slope']}, maximal data parallelism if > {th['maximal_slope']}, "
-             "diminishing returns in between (Shallue et al. 2018).", ""]
-    lines += _table(["B from", "B to", "slope", "regime"],
-                    [[iv["b_lo"], iv["b_hi"], f"{iv['slope']:.2f}", iv["regime"]] for iv in reg["intervals"]])
-    if reg.get("fitted_boundaries"):
-        fb = reg["fitted_boundaries"]
-        lines += [f"On the fitted curve: perfect scaling up to B = {_fmt(fb['perfect_until'])}, maximal data "
-                  f"parallelism from B = {_fmt(fb['maximal_from'])}.", ""]
-    lub = reg["largest_useful_batch"]
-    lines += [f"**Largest useful batch** ({lub['definition']}): fitted {_fmt(lub['fitted'])}, measured "
-              f"{_fmt(lub['measured'])}" + ("" if lub["measured_within_grid"] else
-                                             " (no flat interval in the grid: at least this)") + ".", ""]
-    return lines
+  reg = analysis["regimes"]
+  if not reg.get("ok"):
+    return [f"Regimes skipped: {reg['reason']}.", ""]
+  th = reg["thresholds"]
+  lines = [
+    f"Local slope d log S / d log B between consecutive batch sizes: perfect scaling if <= "
+    f"{th['perfect_slope']}, maximal data parallelism if > {th['maximal_slope']}, "
+    "diminishing returns in between (Shallue et al. 2018).",
+    "",
+  ]
+  lines += _table(
+    ["B from", "B to", "slope", "regime"],
+    [[iv["b_lo"], iv["b_hi"], f"{iv['slope']:.2f}", iv["regime"]] for iv in reg["intervals"]],
+  )
+  if reg.get("fitted_boundaries"):
+    fb = reg["fitted_boundaries"]
+    lines += [
+      f"On the fitted curve: perfect scaling up to B = {_fmt(fb['perfect_until'])}, maximal data "
+      f"parallelism from B = {_fmt(fb['maximal_from'])}.",
+      "",
+    ]
+  lub = reg["largest_useful_batch"]
+  lines += [
+    f"**Largest useful batch** ({lub['definition']}): fitted {_fmt(lub['fitted'])}, measured "
+    f"{_fmt(lub['measured'])}"
+    + ("" if lub["measured_within_grid"] else " (no flat interval in the grid: at least this)")
+    + ".",
+    "",
+  ]
+  return lines
 
 
 def _lr_lines(analysis: Mapping[str, Any]) -> list[str]:
-    lr = analysis["lr_fit"]
-    if not lr.get("ok"):
-        return [f"Learning-rate fit skipped: {lr['reason']}.", ""]
-    sat = (f"saturating at max_lr = {_fmt(lr['max_lr'])} from B = {_fmt(lr['saturation_batch'])}"
-           if lr["max_lr"] else "no saturation detected")
-    lines = [f"Fitted lr*(B) = {_fmt(lr['coef'])} * B^{lr['exponent']:.3f}, {sat} (model `{lr['model']}`, "
-             f"RMS log residual {lr['rms_log_residual']:.3f}).", ""]
-    rules = lr["rules"]
-    rows = [[b, best, fit, lin, sq] for b, best, fit, lin, sq in zip(
-        lr["batch_sizes"], lr["best_lr"], lr["fitted_lr"], rules["linear"]["lr"], rules["sqrt"]["lr"])]
-    lines += _table(["B", "best lr", "fitted", "linear rule", "sqrt rule"], rows)
-    lines += [f"RMS log error anchored at the smallest B: linear {rules['linear']['rms_log_error']:.3f}, "
-              f"sqrt {rules['sqrt']['rms_log_error']:.3f}, fitted {lr['rms_log_residual']:.3f}.", ""]
-    if lr["grid_edge_batches"]:
-        lines += [f"**Warning:** the best lr is at the edge of the lr grid for B = {lr['grid_edge_batches']}; "
-                  "the optimum may lie outside the grid.", ""]
-    lines += ["`lr_rule` in analysis.json (read by the `fitted` scaling rule): "
-              f"`{json.dumps(analysis['lr_rule'])}` meaning lr(B) = min(coef * B^exponent, max_lr).", ""]
-    return lines
+  lr = analysis["lr_fit"]
+  if not lr.get("ok"):
+    return [f"Learning-rate fit skipped: {lr['reason']}.", ""]
+  sat = (
+    f"saturating at max_lr = {_fmt(lr['max_lr'])} from B = {_fmt(lr['saturation_batch'])}"
+    if lr["max_lr"]
+    else "no saturation detected"
+  )
+  lines = [
+    f"Fitted lr*(B) = {_fmt(lr['coef'])} * B^{lr['exponent']:.3f}, {sat} (model `{lr['model']}`, "
+    f"RMS log residual {lr['rms_log_residual']:.3f}).",
+    "",
+  ]
+  rules = lr["rules"]
+  rows = [
+    [b, best, fit, lin, sq]
+    for b, best, fit, lin, sq in zip(
+      lr["batch_sizes"], lr["best_lr"], lr["fitted_lr"], rules["linear"]["lr"], rules["sqrt"]["lr"]
+    )
+  ]
+  lines += _table(["B", "best lr", "fitted", "linear rule", "sqrt rule"], rows)
+  lines += [
+    f"RMS log error anchored at the smallest B: linear {rules['linear']['rms_log_error']:.3f}, "
+    f"sqrt {rules['sqrt']['rms_log_error']:.3f}, fitted {lr['rms_log_residual']:.3f}.",
+    "",
+  ]
+  if lr["grid_edge_batches"]:
+    lines += [
+      f"**Warning:** the best lr is at the edge of the lr grid for B = {lr['grid_edge_batches']}; "
+      "the optimum may lie outside the grid.",
+      "",
+    ]
+  lines += [
+    "`lr_rule` in analysis.json (read by the `fitted` scaling rule): "
+    f"`{json.dumps(analysis['lr_rule'])}` meaning lr(B) = min(coef * B^exponent, max_lr).",
+    "",
+  ]
+  return lines
 
 
 def _noise_lines(analysis: Mapping[str, Any]) -> list[str]:
-    noise = analysis.get("noise_scale") or {}
-    if not noise.get("available"):
-        return ["No gradient-noise-scale data were logged.", ""]
-    lines = [f"{noise['definition']}. Median final B_simple over non-diverged trials: "
-             f"{_fmt(noise['median_final'])}; B_crit: {_fmt(noise['b_crit'])}; ratio "
-             f"{_fmt(noise['ratio_to_b_crit'])} (McCandlish et al. find B_crit ~ B_noise within about an "
-             "order of magnitude).", ""]
-    lines += _table(["B", "median final B_simple", "best trial at target", "#trials"],
-                    [[r["batch_size"], r["final_median"], r["best_trial_at_target"], r["n_trials"]]
-                     for r in noise["per_batch"]])
-    return lines
+  noise = analysis.get("noise_scale") or {}
+  if not noise.get("available"):
+    return ["No gradient-noise-scale data were logged.", ""]
+  lines = [
+    f"{noise['definition']}. Median final B_simple over non-diverged trials: "
+    f"{_fmt(noise['median_final'])}; B_crit: {_fmt(noise['b_crit'])}; ratio "
+    f"{_fmt(noise['ratio_to_b_crit'])} (McCandlish et al. find B_crit ~ B_noise within about an "
+    "order of magnitude).",
+    "",
+  ]
+  lines += _table(
+    ["B", "median final B_simple", "best trial at target", "#trials"],
+    [
+      [r["batch_size"], r["final_median"], r["best_trial_at_target"], r["n_trials"]]
+      for r in noise["per_batch"]
+    ],
+  )
+  return lines
 
 
 def render_report(analysis: Mapping[str, Any]) -> str:
-    """The markdown report of an analysis dict."""
-    study = analysis["study"]
-    t = study["target"]
-    plots = set(analysis.get("plots") or [])
-    img = lambda name, alt: [f"![{alt}]({name})", ""] if name in plots else []  # noqa: E731
-    lines = [
-        f"# Batch-size scaling study: {study['name']}",
-        "",
-        f"Target: {t['metric']} {'<=' if t['mode'] == 'min' else '>='} {t['value']}. Optimizer "
-        f"{study['optimizer']}, scaling rule {study['scaling_rule']}, reference batch {study['reference_batch']}, "
-        f"base lr {study['base_lr']}. Trials: {analysis['n_trials']} ({analysis['status_counts']}).",
-        "",
-        f"**Policy.** {analysis['policy']}",
-        "",
-        "## Per batch size",
-        "",
-        *_per_batch_lines(analysis),
+  """The markdown report of an analysis dict."""
+  study = analysis["study"]
+  t = study["target"]
+  plots = set(analysis.get("plots") or [])
+  img = lambda name, alt: [f"![{alt}]({name})", ""] if name in plots else []  # noqa: E731
+  lines = [
+    f"# Batch-size scaling study: {study['name']}",
+    "",
+    f"Target: {t['metric']} {'<=' if t['mode'] == 'min' else '>='} {t['value']}. Optimizer "
+    f"{study['optimizer']}, scaling rule {study['scaling_rule']}, reference batch {study['reference_batch']}, "
+    f"base lr {study['base_lr']}. Trials: {analysis['n_trials']} ({analysis['status_counts']}).",
+    "",
+    f"**Policy.** {analysis['policy']}",
+    "",
+    "## Per batch size",
+    "",
+    *_per_batch_lines(analysis),
+  ]
+  if analysis["excluded_batches"]:
+    lines += [
+      "Excluded from the fits: "
+      + ", ".join(f"B={e['batch_size']} ({e['reason']})" for e in analysis["excluded_batches"])
+      + ".",
+      "",
     ]
-    if analysis["excluded_batches"]:
-        lines += ["Excluded from the fits: " + ", ".join(
-            f"B={e['batch_size']} ({e['reason']})" for e in analysis["excluded_batches"]) + ".", ""]
-    lines += ["## Steps to result", "", *img("steps_to_result.png", "steps to result"), *_fit_lines(analysis),
-              *img("examples_to_result.png", "examples to result"), *img("tradeoff.png", "trade-off"),
-              "## Regimes", "", *_regime_lines(analysis),
-              "## Optimal learning rate", "", *img("optimal_lr.png", "optimal lr"), *_lr_lines(analysis),
-              *img("lr_sensitivity.png", "lr sensitivity"),
-              "## Gradient noise scale", "", *img("noise_scale.png", "noise scale"), *_noise_lines(analysis),
-              "Per-trial results: `results.csv`; every number: `analysis.json`.", ""]
-    return "\n".join(lines)
+  lines += [
+    "## Steps to result",
+    "",
+    *img("steps_to_result.png", "steps to result"),
+    *_fit_lines(analysis),
+    *img("examples_to_result.png", "examples to result"),
+    *img("tradeoff.png", "trade-off"),
+    "## Regimes",
+    "",
+    *_regime_lines(analysis),
+    "## Optimal learning rate",
+    "",
+    *img("optimal_lr.png", "optimal lr"),
+    *_lr_lines(analysis),
+    *img("lr_sensitivity.png", "lr sensitivity"),
+    "## Gradient noise scale",
+    "",
+    *img("noise_scale.png", "noise scale"),
+    *_noise_lines(analysis),
+    "Per-trial results: `results.csv`; every number: `analysis.json`.",
+    "",
+  ]
+  return "\n".join(lines)
 
 
 def write_report(analysis: Mapping[str, Any], path: str) -> None:
-    """Write :func:`render_report` to ``path``."""
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(render_report(analysis))
+  """Write :func:`render_report` to ``path``."""
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(render_report(analysis))

@@ -18,13 +18,13 @@ import numpy as np
 
 from lrscale.analysis import fits, plots, report
 from lrscale.analysis.steps_to_result import (
-    BatchSummary,
-    TrialOutcome,
-    bootstrap_best_steps,
-    config_results,
-    policy_text,
-    summarize_batches,
-    trial_outcomes,
+  BatchSummary,
+  TrialOutcome,
+  bootstrap_best_steps,
+  config_results,
+  policy_text,
+  summarize_batches,
+  trial_outcomes,
 )
 from lrscale.analysis.store_reader import Study, final_b_simple, load_study, noise_scale_series
 
@@ -33,254 +33,271 @@ MAX_SERIES_POINTS = 200
 
 
 def _usable(summaries: Sequence[BatchSummary]) -> list[BatchSummary]:
-    return [s for s in summaries if s.reached]
+  return [s for s in summaries if s.reached]
 
 
 def fit_section(
-    summaries: Sequence[BatchSummary], boot: dict[int, np.ndarray], *, level: float
+  summaries: Sequence[BatchSummary], boot: dict[int, np.ndarray], *, level: float
 ) -> tuple[dict[str, Any], fits.ScalingFit | None]:
-    """The ``fit`` block: S_min, B_crit, E_min with bootstrap CIs, or the reason it was skipped."""
-    usable = _usable(summaries)
-    b = [s.batch_size for s in usable]
-    steps = [float(s.best_steps) for s in usable]
-    if len(usable) < MIN_BATCHES_FOR_FIT:
-        reason = f"only {len(usable)} batch size(s) reached the target; need {MIN_BATCHES_FOR_FIT}"
-        return {"ok": False, "reason": reason, "batch_sizes": b, "steps": steps}, None
-    fit = fits.fit_steps_curve(b, steps)
-    samples = np.stack([boot[x] for x in b], axis=1)
-    ci = fits.bootstrap_steps_fit(b, samples, level=level)
+  """The ``fit`` block: S_min, B_crit, E_min with bootstrap CIs, or the reason it was skipped."""
+  usable = _usable(summaries)
+  b = [s.batch_size for s in usable]
+  steps = [float(s.best_steps) for s in usable]
+  if len(usable) < MIN_BATCHES_FOR_FIT:
+    reason = f"only {len(usable)} batch size(s) reached the target; need {MIN_BATCHES_FOR_FIT}"
+    return {"ok": False, "reason": reason, "batch_sizes": b, "steps": steps}, None
+  fit = fits.fit_steps_curve(b, steps)
+  samples = np.stack([boot[x] for x in b], axis=1)
+  ci = fits.bootstrap_steps_fit(b, samples, level=level)
+  return {
+    "ok": True,
+    "reason": None,
+    "model": "S(B) = S_min (1 + B_crit / B), least squares on log S (McCandlish et al. 2018)",
+    "s_min": fit.s_min,
+    "b_crit": fit.b_crit,
+    "e_min": fit.e_min,
+    "rmse_log": fit.rmse_log,
+    "b_crit_at_bound": fit.b_crit_at_bound,
+    "ci": ci,
+    "n_bootstrap": int(samples.shape[0]),
+    "batch_sizes": b,
+    "steps": steps,
+  }, fit
+
+
+def lr_section(
+  summaries: Sequence[BatchSummary], study_name: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+  """The ``lr_fit`` block and the ``lr_rule`` block (``None`` when it cannot be fitted)."""
+  usable = _usable(summaries)
+  b = [s.batch_size for s in usable]
+  lrs = [float(s.best_lr) for s in usable]
+  if len(usable) < 2:
     return {
-        "ok": True,
-        "reason": None,
-        "model": "S(B) = S_min (1 + B_crit / B), least squares on log S (McCandlish et al. 2018)",
-        "s_min": fit.s_min,
-        "b_crit": fit.b_crit,
-        "e_min": fit.e_min,
-        "rmse_log": fit.rmse_log,
-        "b_crit_at_bound": fit.b_crit_at_bound,
-        "ci": ci,
-        "n_bootstrap": int(samples.shape[0]),
-        "batch_sizes": b,
-        "steps": steps,
-    }, fit
-
-
-def lr_section(summaries: Sequence[BatchSummary], study_name: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The ``lr_fit`` block and the ``lr_rule`` block (``None`` when it cannot be fitted)."""
-    usable = _usable(summaries)
-    b = [s.batch_size for s in usable]
-    lrs = [float(s.best_lr) for s in usable]
-    if len(usable) < 2:
-        return {"ok": False, "reason": f"only {len(usable)} batch size(s) reached the target; need 2"}, None
-    lr_fit = fits.fit_lr_scaling(b, lrs)
-    section = {
-        "ok": True,
-        "reason": None,
-        "model": lr_fit.model,
-        "coef": lr_fit.coef,
-        "exponent": lr_fit.exponent,
-        "max_lr": lr_fit.max_lr,
-        "saturation_batch": lr_fit.saturation_batch,
-        "rms_log_residual": lr_fit.rms_log_residual,
-        "batch_sizes": b,
-        "best_lr": lrs,
-        "fitted_lr": [float(v) for v in lr_fit.predict(np.array(b, dtype=float))],
-        "grid_edge_batches": [s.batch_size for s in usable if s.best_lr_at_grid_edge],
-        "rules": {
-            "linear": fits.rule_predictions(b, lrs, 1.0),
-            "sqrt": fits.rule_predictions(b, lrs, 0.5),
-        },
-    }
-    return section, fits.lr_rule_dict(lr_fit, study_name)
+      "ok": False,
+      "reason": f"only {len(usable)} batch size(s) reached the target; need 2",
+    }, None
+  lr_fit = fits.fit_lr_scaling(b, lrs)
+  section = {
+    "ok": True,
+    "reason": None,
+    "model": lr_fit.model,
+    "coef": lr_fit.coef,
+    "exponent": lr_fit.exponent,
+    "max_lr": lr_fit.max_lr,
+    "saturation_batch": lr_fit.saturation_batch,
+    "rms_log_residual": lr_fit.rms_log_residual,
+    "batch_sizes": b,
+    "best_lr": lrs,
+    "fitted_lr": [float(v) for v in lr_fit.predict(np.array(b, dtype=float))],
+    "grid_edge_batches": [s.batch_size for s in usable if s.best_lr_at_grid_edge],
+    "rules": {
+      "linear": fits.rule_predictions(b, lrs, 1.0),
+      "sqrt": fits.rule_predictions(b, lrs, 0.5),
+    },
+  }
+  return section, fits.lr_rule_dict(lr_fit, study_name)
 
 
 def _value_at(steps: Sequence[int], values: Sequence[float], step: float) -> float | None:
-    """Last value logged at or before ``step``."""
-    before = [v for s, v in zip(steps, values) if s <= step]
-    return before[-1] if before else None
+  """Last value logged at or before ``step``."""
+  before = [v for s, v in zip(steps, values) if s <= step]
+  return before[-1] if before else None
 
 
 def _thin(steps: list[int], values: list[float]) -> tuple[list[int], list[float]]:
-    stride = max(1, math.ceil(len(steps) / MAX_SERIES_POINTS))
-    return steps[::stride], values[::stride]
+  stride = max(1, math.ceil(len(steps) / MAX_SERIES_POINTS))
+  return steps[::stride], values[::stride]
 
 
 def noise_section(
-    outcomes: Sequence[TrialOutcome], summaries: Sequence[BatchSummary], b_crit: float | None
+  outcomes: Sequence[TrialOutcome], summaries: Sequence[BatchSummary], b_crit: float | None
 ) -> dict[str, Any]:
-    """B_simple per batch size (median over non-diverged trials) against B_crit.
+  """B_simple per batch size (median over non-diverged trials) against B_crit.
 
-    McCandlish et al. 2018 find B_crit tracks B_noise within about an order of
-    magnitude; ``ratio_to_b_crit`` is that comparison for this study.
-    """
-    per_b: dict[int, list[float]] = defaultdict(list)
-    for o in outcomes:
-        value = final_b_simple(o.trial)
-        if value is not None and not o.trial.diverged:
-            per_b[o.trial.batch_size].append(value)
-    if not per_b:
-        return {"available": False}
-    by_id = {o.trial.id: o for o in outcomes}
-    rows, series = [], []
-    for s in summaries:
-        best = by_id.get(s.best_trial_id) if s.best_trial_id else None
-        at_target = None
-        if best is not None:
-            steps, values = noise_scale_series(best.trial)
-            at_target = _value_at(steps, values, best.steps_or_inf)
-            if steps:
-                st, va = _thin(steps, values)
-                series.append({"batch_size": s.batch_size, "trial_id": best.trial.id, "step": st, "b_simple": va})
-        vals = per_b.get(s.batch_size, [])
-        rows.append(
-            {
-                "batch_size": s.batch_size,
-                "n_trials": len(vals),
-                "final_median": float(np.median(vals)) if vals else None,
-                "best_trial_at_target": at_target,
-            }
+  McCandlish et al. 2018 find B_crit tracks B_noise within about an order of
+  magnitude; ``ratio_to_b_crit`` is that comparison for this study.
+  """
+  per_b: dict[int, list[float]] = defaultdict(list)
+  for o in outcomes:
+    value = final_b_simple(o.trial)
+    if value is not None and not o.trial.diverged:
+      per_b[o.trial.batch_size].append(value)
+  if not per_b:
+    return {"available": False}
+  by_id = {o.trial.id: o for o in outcomes}
+  rows, series = [], []
+  for s in summaries:
+    best = by_id.get(s.best_trial_id) if s.best_trial_id else None
+    at_target = None
+    if best is not None:
+      steps, values = noise_scale_series(best.trial)
+      at_target = _value_at(steps, values, best.steps_or_inf)
+      if steps:
+        st, va = _thin(steps, values)
+        series.append(
+          {"batch_size": s.batch_size, "trial_id": best.trial.id, "step": st, "b_simple": va}
         )
-    overall = float(np.median([v for vals in per_b.values() for v in vals]))
-    return {
-        "available": True,
-        "definition": "B_simple = tr(Sigma) / |G|^2, two-batch estimator (McCandlish et al. 2018, A.1)",
-        "per_batch": rows,
-        "median_final": overall,
-        "b_crit": b_crit,
-        "ratio_to_b_crit": None if not b_crit else overall / b_crit,
-        "series": series,
-    }
+    vals = per_b.get(s.batch_size, [])
+    rows.append(
+      {
+        "batch_size": s.batch_size,
+        "n_trials": len(vals),
+        "final_median": float(np.median(vals)) if vals else None,
+        "best_trial_at_target": at_target,
+      }
+    )
+  overall = float(np.median([v for vals in per_b.values() for v in vals]))
+  return {
+    "available": True,
+    "definition": "B_simple = tr(Sigma) / |G|^2, two-batch estimator (McCandlish et al. 2018, A.1)",
+    "per_batch": rows,
+    "median_final": overall,
+    "b_crit": b_crit,
+    "ratio_to_b_crit": None if not b_crit else overall / b_crit,
+    "series": series,
+  }
 
 
 def configs_section(outcomes: Sequence[TrialOutcome], metric: str) -> list[dict[str, Any]]:
-    """One row per (B, lr, params) point: median steps and median final target metric."""
-    final = {o.trial.id: o.trial.final_metrics().get(metric) for o in outcomes}
-    rows = []
-    for c in config_results(outcomes):
-        metrics = [final[i] for i in c.trial_ids if final.get(i) is not None and math.isfinite(final[i])]
-        rows.append(
-            {
-                "batch_size": c.batch_size,
-                "lr": c.lr,
-                "params": c.params,
-                "steps": c.steps if math.isfinite(c.steps) else None,
-                "n_seeds": len(c.trial_ids),
-                "n_reached": c.n_reached,
-                "n_diverged": c.n_diverged,
-                "final_metric": float(np.median(metrics)) if metrics else None,
-            }
-        )
-    return rows
+  """One row per (B, lr, params) point: median steps and median final target metric."""
+  final = {o.trial.id: o.trial.final_metrics().get(metric) for o in outcomes}
+  rows = []
+  for c in config_results(outcomes):
+    metrics = [
+      final[i] for i in c.trial_ids if final.get(i) is not None and math.isfinite(final[i])
+    ]
+    rows.append(
+      {
+        "batch_size": c.batch_size,
+        "lr": c.lr,
+        "params": c.params,
+        "steps": c.steps if math.isfinite(c.steps) else None,
+        "n_seeds": len(c.trial_ids),
+        "n_reached": c.n_reached,
+        "n_diverged": c.n_diverged,
+        "final_metric": float(np.median(metrics)) if metrics else None,
+      }
+    )
+  return rows
 
 
-def per_batch_section(summaries: Sequence[BatchSummary], boot: dict[int, np.ndarray], *, level: float) -> list[dict[str, Any]]:
-    """Per-B summaries plus a percentile bootstrap interval on the best steps."""
-    q = [50.0 * (1.0 - level), 50.0 * (1.0 + level)]
-    rows = []
-    for s in summaries:
-        row = s.to_dict()
-        sample = boot.get(s.batch_size)
-        finite = sample[np.isfinite(sample)] if sample is not None else np.array([])
-        row["best_steps_ci"] = [float(v) for v in np.percentile(finite, q)] if len(finite) >= 10 else None
-        rows.append(row)
-    return rows
+def per_batch_section(
+  summaries: Sequence[BatchSummary], boot: dict[int, np.ndarray], *, level: float
+) -> list[dict[str, Any]]:
+  """Per-B summaries plus a percentile bootstrap interval on the best steps."""
+  q = [50.0 * (1.0 - level), 50.0 * (1.0 + level)]
+  rows = []
+  for s in summaries:
+    row = s.to_dict()
+    sample = boot.get(s.batch_size)
+    finite = sample[np.isfinite(sample)] if sample is not None else np.array([])
+    row["best_steps_ci"] = (
+      [float(v) for v in np.percentile(finite, q)] if len(finite) >= 10 else None
+    )
+    rows.append(row)
+  return rows
 
 
 def build_analysis(
-    study: Study,
-    *,
-    within_pct: float = 10.0,
-    n_bootstrap: int = 200,
-    seed: int = 0,
-    level: float = 0.9,
-    perfect_slope: float = -0.8,
-    maximal_slope: float = -0.1,
+  study: Study,
+  *,
+  within_pct: float = 10.0,
+  n_bootstrap: int = 200,
+  seed: int = 0,
+  level: float = 0.9,
+  perfect_slope: float = -0.8,
+  maximal_slope: float = -0.1,
 ) -> dict[str, Any]:
-    """Every number of the analysis as one JSON-able dict (see :func:`analyze`)."""
-    spec = study.spec
-    outcomes = trial_outcomes(study.trials, spec.target)
-    summaries = summarize_batches(outcomes, within_pct=within_pct)
-    boot = bootstrap_best_steps(outcomes, n_bootstrap=n_bootstrap, rng=np.random.default_rng(seed))
-    fit_block, fit = fit_section(summaries, boot, level=level)
-    usable = _usable(summaries)
-    if len(usable) >= 2:
-        regimes = fits.regimes_summary(
-            [s.batch_size for s in usable],
-            [float(s.best_steps) for s in usable],
-            fit,
-            perfect_slope=perfect_slope,
-            maximal_slope=maximal_slope,
-        )
-        regimes.update(ok=True, reason=None)
-    else:
-        regimes = {"ok": False, "reason": "fewer than 2 batch sizes reached the target"}
-    lr_block, lr_rule = lr_section(summaries, spec.name)
-    present = {s.batch_size for s in summaries}
-    excluded = [
-        {"batch_size": s.batch_size, "reason": "no trial reached the target"} for s in summaries if not s.reached
-    ] + [{"batch_size": b, "reason": "no trials found"} for b in spec.batch_sizes if b not in present]
-    return {
-        "study": {
-            "name": spec.name,
-            "workdir": study.workdir,
-            "target": spec.target.to_dict(),
-            "batch_sizes": list(spec.batch_sizes),
-            "reference_batch": spec.reference_batch,
-            "base_lr": spec.base_lr,
-            "scaling_rule": spec.scaling_rule,
-            "optimizer": spec.optimizer,
-            "num_train_examples": spec.num_train_examples,
-        },
-        "policy": policy_text(spec.target),
-        "settings": {
-            "within_pct": within_pct,
-            "n_bootstrap": n_bootstrap,
-            "seed": seed,
-            "ci_level": level,
-            "perfect_slope": perfect_slope,
-            "maximal_slope": maximal_slope,
-        },
-        "n_trials": len(study.trials),
-        "status_counts": dict(Counter(t.status for t in study.trials)),
-        "per_batch": per_batch_section(summaries, boot, level=level),
-        "excluded_batches": excluded,
-        "configs": configs_section(outcomes, spec.target.metric),
-        "fit": fit_block,
-        "regimes": regimes,
-        "lr_fit": lr_block,
-        "lr_rule": lr_rule,
-        "noise_scale": noise_section(outcomes, summaries, None if fit is None else fit.b_crit),
-    }
+  """Every number of the analysis as one JSON-able dict (see :func:`analyze`)."""
+  spec = study.spec
+  outcomes = trial_outcomes(study.trials, spec.target)
+  summaries = summarize_batches(outcomes, within_pct=within_pct)
+  boot = bootstrap_best_steps(outcomes, n_bootstrap=n_bootstrap, rng=np.random.default_rng(seed))
+  fit_block, fit = fit_section(summaries, boot, level=level)
+  usable = _usable(summaries)
+  if len(usable) >= 2:
+    regimes = fits.regimes_summary(
+      [s.batch_size for s in usable],
+      [float(s.best_steps) for s in usable],
+      fit,
+      perfect_slope=perfect_slope,
+      maximal_slope=maximal_slope,
+    )
+    regimes.update(ok=True, reason=None)
+  else:
+    regimes = {"ok": False, "reason": "fewer than 2 batch sizes reached the target"}
+  lr_block, lr_rule = lr_section(summaries, spec.name)
+  present = {s.batch_size for s in summaries}
+  excluded = [
+    {"batch_size": s.batch_size, "reason": "no trial reached the target"}
+    for s in summaries
+    if not s.reached
+  ] + [{"batch_size": b, "reason": "no trials found"} for b in spec.batch_sizes if b not in present]
+  return {
+    "study": {
+      "name": spec.name,
+      "workdir": study.workdir,
+      "target": spec.target.to_dict(),
+      "batch_sizes": list(spec.batch_sizes),
+      "reference_batch": spec.reference_batch,
+      "base_lr": spec.base_lr,
+      "scaling_rule": spec.scaling_rule,
+      "optimizer": spec.optimizer,
+      "num_train_examples": spec.num_train_examples,
+    },
+    "policy": policy_text(spec.target),
+    "settings": {
+      "within_pct": within_pct,
+      "n_bootstrap": n_bootstrap,
+      "seed": seed,
+      "ci_level": level,
+      "perfect_slope": perfect_slope,
+      "maximal_slope": maximal_slope,
+    },
+    "n_trials": len(study.trials),
+    "status_counts": dict(Counter(t.status for t in study.trials)),
+    "per_batch": per_batch_section(summaries, boot, level=level),
+    "excluded_batches": excluded,
+    "configs": configs_section(outcomes, spec.target.metric),
+    "fit": fit_block,
+    "regimes": regimes,
+    "lr_fit": lr_block,
+    "lr_rule": lr_rule,
+    "noise_scale": noise_section(outcomes, summaries, None if fit is None else fit.b_crit),
+  }
 
 
-def analyze(workdir: str, *, within_pct: float = 10.0, n_bootstrap: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Analyse the study in ``workdir`` and write the results beside it.
+def analyze(
+  workdir: str, *, within_pct: float = 10.0, n_bootstrap: int = 200, seed: int = 0
+) -> dict[str, Any]:
+  """Analyse the study in ``workdir`` and write the results beside it.
 
-    Writes ``results.csv`` (one row per trial), ``analysis.json`` (this dict,
-    NaN/inf as null), the plots (``steps_to_result.png``,
-    ``examples_to_result.png``, ``optimal_lr.png``, ``lr_sensitivity.png``,
-    ``tradeoff.png``, ``noise_scale.png`` when B_simple was logged) and
-    ``report.md``. Batch sizes where no trial reached the target are excluded
-    from the fits and listed; with fewer than 3 usable batch sizes the steps
-    fit is skipped with a reason instead of failing.
+  Writes ``results.csv`` (one row per trial), ``analysis.json`` (this dict,
+  NaN/inf as null), the plots (``steps_to_result.png``,
+  ``examples_to_result.png``, ``optimal_lr.png``, ``lr_sensitivity.png``,
+  ``tradeoff.png``, ``noise_scale.png`` when B_simple was logged) and
+  ``report.md``. Batch sizes where no trial reached the target are excluded
+  from the fits and listed; with fewer than 3 usable batch sizes the steps
+  fit is skipped with a reason instead of failing.
 
-    Args:
-      workdir: Study directory (``study.json`` + ``trials/``).
-      within_pct: Tolerance defining the near-optimal lr range, in percent of
-        the best steps.
-      n_bootstrap: Bootstrap resamples for the confidence intervals.
-      seed: Seed of the bootstrap.
+  Args:
+    workdir: Study directory (``study.json`` + ``trials/``).
+    within_pct: Tolerance defining the near-optimal lr range, in percent of
+      the best steps.
+    n_bootstrap: Bootstrap resamples for the confidence intervals.
+    seed: Seed of the bootstrap.
 
-    Returns:
-      The analysis dict as written to ``analysis.json``.
-    """
-    study = load_study(workdir)
-    analysis = build_analysis(study, within_pct=within_pct, n_bootstrap=n_bootstrap, seed=seed)
-    outcomes = trial_outcomes(study.trials, study.spec.target)
-    report.write_results_csv(outcomes, os.path.join(workdir, "results.csv"))
-    analysis["plots"] = plots.plot_all(analysis, workdir)
-    analysis["files"] = ["results.csv", "analysis.json", "report.md", *analysis["plots"]]
-    analysis = report.to_jsonable(analysis)
-    report.write_analysis_json(analysis, os.path.join(workdir, "analysis.json"))
-    report.write_report(analysis, os.path.join(workdir, "report.md"))
-    return analysis
+  Returns:
+    The analysis dict as written to ``analysis.json``.
+  """
+  study = load_study(workdir)
+  analysis = build_analysis(study, within_pct=within_pct, n_bootstrap=n_bootstrap, seed=seed)
+  outcomes = trial_outcomes(study.trials, study.spec.target)
+  report.write_results_csv(outcomes, os.path.join(workdir, "results.csv"))
+  analysis["plots"] = plots.plot_all(analysis, workdir)
+  analysis["files"] = ["results.csv", "analysis.json", "report.md", *analysis["plots"]]
+  analysis = report.to_jsonable(analysis)
+  report.write_analysis_json(analysis, os.path.join(workdir, "analysis.json"))
+  report.write_report(analysis, os.path.join(workdir, "report.md"))
+  return analysis

@@ -29,294 +29,303 @@ from typing import Any
 import numpy as np
 
 from lrscale.analysis.store_reader import (
-    STATUS_COMPLETE,
-    STATUS_DIVERGED,
-    STATUS_MISSING,
-    STATUS_RUNNING,
-    Target,
-    TrialRecord,
-    as_float,
+  STATUS_COMPLETE,
+  STATUS_DIVERGED,
+  STATUS_MISSING,
+  STATUS_RUNNING,
+  Target,
+  TrialRecord,
+  as_float,
 )
 
 POLICY = (
-    "Steps to result = first evaluation step at which {metric} {op} {value} "
-    "(Shallue et al. 2018); examples to result = steps x batch size. Per batch size the best "
-    "(lr, params) point has the fewest steps (median over seeds, unreached seeds count as "
-    "infinite); ties go to the lower lr."
+  "Steps to result = first evaluation step at which {metric} {op} {value} "
+  "(Shallue et al. 2018); examples to result = steps x batch size. Per batch size the best "
+  "(lr, params) point has the fewest steps (median over seeds, unreached seeds count as "
+  "infinite); ties go to the lower lr."
 )
 
 
 def policy_text(target: Target) -> str:
-    """The steps-to-result policy in words, for reports."""
-    op = "<=" if target.mode == "min" else ">="
-    return POLICY.format(metric=target.metric, op=op, value=target.value)
+  """The steps-to-result policy in words, for reports."""
+  op = "<=" if target.mode == "min" else ">="
+  return POLICY.format(metric=target.metric, op=op, value=target.value)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrialOutcome:
-    """Steps to result of one trial.
+  """Steps to result of one trial.
 
-    Attributes:
-      trial: The trial.
-      steps: First eval step reaching the target, ``None`` if not reached.
-      source: ``"metrics"``, ``"summary"`` or ``"none"`` (where ``steps`` came from).
+  Attributes:
+    trial: The trial.
+    steps: First eval step reaching the target, ``None`` if not reached.
+    source: ``"metrics"``, ``"summary"`` or ``"none"`` (where ``steps`` came from).
+  """
+
+  trial: TrialRecord
+  steps: int | None
+  source: str
+
+  @property
+  def reached(self) -> bool:
+    return self.steps is not None
+
+  @property
+  def examples(self) -> int | None:
+    """Examples to result, ``steps * batch_size``."""
+    return None if self.steps is None else self.steps * self.trial.batch_size
+
+  @property
+  def settled(self) -> bool:
+    """Whether the outcome is final: reached, or the trial stopped without reaching.
+
+    Running, never-started and crashed (``failed``) trials that have not
+    reached the target say nothing about the hyperparameters, so they are
+    left out of the comparison instead of being counted as failures.
     """
+    return self.reached or self.trial.status in (STATUS_COMPLETE, STATUS_DIVERGED)
 
-    trial: TrialRecord
-    steps: int | None
-    source: str
-
-    @property
-    def reached(self) -> bool:
-        return self.steps is not None
-
-    @property
-    def examples(self) -> int | None:
-        """Examples to result, ``steps * batch_size``."""
-        return None if self.steps is None else self.steps * self.trial.batch_size
-
-    @property
-    def settled(self) -> bool:
-        """Whether the outcome is final: reached, or the trial stopped without reaching.
-
-        Running, never-started and crashed (``failed``) trials that have not
-        reached the target say nothing about the hyperparameters, so they are
-        left out of the comparison instead of being counted as failures.
-        """
-        return self.reached or self.trial.status in (STATUS_COMPLETE, STATUS_DIVERGED)
-
-    @property
-    def steps_or_inf(self) -> float:
-        return math.inf if self.steps is None else float(self.steps)
+  @property
+  def steps_or_inf(self) -> float:
+    return math.inf if self.steps is None else float(self.steps)
 
 
 def first_step_reaching(eval_rows: Iterable[dict[str, Any]], target: Target) -> int | None:
-    """First eval step whose ``target.metric`` meets the target, else ``None``."""
-    rows = sorted((r for r in eval_rows if target.metric in r), key=lambda r: float(r["step"]))
-    for row in rows:
-        if target.is_reached(as_float(row.get(target.metric))):
-            return int(float(row["step"]))
-    return None
+  """First eval step whose ``target.metric`` meets the target, else ``None``."""
+  rows = sorted((r for r in eval_rows if target.metric in r), key=lambda r: float(r["step"]))
+  for row in rows:
+    if target.is_reached(as_float(row.get(target.metric))):
+      return int(float(row["step"]))
+  return None
 
 
 def steps_to_target(trial: TrialRecord, target: Target) -> tuple[int | None, str]:
-    """Steps to result of one trial and where the number came from.
+  """Steps to result of one trial and where the number came from.
 
-    Returns:
-      ``(steps, source)``; source is ``"metrics"`` when eval rows carry the
-      metric (authoritative, even when they never reach it), else
-      ``"summary"`` when ``summary.json`` reports a reached target, else ``"none"``.
-    """
-    if any(target.metric in r for r in trial.eval_rows):
-        return first_step_reaching(trial.eval_rows, target), "metrics"
-    summary_target = (trial.summary or {}).get("target") or {}
-    step = as_float(summary_target.get("step"))
-    if summary_target.get("reached") and step is not None and math.isfinite(step):
-        return int(step), "summary"
-    return None, "none"
+  Returns:
+    ``(steps, source)``; source is ``"metrics"`` when eval rows carry the
+    metric (authoritative, even when they never reach it), else
+    ``"summary"`` when ``summary.json`` reports a reached target, else ``"none"``.
+  """
+  if any(target.metric in r for r in trial.eval_rows):
+    return first_step_reaching(trial.eval_rows, target), "metrics"
+  summary_target = (trial.summary or {}).get("target") or {}
+  step = as_float(summary_target.get("step"))
+  if summary_target.get("reached") and step is not None and math.isfinite(step):
+    return int(step), "summary"
+  return None, "none"
 
 
 def trial_outcomes(trials: Iterable[TrialRecord], target: Target) -> list[TrialOutcome]:
-    """:func:`steps_to_target` for every trial."""
-    return [TrialOutcome(t, *steps_to_target(t, target)) for t in trials]
+  """:func:`steps_to_target` for every trial."""
+  return [TrialOutcome(t, *steps_to_target(t, target)) for t in trials]
 
 
 @dataclasses.dataclass(frozen=True)
 class ConfigResult:
-    """One hyperparameter point (batch size, lr, params) aggregated over seeds.
+  """One hyperparameter point (batch size, lr, params) aggregated over seeds.
 
-    Attributes:
-      steps: Median over settled seeds of steps to result (inf if not reached).
-      trial_ids: Settled trials of this point.
-      best_trial_id: The settled trial with the fewest steps.
-    """
+  Attributes:
+    steps: Median over settled seeds of steps to result (inf if not reached).
+    trial_ids: Settled trials of this point.
+    best_trial_id: The settled trial with the fewest steps.
+  """
 
-    batch_size: int
-    lr: float
-    params: dict[str, Any]
-    steps: float
-    trial_ids: tuple[str, ...]
-    best_trial_id: str | None
-    n_reached: int
-    n_diverged: int
+  batch_size: int
+  lr: float
+  params: dict[str, Any]
+  steps: float
+  trial_ids: tuple[str, ...]
+  best_trial_id: str | None
+  n_reached: int
+  n_diverged: int
 
 
 def _group(outcomes: Iterable[TrialOutcome]) -> dict[tuple[Any, ...], list[TrialOutcome]]:
-    groups: dict[tuple[Any, ...], list[TrialOutcome]] = defaultdict(list)
-    for o in outcomes:
-        groups[o.trial.config_key].append(o)
-    return groups
+  groups: dict[tuple[Any, ...], list[TrialOutcome]] = defaultdict(list)
+  for o in outcomes:
+    groups[o.trial.config_key].append(o)
+  return groups
 
 
 def config_results(outcomes: Iterable[TrialOutcome]) -> list[ConfigResult]:
-    """Aggregate settled outcomes into one :class:`ConfigResult` per point, sorted by lr."""
-    results = []
-    for members in _group(o for o in outcomes if o.settled).values():
-        first = members[0].trial
-        best = min(members, key=lambda o: (o.steps_or_inf, o.trial.id))
-        results.append(
-            ConfigResult(
-                batch_size=first.batch_size,
-                lr=first.lr,
-                params=dict(first.params),
-                steps=float(np.median([o.steps_or_inf for o in members])),
-                trial_ids=tuple(o.trial.id for o in members),
-                best_trial_id=best.trial.id if best.reached else None,
-                n_reached=sum(o.reached for o in members),
-                n_diverged=sum(o.trial.diverged for o in members),
-            )
-        )
-    return sorted(results, key=lambda c: (c.lr, repr(sorted(c.params.items()))))
+  """Aggregate settled outcomes into one :class:`ConfigResult` per point, sorted by lr."""
+  results = []
+  for members in _group(o for o in outcomes if o.settled).values():
+    first = members[0].trial
+    best = min(members, key=lambda o: (o.steps_or_inf, o.trial.id))
+    results.append(
+      ConfigResult(
+        batch_size=first.batch_size,
+        lr=first.lr,
+        params=dict(first.params),
+        steps=float(np.median([o.steps_or_inf for o in members])),
+        trial_ids=tuple(o.trial.id for o in members),
+        best_trial_id=best.trial.id if best.reached else None,
+        n_reached=sum(o.reached for o in members),
+        n_diverged=sum(o.trial.diverged for o in members),
+      )
+    )
+  return sorted(results, key=lambda c: (c.lr, repr(sorted(c.params.items()))))
 
 
 @dataclasses.dataclass(frozen=True)
 class BatchSummary:
-    """Everything measured at one batch size.
+  """Everything measured at one batch size.
 
-    Attributes:
-      batch_size: B.
-      n_trials: Trials found at this B (any status).
-      n_missing: Trials never started or still running without a result.
-      n_reached: Trials that reached the target.
-      n_diverged: Trials that diverged.
-      best_trial_id: Fewest-steps trial of the best point (``None`` if none reached).
-      best_lr: Learning rate of the best point.
-      best_params: Other hyperparameters of the best point.
-      best_steps: Steps to result of the best point (median over its seeds).
-      best_examples: ``best_steps * batch_size``.
-      lr_within: (lowest, highest) lr whose point is within ``within_pct``% of
-        ``best_steps``.
-      largest_stable_lr: Largest lr at which no finished trial diverged.
-      smallest_diverged_lr: Smallest lr at which some trial diverged.
-      best_lr_at_grid_edge: The best lr is the lowest or highest lr tried, so the
-        grid may not bracket the optimum.
-      lrs: All learning rates tried at this B.
-    """
+  Attributes:
+    batch_size: B.
+    n_trials: Trials found at this B (any status).
+    n_missing: Trials never started or still running without a result.
+    n_reached: Trials that reached the target.
+    n_diverged: Trials that diverged.
+    best_trial_id: Fewest-steps trial of the best point (``None`` if none reached).
+    best_lr: Learning rate of the best point.
+    best_params: Other hyperparameters of the best point.
+    best_steps: Steps to result of the best point (median over its seeds).
+    best_examples: ``best_steps * batch_size``.
+    lr_within: (lowest, highest) lr whose point is within ``within_pct``% of
+      ``best_steps``.
+    largest_stable_lr: Largest lr at which no finished trial diverged.
+    smallest_diverged_lr: Smallest lr at which some trial diverged.
+    best_lr_at_grid_edge: The best lr is the lowest or highest lr tried, so the
+      grid may not bracket the optimum.
+    lrs: All learning rates tried at this B.
+  """
 
-    batch_size: int
-    n_trials: int
-    n_missing: int
-    n_reached: int
-    n_diverged: int
-    best_trial_id: str | None
-    best_lr: float | None
-    best_params: dict[str, Any] | None
-    best_steps: float | None
-    best_examples: float | None
-    lr_within: tuple[float, float] | None
-    largest_stable_lr: float | None
-    smallest_diverged_lr: float | None
-    best_lr_at_grid_edge: bool
-    lrs: tuple[float, ...]
+  batch_size: int
+  n_trials: int
+  n_missing: int
+  n_reached: int
+  n_diverged: int
+  best_trial_id: str | None
+  best_lr: float | None
+  best_params: dict[str, Any] | None
+  best_steps: float | None
+  best_examples: float | None
+  lr_within: tuple[float, float] | None
+  largest_stable_lr: float | None
+  smallest_diverged_lr: float | None
+  best_lr_at_grid_edge: bool
+  lrs: tuple[float, ...]
 
-    @property
-    def reached(self) -> bool:
-        return self.best_steps is not None
+  @property
+  def reached(self) -> bool:
+    return self.best_steps is not None
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["lr_within"] = None if self.lr_within is None else list(self.lr_within)
-        d["lrs"] = list(self.lrs)
-        return d
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["lr_within"] = None if self.lr_within is None else list(self.lr_within)
+    d["lrs"] = list(self.lrs)
+    return d
 
 
 def best_config(configs: Sequence[ConfigResult]) -> ConfigResult | None:
-    """Fewest steps; ties to the lower lr. ``None`` if no point reached the target."""
-    reached = [c for c in configs if math.isfinite(c.steps)]
-    return min(reached, key=lambda c: (c.steps, c.lr)) if reached else None
+  """Fewest steps; ties to the lower lr. ``None`` if no point reached the target."""
+  reached = [c for c in configs if math.isfinite(c.steps)]
+  return min(reached, key=lambda c: (c.steps, c.lr)) if reached else None
 
 
 def summarize_batch(outcomes: Sequence[TrialOutcome], *, within_pct: float = 10.0) -> BatchSummary:
-    """Summarise the outcomes of one batch size (all must share it)."""
-    batch_sizes = {o.trial.batch_size for o in outcomes}
-    if len(batch_sizes) != 1:
-        raise ValueError(f"expected one batch size, got {sorted(batch_sizes)}")
-    configs = config_results(outcomes)
-    best = best_config(configs)
-    finished = [o.trial for o in outcomes if o.trial.status in (STATUS_COMPLETE, STATUS_DIVERGED)]
-    diverged_lrs = sorted({t.lr for t in finished if t.diverged})
-    stable_lrs = sorted({t.lr for t in finished} - set(diverged_lrs))
-    tried = sorted({o.trial.lr for o in outcomes})
-    lr_within = None
-    if best is not None:
-        limit = best.steps * (1.0 + within_pct / 100.0)
-        close = [c.lr for c in configs if c.steps <= limit]
-        lr_within = (min(close), max(close))
-    settled_lrs = sorted({c.lr for c in configs})
-    return BatchSummary(
-        batch_size=batch_sizes.pop(),
-        n_trials=len(outcomes),
-        n_missing=sum(
-            not o.settled and o.trial.status in (STATUS_MISSING, STATUS_RUNNING) for o in outcomes
-        ),
-        n_reached=sum(o.reached for o in outcomes),
-        n_diverged=sum(o.trial.diverged for o in outcomes),
-        best_trial_id=None if best is None else best.best_trial_id,
-        best_lr=None if best is None else best.lr,
-        best_params=None if best is None else best.params,
-        best_steps=None if best is None else best.steps,
-        best_examples=None if best is None else best.steps * best.batch_size,
-        lr_within=lr_within,
-        largest_stable_lr=stable_lrs[-1] if stable_lrs else None,
-        smallest_diverged_lr=diverged_lrs[0] if diverged_lrs else None,
-        best_lr_at_grid_edge=best is not None
-        and len(settled_lrs) > 1
-        and best.lr in (settled_lrs[0], settled_lrs[-1]),
-        lrs=tuple(tried),
-    )
+  """Summarise the outcomes of one batch size (all must share it)."""
+  batch_sizes = {o.trial.batch_size for o in outcomes}
+  if len(batch_sizes) != 1:
+    raise ValueError(f"expected one batch size, got {sorted(batch_sizes)}")
+  configs = config_results(outcomes)
+  best = best_config(configs)
+  finished = [o.trial for o in outcomes if o.trial.status in (STATUS_COMPLETE, STATUS_DIVERGED)]
+  diverged_lrs = sorted({t.lr for t in finished if t.diverged})
+  stable_lrs = sorted({t.lr for t in finished} - set(diverged_lrs))
+  tried = sorted({o.trial.lr for o in outcomes})
+  lr_within = None
+  if best is not None:
+    limit = best.steps * (1.0 + within_pct / 100.0)
+    close = [c.lr for c in configs if c.steps <= limit]
+    lr_within = (min(close), max(close))
+  settled_lrs = sorted({c.lr for c in configs})
+  return BatchSummary(
+    batch_size=batch_sizes.pop(),
+    n_trials=len(outcomes),
+    n_missing=sum(
+      not o.settled and o.trial.status in (STATUS_MISSING, STATUS_RUNNING) for o in outcomes
+    ),
+    n_reached=sum(o.reached for o in outcomes),
+    n_diverged=sum(o.trial.diverged for o in outcomes),
+    best_trial_id=None if best is None else best.best_trial_id,
+    best_lr=None if best is None else best.lr,
+    best_params=None if best is None else best.params,
+    best_steps=None if best is None else best.steps,
+    best_examples=None if best is None else best.steps * best.batch_size,
+    lr_within=lr_within,
+    largest_stable_lr=stable_lrs[-1] if stable_lrs else None,
+    smallest_diverged_lr=diverged_lrs[0] if diverged_lrs else None,
+    best_lr_at_grid_edge=best is not None
+    and len(settled_lrs) > 1
+    and best.lr in (settled_lrs[0], settled_lrs[-1]),
+    lrs=tuple(tried),
+  )
 
 
 def by_batch_size(outcomes: Iterable[TrialOutcome]) -> dict[int, list[TrialOutcome]]:
-    """Group outcomes by batch size, keys ascending."""
-    groups: dict[int, list[TrialOutcome]] = defaultdict(list)
-    for o in outcomes:
-        groups[o.trial.batch_size].append(o)
-    return dict(sorted(groups.items()))
+  """Group outcomes by batch size, keys ascending."""
+  groups: dict[int, list[TrialOutcome]] = defaultdict(list)
+  for o in outcomes:
+    groups[o.trial.batch_size].append(o)
+  return dict(sorted(groups.items()))
 
 
-def summarize_batches(outcomes: Iterable[TrialOutcome], *, within_pct: float = 10.0) -> list[BatchSummary]:
-    """:func:`summarize_batch` for every batch size, ascending."""
-    return [summarize_batch(g, within_pct=within_pct) for g in by_batch_size(outcomes).values()]
+def summarize_batches(
+  outcomes: Iterable[TrialOutcome], *, within_pct: float = 10.0
+) -> list[BatchSummary]:
+  """:func:`summarize_batch` for every batch size, ascending."""
+  return [summarize_batch(g, within_pct=within_pct) for g in by_batch_size(outcomes).values()]
 
 
 def _bootstrap_one_batch(
-    outcomes: Sequence[TrialOutcome], *, n_bootstrap: int, rng: np.random.Generator
+  outcomes: Sequence[TrialOutcome], *, n_bootstrap: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Resampled best steps of one batch size, shape ``(n_bootstrap,)``.
+  """Resampled best steps of one batch size, shape ``(n_bootstrap,)``.
 
-    Seeds are resampled with replacement within each (lr, params) point, the
-    point medians recomputed and the best point taken, mirroring
-    :func:`best_config`. When no point has a second seed, that resampling would
-    be a no-op, so trials are resampled across the whole batch size instead
-    (the best point is then the best drawn trial).
-    """
-    groups = [np.array([o.steps_or_inf for o in g]) for g in _group(o for o in outcomes if o.settled).values()]
-    if not groups:
-        return np.full(n_bootstrap, np.inf)
-    if max(len(g) for g in groups) < 2:
-        pool = np.concatenate(groups)
-        draws = pool[rng.integers(0, len(pool), size=(n_bootstrap, len(pool)))]
-        return draws.min(axis=1)
-    medians = [np.median(g[rng.integers(0, len(g), size=(n_bootstrap, len(g)))], axis=1) for g in groups]
-    return np.min(np.stack(medians, axis=1), axis=1)
+  Seeds are resampled with replacement within each (lr, params) point, the
+  point medians recomputed and the best point taken, mirroring
+  :func:`best_config`. When no point has a second seed, that resampling would
+  be a no-op, so trials are resampled across the whole batch size instead
+  (the best point is then the best drawn trial).
+  """
+  groups = [
+    np.array([o.steps_or_inf for o in g]) for g in _group(o for o in outcomes if o.settled).values()
+  ]
+  if not groups:
+    return np.full(n_bootstrap, np.inf)
+  if max(len(g) for g in groups) < 2:
+    pool = np.concatenate(groups)
+    draws = pool[rng.integers(0, len(pool), size=(n_bootstrap, len(pool)))]
+    return draws.min(axis=1)
+  medians = [
+    np.median(g[rng.integers(0, len(g), size=(n_bootstrap, len(g)))], axis=1) for g in groups
+  ]
+  return np.min(np.stack(medians, axis=1), axis=1)
 
 
 def bootstrap_best_steps(
-    outcomes: Iterable[TrialOutcome], *, n_bootstrap: int = 200, rng: np.random.Generator | None = None
+  outcomes: Iterable[TrialOutcome],
+  *,
+  n_bootstrap: int = 200,
+  rng: np.random.Generator | None = None,
 ) -> dict[int, np.ndarray]:
-    """Bootstrap samples of the best steps to result per batch size.
+  """Bootstrap samples of the best steps to result per batch size.
 
-    Args:
-      outcomes: Outcomes of all trials.
-      n_bootstrap: Number of resamples.
-      rng: Random generator (seeded by the caller for reproducibility).
+  Args:
+    outcomes: Outcomes of all trials.
+    n_bootstrap: Number of resamples.
+    rng: Random generator (seeded by the caller for reproducibility).
 
-    Returns:
-      ``{batch_size: array (n_bootstrap,)}``; ``inf`` where a resample has no
-      point reaching the target.
-    """
-    rng = np.random.default_rng(0) if rng is None else rng
-    return {
-        b: _bootstrap_one_batch(g, n_bootstrap=n_bootstrap, rng=rng)
-        for b, g in by_batch_size(outcomes).items()
-    }
+  Returns:
+    ``{batch_size: array (n_bootstrap,)}``; ``inf`` where a resample has no
+    point reaching the target.
+  """
+  rng = np.random.default_rng(0) if rng is None else rng
+  return {
+    b: _bootstrap_one_batch(g, n_bootstrap=n_bootstrap, rng=rng)
+    for b, g in by_batch_size(outcomes).items()
+  }

@@ -43,8 +43,10 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
   """
   spec = importlib.util.find_spec("sklearn")
   if spec is None or not spec.submodule_search_locations:
-    raise ValueError("config.dataset.name='digits' needs scikit-learn, which ships the data: "
-                     "pip install scikit-learn.")
+    raise ValueError(
+      "config.dataset.name='digits' needs scikit-learn, which ships the data: "
+      "pip install scikit-learn."
+    )
   path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
   with gzip.open(path, "rt") as f:
     table = np.loadtxt(f, delimiter=",", dtype=np.float32)
@@ -64,8 +66,14 @@ def load(name: str):
 def meta(name: str):
   """Size and shape of an offline dataset, without loading it."""
   from lrscale.data.registry import DatasetMeta  # pylint: disable=g-import-not-at-top
+
   if name != "digits":
     raise ValueError(f"config.dataset.name={name!r} is not an offline dataset {OFFLINE_DATASETS}.")
-  return DatasetMeta(name=name, num_train=DIGITS_NUM_EXAMPLES - DIGITS_NUM_TEST,
-                     num_eval=DIGITS_NUM_TEST, num_classes=10, input_shape=(8, 8, 1),
-                     streamed=False)
+  return DatasetMeta(
+    name=name,
+    num_train=DIGITS_NUM_EXAMPLES - DIGITS_NUM_TEST,
+    num_eval=DIGITS_NUM_TEST,
+    num_classes=10,
+    input_shape=(8, 8, 1),
+    streamed=False,
+  )

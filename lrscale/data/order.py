@@ -23,12 +23,16 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
 
 
-def batch_indices(*, seed: int, start_step: int, num_steps: int, batch_size: int,
-                  num_examples: int) -> np.ndarray:
+def batch_indices(
+  *, seed: int, start_step: int, num_steps: int, batch_size: int, num_examples: int
+) -> np.ndarray:
   """Example indices for ``num_steps`` steps from ``start_step``: [num_steps, batch_size]."""
-  return stream_indices(seed=seed, start=start_step * batch_size,
-                        count=num_steps * batch_size,
-                        num_examples=num_examples).reshape(num_steps, batch_size)
+  return stream_indices(
+    seed=seed,
+    start=start_step * batch_size,
+    count=num_steps * batch_size,
+    num_examples=num_examples,
+  ).reshape(num_steps, batch_size)
 
 
 def stream_indices(*, seed: int, start: int, count: int, num_examples: int) -> np.ndarray:

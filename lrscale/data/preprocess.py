@@ -22,7 +22,7 @@ def center_crop_resize(size: int) -> Callable[[np.ndarray], np.ndarray]:
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    crop = image[top:top + side, left:left + side]
+    crop = image[top : top + side, left : left + side]
     if crop.dtype != np.uint8:
       crop = np.clip(np.round(crop * 255.0), 0, 255).astype(np.uint8)
     channels = crop.shape[2] if crop.ndim == 3 else 1

@@ -33,6 +33,7 @@ DATASET_NAMES = OFFLINE + TFDS_IN_MEMORY + TFDS_STREAMED
 @dataclasses.dataclass(frozen=True)
 class InMemoryData:
   """A dataset held in host memory as float32 images in [0, 1] and int32 labels."""
+
   name: str
   train_x: np.ndarray
   train_y: np.ndarray
@@ -56,6 +57,7 @@ class InMemoryData:
 @dataclasses.dataclass(frozen=True)
 class DatasetMeta:
   """What config resolution needs to know before any data is read."""
+
   name: str
   num_train: int
   num_eval: int
@@ -76,21 +78,30 @@ def check_dataset(dataset_cfg: Any) -> DatasetMeta:
     return offline.meta(name)
   if name not in DATASET_NAMES:
     raise ValueError(
-        f"config.dataset.name={name!r} is not a known dataset; choose one of {DATASET_NAMES}.")
+      f"config.dataset.name={name!r} is not a known dataset; choose one of {DATASET_NAMES}."
+    )
   from lrscale.data import tfds_source  # pylint: disable=g-import-not-at-top
+
   data_dir = dataset_cfg.data_dir or None
   tfds_source.check_prepared(name, data_dir=data_dir)
   info = tfds_source.dataset_info(name, data_dir=data_dir)
-  for field, split in (("train_split", dataset_cfg.train_split),
-                       ("eval_split", dataset_cfg.eval_split)):
+  for field, split in (
+    ("train_split", dataset_cfg.train_split),
+    ("eval_split", dataset_cfg.eval_split),
+  ):
     if split not in info.split_sizes:
       raise ValueError(
-          f"config.dataset.{field}={split!r} is not a split of {name}; it has "
-          f"{sorted(info.split_sizes)}.")
-  return DatasetMeta(name=name, num_train=int(info.split_sizes[dataset_cfg.train_split]),
-                     num_eval=int(info.split_sizes[dataset_cfg.eval_split]),
-                     num_classes=int(info.num_classes),
-                     input_shape=tuple(info.image_shape), streamed=name in TFDS_STREAMED)
+        f"config.dataset.{field}={split!r} is not a split of {name}; it has "
+        f"{sorted(info.split_sizes)}."
+      )
+  return DatasetMeta(
+    name=name,
+    num_train=int(info.split_sizes[dataset_cfg.train_split]),
+    num_eval=int(info.split_sizes[dataset_cfg.eval_split]),
+    num_classes=int(info.num_classes),
+    input_shape=tuple(info.image_shape),
+    streamed=name in TFDS_STREAMED,
+  )
 
 
 def is_streamed(dataset_cfg: Any) -> bool:
@@ -103,6 +114,7 @@ def preprocess_for(dataset_cfg: Any):
   if dataset_cfg.image_size <= 0:
     return None
   from lrscale.data.preprocess import center_crop_resize  # pylint: disable=g-import-not-at-top
+
   return center_crop_resize(dataset_cfg.image_size)
 
 
@@ -113,12 +125,13 @@ def _read_resized(dataset_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]
   memory would not fit most machines.
   """
   from lrscale.data import stream, tfds_source  # pylint: disable=g-import-not-at-top
+
   source = tfds_source.open_split(dataset_cfg.name, split, data_dir=dataset_cfg.data_dir or None)
-  n = len(source) if dataset_cfg.eval_examples <= 0 else min(len(source),
-                                                              dataset_cfg.eval_examples)
+  n = len(source) if dataset_cfg.eval_examples <= 0 else min(len(source), dataset_cfg.eval_examples)
   chunk = min(n, 256)
-  it = stream.batches_from_source(source, batch_size=chunk, seed=0, drop_remainder=False,
-                                  preprocess=preprocess_for(dataset_cfg))
+  it = stream.batches_from_source(
+    source, batch_size=chunk, seed=0, drop_remainder=False, preprocess=preprocess_for(dataset_cfg)
+  )
   xs, ys, got = [], [], 0
   while got < n:
     x, y = next(it)
@@ -141,6 +154,7 @@ def load_in_memory(dataset_cfg: Any) -> InMemoryData:
     (tx, ty), (ex, ey), num_classes = offline.load(name)
   else:
     from lrscale.data import tfds_source  # pylint: disable=g-import-not-at-top
+
     data_dir = dataset_cfg.data_dir or None
     if dataset_cfg.image_size > 0:
       ex, ey = _read_resized(dataset_cfg, dataset_cfg.eval_split)
@@ -152,13 +166,18 @@ def load_in_memory(dataset_cfg: Any) -> InMemoryData:
       tx, ty = tfds_source.load_split(name, dataset_cfg.train_split, data_dir=data_dir)
     num_classes = tfds_source.dataset_info(name, data_dir=data_dir).num_classes
   if dataset_cfg.eval_examples > 0:
-    ex, ey = ex[:dataset_cfg.eval_examples], ey[:dataset_cfg.eval_examples]
+    ex, ey = ex[: dataset_cfg.eval_examples], ey[: dataset_cfg.eval_examples]
   if dataset_cfg.standardize and not streamed:
     # Per-channel statistics of the training split only, so eval leaks nothing.
     axes = tuple(range(tx.ndim - 1))
     mean = tx.mean(axis=axes, keepdims=True)
     std = tx.std(axis=axes, keepdims=True) + 1e-6
     tx, ex = (tx - mean) / std, (ex - mean) / std
-  return InMemoryData(name=name, train_x=np.asarray(tx, np.float32),
-                      train_y=np.asarray(ty, np.int32), eval_x=np.asarray(ex, np.float32),
-                      eval_y=np.asarray(ey, np.int32), num_classes=int(num_classes))
+  return InMemoryData(
+    name=name,
+    train_x=np.asarray(tx, np.float32),
+    train_y=np.asarray(ty, np.int32),
+    eval_x=np.asarray(ex, np.float32),
+    eval_y=np.asarray(ey, np.int32),
+    num_classes=int(num_classes),
+  )

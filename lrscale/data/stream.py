@@ -31,250 +31,238 @@ Preprocess = Callable[[np.ndarray], np.ndarray]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """Returns the shuffle seed of `epoch`, a pure function of `(seed, epoch)`.
+  """Returns the shuffle seed of `epoch`, a pure function of `(seed, epoch)`.
 
-    Grain's own per-epoch reshuffle uses `seed + epoch`, which makes run `seed`
-    at epoch 1 replay run `seed + 1` at epoch 0; hashing the pair through
-    `SeedSequence` keeps different seeds' epochs unrelated.
-    """
-    return int(np.random.SeedSequence((seed, epoch)).generate_state(1)[0])
+  Grain's own per-epoch reshuffle uses `seed + epoch`, which makes run `seed`
+  at epoch 1 replay run `seed + 1` at epoch 0; hashing the pair through
+  `SeedSequence` keeps different seeds' epochs unrelated.
+  """
+  return int(np.random.SeedSequence((seed, epoch)).generate_state(1)[0])
 
 
-def steps_per_epoch(
-    num_examples: int, batch_size: int, *, drop_remainder: bool = True
-) -> int:
-    """Returns the number of global batches in one epoch."""
-    if drop_remainder:
-        return num_examples // batch_size
-    return -(-num_examples // batch_size)
+def steps_per_epoch(num_examples: int, batch_size: int, *, drop_remainder: bool = True) -> int:
+  """Returns the number of global batches in one epoch."""
+  if drop_remainder:
+    return num_examples // batch_size
+  return -(-num_examples // batch_size)
 
 
 def _example_to_pair(
-    *, image_key: str, label_key: str, preprocess: Preprocess | None
+  *, image_key: str, label_key: str, preprocess: Preprocess | None
 ) -> Callable[[dict[str, Any]], Batch]:
-    """Returns the per-example map: TFDS dict -> (image, int32 label)."""
+  """Returns the per-example map: TFDS dict -> (image, int32 label)."""
 
-    def to_pair(example: dict[str, Any]) -> Batch:
-        image = example[image_key]
-        image = preprocess(image) if preprocess else tfds_source.to_float_images(image)
-        return image, np.asarray(example[label_key], dtype=np.int32)
+  def to_pair(example: dict[str, Any]) -> Batch:
+    image = example[image_key]
+    image = preprocess(image) if preprocess else tfds_source.to_float_images(image)
+    return image, np.asarray(example[label_key], dtype=np.int32)
 
-    return to_pair
+  return to_pair
 
 
 def epoch_batches(
-    source: Sequence[Any],
-    *,
-    batch_size: int,
-    seed: int,
-    epoch: int,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    drop_remainder: bool = True,
-    preprocess: Preprocess | None = None,
-    image_key: str = "image",
-    label_key: str = "label",
+  source: Sequence[Any],
+  *,
+  batch_size: int,
+  seed: int,
+  epoch: int,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  drop_remainder: bool = True,
+  preprocess: Preprocess | None = None,
+  image_key: str = "image",
+  label_key: str = "label",
 ) -> grain.MapDataset:
-    """Returns one host's batches of one epoch as a random-access dataset.
+  """Returns one host's batches of one epoch as a random-access dataset.
 
-    Args:
-        source: Random-access data source of example dicts.
-        batch_size: Global batch size (all hosts together).
-        seed: Run seed.
-        epoch: Epoch number; with `seed` it fixes the permutation.
-        shard_index: This host's index in `[0, shard_count)`.
-        shard_count: Number of hosts; must divide `batch_size`.
-        drop_remainder: Drop the last partial global batch of the epoch.
-        preprocess: Per-example image transform (e.g. crop/resize to a fixed
-            shape, then scaling); must be deterministic. Default:
-            `tfds_source.to_float_images`.
-        image_key: Feature holding the image.
-        label_key: Feature holding the label.
+  Args:
+      source: Random-access data source of example dicts.
+      batch_size: Global batch size (all hosts together).
+      seed: Run seed.
+      epoch: Epoch number; with `seed` it fixes the permutation.
+      shard_index: This host's index in `[0, shard_count)`.
+      shard_count: Number of hosts; must divide `batch_size`.
+      drop_remainder: Drop the last partial global batch of the epoch.
+      preprocess: Per-example image transform (e.g. crop/resize to a fixed
+          shape, then scaling); must be deterministic. Default:
+          `tfds_source.to_float_images`.
+      image_key: Feature holding the image.
+      label_key: Feature holding the label.
 
-    Returns:
-        A `grain.MapDataset` whose element `k` is the host's part of global
-        batch `k` of the epoch: `(images, int32 labels)`.
-    """
-    num_steps = steps_per_epoch(len(source), batch_size, drop_remainder=drop_remainder)
-    ds = grain.MapDataset.source(source).shuffle(seed=epoch_seed(seed, epoch))
-    # Cut the epoch to whole global batches *before* sharding, so every host
-    # has the same number of steps and the strided shards tile each batch.
-    ds = ds[: min(len(source), num_steps * batch_size)]
-    ds = ds[shard_index::shard_count]
-    ds = ds.map(
-        _example_to_pair(image_key=image_key, label_key=label_key, preprocess=preprocess)
-    )
-    return ds.batch(batch_size // shard_count, drop_remainder=False)
+  Returns:
+      A `grain.MapDataset` whose element `k` is the host's part of global
+      batch `k` of the epoch: `(images, int32 labels)`.
+  """
+  num_steps = steps_per_epoch(len(source), batch_size, drop_remainder=drop_remainder)
+  ds = grain.MapDataset.source(source).shuffle(seed=epoch_seed(seed, epoch))
+  # Cut the epoch to whole global batches *before* sharding, so every host
+  # has the same number of steps and the strided shards tile each batch.
+  ds = ds[: min(len(source), num_steps * batch_size)]
+  ds = ds[shard_index::shard_count]
+  ds = ds.map(_example_to_pair(image_key=image_key, label_key=label_key, preprocess=preprocess))
+  return ds.batch(batch_size // shard_count, drop_remainder=False)
 
 
 def _validate(
-    *,
-    num_examples: int,
-    seed: int,
-    batch_size: int,
-    start_step: int,
-    shard_index: int,
-    shard_count: int,
-    drop_remainder: bool,
+  *,
+  num_examples: int,
+  seed: int,
+  batch_size: int,
+  start_step: int,
+  shard_index: int,
+  shard_count: int,
+  drop_remainder: bool,
 ) -> None:
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if start_step < 0:
-        raise ValueError(f"start_step must be >= 0, got {start_step}")
-    if shard_count <= 0 or not 0 <= shard_index < shard_count:
-        raise ValueError(
-            f"need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}"
-        )
-    if batch_size % shard_count:
-        raise ValueError(
-            f"batch_size={batch_size} must be divisible by shard_count={shard_count}"
-        )
-    if not drop_remainder and shard_count > 1:
-        # A partial last batch would give hosts different (possibly empty)
-        # batch shapes and desynchronise collective steps.
-        raise ValueError("drop_remainder=False requires shard_count == 1")
-    if steps_per_epoch(num_examples, batch_size, drop_remainder=drop_remainder) == 0:
-        raise ValueError(
-            f"batch_size={batch_size} exceeds the split's {num_examples} examples"
-        )
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if seed < 0:
+    raise ValueError(f"seed must be >= 0, got {seed}")
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}")
+  if shard_count <= 0 or not 0 <= shard_index < shard_count:
+    raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}")
+  if batch_size % shard_count:
+    raise ValueError(f"batch_size={batch_size} must be divisible by shard_count={shard_count}")
+  if not drop_remainder and shard_count > 1:
+    # A partial last batch would give hosts different (possibly empty)
+    # batch shapes and desynchronise collective steps.
+    raise ValueError("drop_remainder=False requires shard_count == 1")
+  if steps_per_epoch(num_examples, batch_size, drop_remainder=drop_remainder) == 0:
+    raise ValueError(f"batch_size={batch_size} exceeds the split's {num_examples} examples")
 
 
 def batches_from_source(
-    source: Sequence[Any],
-    *,
-    batch_size: int,
-    seed: int,
-    start_step: int = 0,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    drop_remainder: bool = True,
-    preprocess: Preprocess | None = None,
-    image_key: str = "image",
-    label_key: str = "label",
-    num_threads: int = 0,
+  source: Sequence[Any],
+  *,
+  batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  drop_remainder: bool = True,
+  preprocess: Preprocess | None = None,
+  image_key: str = "image",
+  label_key: str = "label",
+  num_threads: int = 0,
 ) -> Iterator[Batch]:
-    """Endless batch stream over an opened data source; see `stream_batches`.
+  """Endless batch stream over an opened data source; see `stream_batches`.
 
-    Arguments are validated here, eagerly, not on the first `next()`.
-    """
-    _validate(
-        num_examples=len(source),
-        seed=seed,
-        batch_size=batch_size,
-        start_step=start_step,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        drop_remainder=drop_remainder,
-    )
-    epoch_kwargs = dict(
-        batch_size=batch_size,
-        seed=seed,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        drop_remainder=drop_remainder,
-        preprocess=preprocess,
-        image_key=image_key,
-        label_key=label_key,
-    )
-    num_steps = steps_per_epoch(len(source), batch_size, drop_remainder=drop_remainder)
-    return _generate(
-        source,
-        start=divmod(start_step, num_steps),
-        num_threads=num_threads,
-        epoch_kwargs=epoch_kwargs,
-    )
+  Arguments are validated here, eagerly, not on the first `next()`.
+  """
+  _validate(
+    num_examples=len(source),
+    seed=seed,
+    batch_size=batch_size,
+    start_step=start_step,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    drop_remainder=drop_remainder,
+  )
+  epoch_kwargs = dict(
+    batch_size=batch_size,
+    seed=seed,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    drop_remainder=drop_remainder,
+    preprocess=preprocess,
+    image_key=image_key,
+    label_key=label_key,
+  )
+  num_steps = steps_per_epoch(len(source), batch_size, drop_remainder=drop_remainder)
+  return _generate(
+    source,
+    start=divmod(start_step, num_steps),
+    num_threads=num_threads,
+    epoch_kwargs=epoch_kwargs,
+  )
 
 
 def _generate(
-    source: Sequence[Any],
-    *,
-    start: tuple[int, int],
-    num_threads: int,
-    epoch_kwargs: dict[str, Any],
+  source: Sequence[Any],
+  *,
+  start: tuple[int, int],
+  num_threads: int,
+  epoch_kwargs: dict[str, Any],
 ) -> Iterator[Batch]:
-    """Yields batches from `start = (epoch, step in epoch)` on, forever."""
-    first_epoch, first_step = start
-    for epoch in itertools.count(first_epoch):
-        ds = epoch_batches(source, epoch=epoch, **epoch_kwargs)
-        if epoch == first_epoch:
-            ds = ds[first_step:]
-        if num_threads > 0:
-            # Threads read and decode batches ahead; grain keeps the order.
-            yield from ds.to_iter_dataset(
-                grain.ReadOptions(
-                    num_threads=num_threads, prefetch_buffer_size=2 * num_threads
-                )
-            )
-        else:
-            for k in range(len(ds)):
-                yield ds[k]
+  """Yields batches from `start = (epoch, step in epoch)` on, forever."""
+  first_epoch, first_step = start
+  for epoch in itertools.count(first_epoch):
+    ds = epoch_batches(source, epoch=epoch, **epoch_kwargs)
+    if epoch == first_epoch:
+      ds = ds[first_step:]
+    if num_threads > 0:
+      # Threads read and decode batches ahead; grain keeps the order.
+      yield from ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)
+      )
+    else:
+      for k in range(len(ds)):
+        yield ds[k]
 
 
 def stream_batches(
-    name: str,
-    split: str,
-    *,
-    data_dir: str | None,
-    batch_size: int,
-    seed: int,
-    start_step: int = 0,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    drop_remainder: bool = True,
-    preprocess: Preprocess | None = None,
-    image_key: str = "image",
-    label_key: str = "label",
-    num_threads: int = 0,
+  name: str,
+  split: str,
+  *,
+  data_dir: str | None,
+  batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  drop_remainder: bool = True,
+  preprocess: Preprocess | None = None,
+  image_key: str = "image",
+  label_key: str = "label",
+  num_threads: int = 0,
 ) -> Iterator[Batch]:
-    """Streams shuffled batches of a prepared TFDS split, endlessly.
+  """Streams shuffled batches of a prepared TFDS split, endlessly.
 
-    Epoch `e` is a permutation of the split fixed by `(seed, e)`; step `t`
-    belongs to epoch `t // steps_per_epoch`. The stream never ends: take what
-    the training loop needs (e.g. `itertools.islice`).
+  Epoch `e` is a permutation of the split fixed by `(seed, e)`; step `t`
+  belongs to epoch `t // steps_per_epoch`. The stream never ends: take what
+  the training loop needs (e.g. `itertools.islice`).
 
-    Args:
-        name: TFDS name (must be prepared as array_record under `data_dir`).
-        split: Split name, TFDS slicing allowed.
-        data_dir: TFDS data directory root (`None`: TFDS default).
-        batch_size: Global batch size; each host gets
-            `batch_size // shard_count` examples per step.
-        seed: Run seed.
-        start_step: First global step to yield (resume point); the stream
-            equals the uninterrupted one with its first `start_step` batches
-            removed.
-        shard_index: This host's index (e.g. `jax.process_index()`).
-        shard_count: Number of hosts (e.g. `jax.process_count()`); must divide
-            `batch_size`. Hosts read disjoint examples.
-        drop_remainder: Drop each epoch's last partial batch (required when
-            `shard_count > 1`).
-        preprocess: Per-example image transform returning a fixed shape;
-            required for variable-size images. Default: uint8 / 255 -> float32.
-        image_key: Feature holding the image.
-        label_key: Feature holding the label.
-        num_threads: Threads reading and decoding ahead (0: read inline).
+  Args:
+      name: TFDS name (must be prepared as array_record under `data_dir`).
+      split: Split name, TFDS slicing allowed.
+      data_dir: TFDS data directory root (`None`: TFDS default).
+      batch_size: Global batch size; each host gets
+          `batch_size // shard_count` examples per step.
+      seed: Run seed.
+      start_step: First global step to yield (resume point); the stream
+          equals the uninterrupted one with its first `start_step` batches
+          removed.
+      shard_index: This host's index (e.g. `jax.process_index()`).
+      shard_count: Number of hosts (e.g. `jax.process_count()`); must divide
+          `batch_size`. Hosts read disjoint examples.
+      drop_remainder: Drop each epoch's last partial batch (required when
+          `shard_count > 1`).
+      preprocess: Per-example image transform returning a fixed shape;
+          required for variable-size images. Default: uint8 / 255 -> float32.
+      image_key: Feature holding the image.
+      label_key: Feature holding the label.
+      num_threads: Threads reading and decoding ahead (0: read inline).
 
-    Yields:
-        `(images, labels)`: `(batch_size // shard_count, ...)` arrays, labels
-        int32.
+  Yields:
+      `(images, labels)`: `(batch_size // shard_count, ...)` arrays, labels
+      int32.
 
-    Raises:
-        DatasetNotFoundError: if the dataset is not prepared; raised by the
-            call itself, before anything is read.
-        ValueError: inconsistent batch/shard arguments.
-    """
-    source = tfds_source.open_split(name, split, data_dir=data_dir)
-    return batches_from_source(
-        source,
-        batch_size=batch_size,
-        seed=seed,
-        start_step=start_step,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        drop_remainder=drop_remainder,
-        preprocess=preprocess,
-        image_key=image_key,
-        label_key=label_key,
-        num_threads=num_threads,
-    )
+  Raises:
+      DatasetNotFoundError: if the dataset is not prepared; raised by the
+          call itself, before anything is read.
+      ValueError: inconsistent batch/shard arguments.
+  """
+  source = tfds_source.open_split(name, split, data_dir=data_dir)
+  return batches_from_source(
+    source,
+    batch_size=batch_size,
+    seed=seed,
+    start_step=start_step,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    drop_remainder=drop_remainder,
+    preprocess=preprocess,
+    image_key=image_key,
+    label_key=label_key,
+    num_threads=num_threads,
+  )

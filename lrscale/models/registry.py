@@ -16,61 +16,67 @@ __all__ = ["MODEL_NAMES", "build_model"]
 
 
 def _without_bn(cls: Callable[..., nnx.Module]) -> Callable[..., nnx.Module]:
-    """Adapts a BN-free model to the common builder signature (drops ``bn_group_size``)."""
+  """Adapts a BN-free model to the common builder signature (drops ``bn_group_size``)."""
 
-    def build(input_shape: tuple[int, ...], num_classes: int, *, bn_group_size: int,
-              rngs: nnx.Rngs, **kwargs: Any) -> nnx.Module:
-        del bn_group_size  # no batch norm: nothing to group
-        return cls(input_shape, num_classes, rngs=rngs, **kwargs)
+  def build(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    bn_group_size: int,
+    rngs: nnx.Rngs,
+    **kwargs: Any,
+  ) -> nnx.Module:
+    del bn_group_size  # no batch norm: nothing to group
+    return cls(input_shape, num_classes, rngs=rngs, **kwargs)
 
-    return build
+  return build
 
 
 _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
-    "mlp": _without_bn(MLP),
-    "cnn": _without_bn(SmallCNN),
-    "resnet8": functools.partial(cifar_resnet, 8),
-    "resnet20": functools.partial(cifar_resnet, 20),
-    "resnet18": functools.partial(imagenet_resnet, 18),
-    "resnet50": functools.partial(imagenet_resnet, 50),
+  "mlp": _without_bn(MLP),
+  "cnn": _without_bn(SmallCNN),
+  "resnet8": functools.partial(cifar_resnet, 8),
+  "resnet20": functools.partial(cifar_resnet, 20),
+  "resnet18": functools.partial(imagenet_resnet, 18),
+  "resnet50": functools.partial(imagenet_resnet, 50),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def build_model(
-    name: str,
-    *,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    bn_group_size: int,
-    rngs: nnx.Rngs,
-    **kwargs: Any,
+  name: str,
+  *,
+  input_shape: tuple[int, ...],
+  num_classes: int,
+  bn_group_size: int,
+  rngs: nnx.Rngs,
+  **kwargs: Any,
 ) -> nnx.Module:
-    """Builds the model ``name`` for examples of ``input_shape`` and ``num_classes`` logits.
+  """Builds the model ``name`` for examples of ``input_shape`` and ``num_classes`` logits.
 
-    Args:
-      name: One of ``MODEL_NAMES``: "mlp" (Shallue et al. 2018 MLP), "cnn" (Shallue et al.
-        2018 simple CNN, stride-2 variant), "resnet8" / "resnet20" (He et al. 2016 CIFAR),
-        "resnet18" / "resnet50" (He et al. 2016 ImageNet; Goyal et al. 2017 used ResNet-50).
-      input_shape: Shape of one example, without the batch axis.
-      num_classes: Number of output logits.
-      bn_group_size: Examples per ghost batch of every BN layer (``<= 0``: whole batch);
-        ignored by models without BN.
-      rngs: Key source for the initialisers.
-      **kwargs: Model-specific options, e.g. ``hidden``/``activation`` (mlp),
-        ``channels``/``dense`` (cnn), ``zero_init_last_bn``/``bn_momentum`` (resnets).
+  Args:
+    name: One of ``MODEL_NAMES``: "mlp" (Shallue et al. 2018 MLP), "cnn" (Shallue et al.
+      2018 simple CNN, stride-2 variant), "resnet8" / "resnet20" (He et al. 2016 CIFAR),
+      "resnet18" / "resnet50" (He et al. 2016 ImageNet; Goyal et al. 2017 used ResNet-50).
+    input_shape: Shape of one example, without the batch axis.
+    num_classes: Number of output logits.
+    bn_group_size: Examples per ghost batch of every BN layer (``<= 0``: whole batch);
+      ignored by models without BN.
+    rngs: Key source for the initialisers.
+    **kwargs: Model-specific options, e.g. ``hidden``/``activation`` (mlp),
+      ``channels``/``dense`` (cnn), ``zero_init_last_bn``/``bn_momentum`` (resnets).
 
-    Returns:
-      A module called as ``model(x, train=...) -> float32 logits [B, num_classes]``.
+  Returns:
+    A module called as ``model(x, train=...) -> float32 logits [B, num_classes]``.
 
-    Raises:
-      ValueError: If ``name`` is unknown.
-    """
-    if name not in _BUILDERS:
-        raise ValueError(
-            f"config.model.name={name!r} is not a known model; choose one of {MODEL_NAMES}."
-        )
-    return _BUILDERS[name](
-        tuple(input_shape), num_classes, bn_group_size=bn_group_size, rngs=rngs, **kwargs
+  Raises:
+    ValueError: If ``name`` is unknown.
+  """
+  if name not in _BUILDERS:
+    raise ValueError(
+      f"config.model.name={name!r} is not a known model; choose one of {MODEL_NAMES}."
     )
+  return _BUILDERS[name](
+    tuple(input_shape), num_classes, bn_group_size=bn_group_size, rngs=rngs, **kwargs
+  )

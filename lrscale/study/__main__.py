@@ -9,10 +9,11 @@ once every trial is finished.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lrscale.study import runner, store, space
+from lrscale.study import runner, space, store
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Study config (configs/studies/*.py).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Study config (configs/studies/*.py).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Study directory (shared by workers).")
 _WORKER = flags.DEFINE_string("worker", "0/1", "This worker as i/n.")
 _ANALYZE = flags.DEFINE_bool("analyze", True, "Analyse the study when all trials are done.")
@@ -31,19 +32,23 @@ def parse_worker(text: str) -> tuple[int, int]:
 def main(argv):
   del argv
   worker, num_workers = parse_worker(_WORKER.value)
-  counts = runner.run_study(_CONFIG.value, _WORKDIR.value, worker=worker,
-                            num_workers=num_workers)
+  counts = runner.run_study(_CONFIG.value, _WORKDIR.value, worker=worker, num_workers=num_workers)
   logging.info("This worker: %s", counts)
   trials = space.enumerate_trials(_CONFIG.value)
   if _ANALYZE.value and worker == 0:
     if all(store.is_finished(_WORKDIR.value, t.id) for t in trials):
       from lrscale.analysis.run import analyze  # pylint: disable=g-import-not-at-top
+
       result = analyze(_WORKDIR.value)
-      logging.info("Analysis written to %s (B_crit %s)", _WORKDIR.value,
-                   result.get("fit", {}).get("b_crit"))
+      logging.info(
+        "Analysis written to %s (B_crit %s)", _WORKDIR.value, result.get("fit", {}).get("b_crit")
+      )
     else:
-      logging.info("Some trials are still running elsewhere; run `python -m lrscale.analyze "
-                   "--workdir=%s` when they finish.", _WORKDIR.value)
+      logging.info(
+        "Some trials are still running elsewhere; run `python -m lrscale.analyze "
+        "--workdir=%s` when they finish.",
+        _WORKDIR.value,
+      )
 
 
 if __name__ == "__main__":

@@ -27,13 +27,21 @@ from lrscale.study import space, store, vmap_group
 
 
 def _study_info(study: ml_collections.ConfigDict, meta: registry.DatasetMeta) -> dict[str, Any]:
-  return dict(name=study.name, target=study.target.to_dict(),
-              batch_sizes=[int(b) for b in study.batch_sizes],
-              reference_batch=int(study.lr.reference_batch), base_lr=float(study.lr.base_lr),
-              scaling_rule=study.lr.rule, lr_mode=study.lr.mode,
-              optimizer=study.base.optimizer.name, num_train_examples=meta.num_train,
-              dataset=meta.name, model=study.base.model.name, budget=study.budget,
-              config=study.to_dict())
+  return dict(
+    name=study.name,
+    target=study.target.to_dict(),
+    batch_sizes=[int(b) for b in study.batch_sizes],
+    reference_batch=int(study.lr.reference_batch),
+    base_lr=float(study.lr.base_lr),
+    scaling_rule=study.lr.rule,
+    lr_mode=study.lr.mode,
+    optimizer=study.base.optimizer.name,
+    num_train_examples=meta.num_train,
+    dataset=meta.name,
+    model=study.base.model.name,
+    budget=study.budget,
+    config=study.to_dict(),
+  )
 
 
 def validate_study(study: ml_collections.ConfigDict) -> list[space.Trial]:
@@ -49,8 +57,14 @@ def validate_study(study: ml_collections.ConfigDict) -> list[space.Trial]:
   return trials
 
 
-def run_study(study: ml_collections.ConfigDict, workdir: str, *, worker: int = 0,
-              num_workers: int = 1, max_trials: int | None = None) -> dict[str, int]:
+def run_study(
+  study: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  worker: int = 0,
+  num_workers: int = 1,
+  max_trials: int | None = None,
+) -> dict[str, int]:
   """Runs (this worker's share of) a study; returns counts by status.
 
   Args:
@@ -69,13 +83,14 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, worker: int = 0
   for trial in trials:
     groups.setdefault(trial.group_key(), []).append(trial)
   keys = list(groups)
-  keys = keys[worker * len(keys) // num_workers:] + keys[:worker * len(keys) // num_workers]
+  keys = keys[worker * len(keys) // num_workers :] + keys[: worker * len(keys) // num_workers]
   worker_name = f"worker{worker}of{num_workers}"
   data = None
   counts = {"complete": 0, "diverged": 0, "skipped": 0, "busy": 0}
   ran, t0 = 0, time.perf_counter()
-  logging.info("Study %s: %d trials in %d groups -> %s", study.name, len(trials), len(keys),
-               workdir)
+  logging.info(
+    "Study %s: %d trials in %d groups -> %s", study.name, len(trials), len(keys), workdir
+  )
   group_size = _vmap_size(study)
   for key in keys:
     setup = None
@@ -87,8 +102,7 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, worker: int = 0
         if store.is_finished(workdir, trial.id):
           counts["skipped"] += 1
           continue
-        claim = store.try_claim(workdir, trial.id, worker=worker_name,
-                                stale_s=study.stale_claim_s)
+        claim = store.try_claim(workdir, trial.id, worker=worker_name, stale_s=study.stale_claim_s)
         if claim is None:
           counts["busy"] += 1
           continue
@@ -107,8 +121,7 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, worker: int = 0
           data = registry.load_in_memory(plans[0].config.dataset)
         if setup is None:  # one compile per group, reused by all its lrs and seeds
           setup = train_lib.RunSetup(plans[0], data)
-        summaries = _run_batch(plans, [store.trial_dir(workdir, t.id) for t in batch],
-                               setup, data)
+        summaries = _run_batch(plans, [store.trial_dir(workdir, t.id) for t in batch], setup, data)
       finally:
         for claim in claims:
           claim.release()
@@ -126,20 +139,28 @@ def _vmap_size(study: ml_collections.ConfigDict) -> int:
     raise ValueError(f"config.vmap must be 'auto', 'on' or 'off', got {study.vmap!r}.")
   on = study.vmap == "on" or (study.vmap == "auto" and jax.default_backend() != "cpu")
   if on:
-    logging.info("Training up to %d trials per vmapped program (config.vmap=%s, backend %s).",
-                 study.vmap_size, study.vmap, jax.default_backend())
+    logging.info(
+      "Training up to %d trials per vmapped program (config.vmap=%s, backend %s).",
+      study.vmap_size,
+      study.vmap,
+      jax.default_backend(),
+    )
   return max(1, int(study.vmap_size)) if on else 1
 
 
 def _run_batch(plans, workdirs, setup, data) -> list[dict[str, Any]]:
   """One trial: a plain run. Several: one vmapped group when they start at the
   same step (fresh trials), else one after another."""
-  if len(plans) > 1 and not setup.streamed and not any(
-      p.config.plateau.enabled for p in plans) and not any(
-      os.path.isdir(os.path.join(wd, "checkpoints")) for wd in workdirs):
+  if (
+    len(plans) > 1
+    and not setup.streamed
+    and not any(p.config.plateau.enabled for p in plans)
+    and not any(os.path.isdir(os.path.join(wd, "checkpoints")) for wd in workdirs)
+  ):
     return vmap_group.train_group(plans, workdirs, setup)
-  return [train_lib.train(p.config, wd, plan=p, setup=setup, data=data)
-          for p, wd in zip(plans, workdirs)]
+  return [
+    train_lib.train(p.config, wd, plan=p, setup=setup, data=data) for p, wd in zip(plans, workdirs)
+  ]
 
 
 def _log_progress(workdir: str, trials: list[space.Trial], ran: int, t0: float) -> None:
@@ -153,6 +174,12 @@ def _log_progress(workdir: str, trials: list[space.Trial], ran: int, t0: float) 
       running += 1
   left = len(trials) - done
   rate = ran / max(time.perf_counter() - t0, 1e-9)
-  logging.info("Study progress: %d/%d done (%d diverged), %d running, %d left | ETA %s",
-               done, len(trials), diverged, running, left,
-               format_seconds(left / rate if rate else float("inf")))
+  logging.info(
+    "Study progress: %d/%d done (%d diverged), %d running, %d left | ETA %s",
+    done,
+    len(trials),
+    diverged,
+    running,
+    left,
+    format_seconds(left / rate if rate else float("inf")),
+  )

@@ -33,23 +33,25 @@ def default_study_config() -> ml_collections.ConfigDict:
   """Every field a study config may set."""
   s = ml_collections.ConfigDict()
   s.name = "study"
-  s.base = ml_collections.ConfigDict()       # a run config (lrscale.config.base_config())
+  s.base = ml_collections.ConfigDict()  # a run config (lrscale.config.base_config())
   s.batch_sizes = (32, 64, 128)
   s.seeds = (0,)
-  s.lr = ml_collections.ConfigDict(dict(
-      mode="relative",         # relative: multipliers of the rule's prediction; absolute
-      grid=(0.5, 1.0, 2.0),    # multipliers (relative) or learning rates (absolute)
-      rule="linear",           # the scaling rule that centres a relative grid
-      base_lr=0.1,             # lr at reference_batch for the rule
+  s.lr = ml_collections.ConfigDict(
+    dict(
+      mode="relative",  # relative: multipliers of the rule's prediction; absolute
+      grid=(0.5, 1.0, 2.0),  # multipliers (relative) or learning rates (absolute)
+      rule="linear",  # the scaling rule that centres a relative grid
+      base_lr=0.1,  # lr at reference_batch for the rule
       reference_batch=256,
-  ))
+    )
+  )
   # Other swept run-config fields: "optimizer.momentum=0.9,0.99; warmup.length=0 steps,1 epoch".
   s.params = ""
   s.search = ml_collections.ConfigDict(dict(type="grid", num_trials=0, seed=0))
   s.target = ml_collections.ConfigDict(dict(metric="eval_accuracy", value=0.95, mode="max"))
-  s.budget = "30 epochs"       # per trial, in steps, epochs or examples
-  s.eval_every = ""            # per trial ('' = the base config's)
-  s.stale_claim_s = 120.0      # a claim whose heartbeat is older is taken over
+  s.budget = "30 epochs"  # per trial, in steps, epochs or examples
+  s.eval_every = ""  # per trial ('' = the base config's)
+  s.stale_claim_s = 120.0  # a claim whose heartbeat is older is taken over
   # Train up to vmap_size trials of one batch size as one vmapped program:
   # 'auto' = only on accelerators (on CPU it measured no faster), 'on', 'off'.
   s.vmap = "auto"
@@ -60,6 +62,7 @@ def default_study_config() -> ml_collections.ConfigDict:
 @dataclasses.dataclass(frozen=True)
 class Trial:
   """One training run of a study."""
+
   id: str
   batch_size: int
   lr: float
@@ -71,8 +74,9 @@ class Trial:
     return (self.batch_size, self.params)
 
   def to_json(self) -> dict[str, Any]:
-    return dict(id=self.id, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                params=dict(self.params))
+    return dict(
+      id=self.id, batch_size=self.batch_size, lr=self.lr, seed=self.seed, params=dict(self.params)
+    )
 
 
 def parse_params(spec: str) -> list[tuple[str, list[Any]]]:
@@ -101,12 +105,14 @@ def rule_lr(study: ml_collections.ConfigDict, batch_size: int) -> float:
   rule_cfg.rule = study.lr.rule
   rule_cfg.reference_batch = study.lr.reference_batch
   base = study.base
-  return scaling.apply_scaling(rule_cfg, base_lr=study.lr.base_lr, batch_size=batch_size,
-                               optimizer_cfg=base.optimizer).lr
+  return scaling.apply_scaling(
+    rule_cfg, base_lr=study.lr.base_lr, batch_size=batch_size, optimizer_cfg=base.optimizer
+  ).lr
 
 
-def _lr_values(study, batch_size: int, rng: np.random.Generator | None,
-               unit: float | None) -> list[float]:
+def _lr_values(
+  study, batch_size: int, rng: np.random.Generator | None, unit: float | None
+) -> list[float]:
   values = [float(v) for v in study.lr.grid]
   if any(v <= 0 for v in values):
     raise ValueError(f"config.lr.grid must all be positive, got {values}.")
@@ -130,13 +136,15 @@ def enumerate_trials(study: ml_collections.ConfigDict) -> list[Trial]:
   if study.lr.mode not in ("relative", "absolute"):
     raise ValueError(f"config.lr.mode must be 'relative' or 'absolute', got {study.lr.mode!r}.")
   if study.search.type not in ("grid", "random", "quasirandom"):
-    raise ValueError(f"config.search.type must be grid, random or quasirandom, got "
-                     f"{study.search.type!r}.")
+    raise ValueError(
+      f"config.search.type must be grid, random or quasirandom, got {study.search.type!r}."
+    )
   if not study.batch_sizes or any(int(b) <= 0 for b in study.batch_sizes):
     raise ValueError(f"config.batch_sizes must be positive integers, got {study.batch_sizes}.")
   swept = parse_params(study.params)
-  combos = [tuple(zip([k for k, _ in swept], vals))
-            for vals in itertools.product(*[v for _, v in swept])] or [()]
+  combos = [
+    tuple(zip([k for k, _ in swept], vals)) for vals in itertools.product(*[v for _, v in swept])
+  ] or [()]
   trials = []
   for b in sorted(int(x) for x in study.batch_sizes):
     for combo in combos:
@@ -160,6 +168,7 @@ def _unit_draws(kind: str, n: int, *, seed: int) -> np.ndarray:
   if kind == "random":
     return np.random.default_rng(seed).uniform(size=n)
   from scipy.stats import qmc  # pylint: disable=g-import-not-at-top
+
   return qmc.Halton(d=1, scramble=True, seed=seed).random(n)[:, 0]
 
 

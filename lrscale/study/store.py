@@ -99,8 +99,12 @@ def try_claim(workdir: str, trial_id: str, *, worker: str, stale_s: float) -> Cl
         return None
       continue
     with os.fdopen(fd, "w") as f:
-      json.dump(dict(worker=worker, host=socket.gethostname(), pid=os.getpid(), token=token,
-                     time=time.time()), f)
+      json.dump(
+        dict(
+          worker=worker, host=socket.gethostname(), pid=os.getpid(), token=token, time=time.time()
+        ),
+        f,
+      )
     if is_finished(workdir, trial_id):  # finished between our check and our claim
       os.remove(path)
       return None
@@ -135,8 +139,10 @@ def record_attempt(workdir: str, trial_id: str, *, worker: str) -> None:
   tests that no trial ran twice."""
   path = os.path.join(trial_dir(workdir, trial_id), "attempts.jsonl")
   with open(path, "a") as f:
-    f.write(json.dumps(dict(worker=worker, host=socket.gethostname(), pid=os.getpid(),
-                            time=time.time())) + "\n")
+    f.write(
+      json.dumps(dict(worker=worker, host=socket.gethostname(), pid=os.getpid(), time=time.time()))
+      + "\n"
+    )
 
 
 def read_attempts(workdir: str, trial_id: str) -> list[dict[str, Any]]:

@@ -39,8 +39,9 @@ def _group_segment(setup: RunSetup, with_ks: bool):
   return getattr(setup, key)
 
 
-def train_group(plans: Sequence[config_lib.RunPlan], workdirs: Sequence[str],
-                setup: RunSetup) -> list[dict[str, Any]]:
+def train_group(
+  plans: Sequence[config_lib.RunPlan], workdirs: Sequence[str], setup: RunSetup
+) -> list[dict[str, Any]]:
   """Trains ``plans`` (same batch size and program, any lrs and seeds) together.
 
   Members must be at the same step (fresh, or resumed from the same step); the
@@ -51,8 +52,10 @@ def train_group(plans: Sequence[config_lib.RunPlan], workdirs: Sequence[str],
     Each member's summary, in order.
   """
   if any(p.config.plateau.enabled for p in plans):
-    raise ValueError("config.plateau.enabled: plateau runs cannot be vmapped; run the trials "
-                     "separately (study.vmap='off').")
+    raise ValueError(
+      "config.plateau.enabled: plateau runs cannot be vmapped; run the trials "
+      "separately (study.vmap='off')."
+    )
   loops = [RunLoop(plan, wd, setup) for plan, wd in zip(plans, workdirs)]
   try:
     if len({loop.step for loop in loops}) > 1:
@@ -70,8 +73,9 @@ def train_group(plans: Sequence[config_lib.RunPlan], workdirs: Sequence[str],
       n = jnp.asarray([0 if loop.finished else end - start for loop in loops], jnp.int32)
       control = _stack([loop.control for loop in loops])
       segment = _group_segment(setup, ks is not None)
-      stacked, buf, done, _ = segment(stacked, setup.train_x, setup.train_y, idx, n,
-                                      setup.eval_batches, control, ks)
+      stacked, buf, done, _ = segment(
+        stacked, setup.train_x, setup.train_y, idx, n, setup.eval_batches, control, ks
+      )
       buf, done = jax.device_get((buf, done))
       host_state: list[Any] = []
 
@@ -82,8 +86,11 @@ def train_group(plans: Sequence[config_lib.RunPlan], workdirs: Sequence[str],
 
       for m, loop in enumerate(loops):
         if not loop.finished:
-          loop.absorb({k: v[m] for k, v in buf.items()}, int(done[m]),
-                      lambda m=m: parallel.put_replicated(member_state(m), setup.mesh))
+          loop.absorb(
+            {k: v[m] for k, v in buf.items()},
+            int(done[m]),
+            lambda m=m: parallel.put_replicated(member_state(m), setup.mesh),
+          )
   finally:
     for loop in loops:
       loop.close()
