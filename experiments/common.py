@@ -216,7 +216,7 @@ def run_all(runs: Sequence[Run], workdir: str, *, log: Callable[[str], None] = p
   compiled ``RunSetup`` (lrscale.train), which is what makes hundreds of short
   runs affordable on a CPU.
   """
-  from lrscale import train as train_lib  # pylint: disable=g-import-not-at-top
+  from lrscale.engine import loop as train_lib  # pylint: disable=g-import-not-at-top
 
   names = [r.name for r in runs]
   if len(set(names)) != len(names):

@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from lrscale import scaling
+from lrscale.optim import scaling
 
 NAME = "goyal2017"
 TITLE = "Goyal et al. 2017: linear scaling rule + gradual warmup"

@@ -46,7 +46,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from lrscale import scaling
+from lrscale.optim import scaling
 
 NAME = "malladi2022"
 TITLE = "Malladi et al. 2022: the square-root scaling rule for Adam"

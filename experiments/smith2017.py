@@ -24,7 +24,7 @@ import numpy as np
 
 from experiments import common
 from lrscale import config as config_lib
-from lrscale import schedules
+from lrscale.optim import schedules
 
 FACTOR = 5
 SEEDS = (0, 1, 2)

@@ -5,7 +5,7 @@ it needs. ``resolve(config)`` is the only place where the config is read as a
 whole: it rejects unknown fields and impossible values with one error naming
 the field and the fix, converts every length to steps for this run's global
 batch size (``lrscale.units``), applies the batch-size scaling rule once
-(``lrscale.scaling``), and returns a frozen ``RunPlan``. Everything downstream
+(``lrscale.optim.scaling``), and returns a frozen ``RunPlan``. Everything downstream
 reads the plan, never the raw config, so a value cannot be interpreted twice.
 """
 
@@ -20,9 +20,10 @@ from typing import Any, Callable
 import ml_collections
 from ml_collections import config_dict
 
-from lrscale import optimizers, scaling, schedules, units
+from lrscale import units
 from lrscale.data import registry
 from lrscale.models import MODEL_NAMES
+from lrscale.optim import optimizers, scaling, schedules
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -328,7 +329,7 @@ def resolve(
   if not isinstance(cfg.lr, (int, float)) or not math.isfinite(cfg.lr) or cfg.lr <= 0:
     raise ValueError(f"config.lr must be a positive finite learning rate, got {cfg.lr!r}.")
   if num_devices is None:
-    from lrscale import parallel  # pylint: disable=g-import-not-at-top
+    from lrscale.engine import parallel  # pylint: disable=g-import-not-at-top
 
     num_devices = parallel.num_devices_for(cfg.parallel)
   if batch % (num_devices * micro):

@@ -6,7 +6,7 @@ batch size for ``N = config.lr_find.num_steps`` steps while the lr grows from
 ``min_lr`` to ``max_lr``, and reads suggestions off the loss curve
 (``lrscale.lr_find_suggest``: smoothing, divergence, suggestions and the
 recommendation). Here the ramp is just another schedule: the train step of
-``lrscale.step`` is built with ``lr_fn(t) = ramp[t]``; one device call
+``lrscale.engine.step`` is built with ``lr_fn(t) = ramp[t]``; one device call
 (``train_segment``) runs ``check_every`` steps and returns their losses, and
 the host stops the sweep between calls once it has diverged.
 
@@ -52,11 +52,11 @@ from absl import app, flags, logging
 
 from lrscale import config as config_lib
 from lrscale import lr_find_suggest as suggest_lib
-from lrscale import metrics as metrics_lib
-from lrscale import parallel, scaling
 from lrscale.data import order, registry
-from lrscale.step import StepFns, TrainState, make_step_fns
-from lrscale.train import RunSetup
+from lrscale.engine import outputs, parallel
+from lrscale.engine.setup import RunSetup
+from lrscale.engine.step import StepFns, TrainState, make_step_fns
+from lrscale.optim import scaling
 
 VARY = ("both", "init", "data")
 VMAP = ("auto", "on", "off")
@@ -193,7 +193,7 @@ class BatchResult(NamedTuple):
 class RangeTest:
   """The compiled sweep of a group of batch sizes (``program_groups``); ``run`` any seeds.
 
-  The train step of ``lrscale.step`` is built with the ramp as its schedule,
+  The train step of ``lrscale.engine.step`` is built with the ramp as its schedule,
   ``lr(t) = ramp[t]``, and runs a batch of B as ``k = B / b`` microbatches of
   ``b`` examples (mean gradient over all B, as one batch; BatchNorm groups
   likewise), so every batch size of the group and every seed share one program.
@@ -480,7 +480,7 @@ def base_lr_for(cfg: ml_collections.ConfigDict, lr: float, batch_size: int) -> t
 
   ``config.lr`` is the base lr *before* the config's scaling rule, so the
   value to paste is ``lr`` divided by the rule's factor at ``batch_size``
-  (``lrscale.scaling``); a ``fitted`` rule ignores ``config.lr`` and is
+  (``lrscale.optim.scaling``); a ``fitted`` rule ignores ``config.lr`` and is
   switched off in the printed line.
   """
   if cfg.scaling.rule == "fitted":
@@ -534,7 +534,7 @@ def lr_find(
     ValueError: naming the config field, before any compute (or after a sweep
       that diverged within its first 3 steps: lower ``min_lr``).
   """
-  metrics_lib.quiet_library_logs()
+  outputs.quiet_library_logs()
   lf = cfg.lr_find
   validate(lf)
   plans = [sweep_plan(cfg, b, num_devices=num_devices) for b in _batch_sizes(cfg)]
@@ -639,8 +639,8 @@ def to_csv(result: LrFindResult) -> str:
 def write_outputs(result: LrFindResult, cfg: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes lr_find.csv, lr_find.json and lr_find.png into ``workdir``."""
   os.makedirs(workdir, exist_ok=True)
-  metrics_lib.atomic_write_text(os.path.join(workdir, "lr_find.csv"), to_csv(result))
-  metrics_lib.atomic_write_json(os.path.join(workdir, "lr_find.json"), to_json(result, cfg))
+  outputs.atomic_write_text(os.path.join(workdir, "lr_find.csv"), to_csv(result))
+  outputs.atomic_write_json(os.path.join(workdir, "lr_find.json"), to_json(result, cfg))
   plot(result, os.path.join(workdir, "lr_find.png"))
 
 

@@ -80,7 +80,7 @@ LAUNCH_VARIANTS = (
   "baseline, jax init",
   "baseline, numpy init",
 )
-# lrscale.metrics.Progress logs "step 10/450 loss=... | 12.3 steps/s | ETA 0:05".
+# lrscale.engine.outputs.Progress logs "step 10/450 loss=... | 12.3 steps/s | ETA 0:05".
 PROGRESS_RE = re.compile(r"\] step \d+/\d+ ")
 HIDDEN = (128, 128)
 MOMENTUM = 0.9
@@ -347,8 +347,8 @@ def make_contenders(
     scan baseline's) and the steps one ``run()`` does (``steps`` rounded up to
     whole segments).
   """
-  from lrscale import train as train_lib  # pylint: disable=g-import-not-at-top
   from lrscale.data import order, registry  # pylint: disable=g-import-not-at-top
+  from lrscale.engine import loop as train_lib  # pylint: disable=g-import-not-at-top
 
   cfg, plan = load_default_config(batch_size, steps, segment_steps)
   data = registry.load_in_memory(cfg.dataset)

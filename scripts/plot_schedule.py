@@ -79,7 +79,7 @@ def plot_schedule(
 def main(argv: Sequence[str]) -> None:
   del argv
   from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
-  from lrscale import schedules  # pylint: disable=g-import-not-at-top
+  from lrscale.optim import schedules  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   if config is None:

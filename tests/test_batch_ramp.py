@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from lrscale import config as config_lib
-from lrscale import train as train_lib
 from lrscale import units
-from lrscale.metrics import read_jsonl
+from lrscale.engine import loop as train_lib
+from lrscale.engine.outputs import read_jsonl
 from tests.test_train import small_config, train_losses
 
 N = 1437  # digits training examples

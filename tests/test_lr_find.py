@@ -17,7 +17,7 @@ from lrscale import config as config_lib
 from lrscale import lr_find
 from lrscale import lr_find_suggest as S
 from lrscale.data import registry
-from lrscale.train import RunSetup
+from lrscale.engine.setup import RunSetup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,7 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
-from lrscale import optimizers, param_groups
+from lrscale.optim import optimizers, param_groups
 
 RTOL = 2e-5
 

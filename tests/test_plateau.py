@@ -1,4 +1,4 @@
-"""Tests for lrscale.plateau against a transcription of PyTorch's semantics."""
+"""Tests for lrscale.optim.plateau against a transcription of PyTorch's semantics."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from lrscale import plateau
+from lrscale.optim import plateau
 
 
 class TorchPlateau:

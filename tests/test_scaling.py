@@ -1,11 +1,11 @@
-"""Tests for lrscale.scaling: closed-form values of every rule."""
+"""Tests for lrscale.optim.scaling: closed-form values of every rule."""
 
 import json
 import math
 
 import pytest
 
-from lrscale import optimizers, scaling
+from lrscale.optim import optimizers, scaling
 
 
 def _cfgs(rule, opt="adam", **scaling_fields):

@@ -1,4 +1,4 @@
-"""Tests for lrscale.schedules against independent closed forms.
+"""Tests for lrscale.optim.schedules against independent closed forms.
 
 Every reference below is written from PyTorch's (or the paper's) formula in
 numpy / plain Python, never from lrscale's output.
@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from lrscale import schedules
+from lrscale.optim import schedules
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PEAK = 0.4

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from lrscale import config as config_lib
-from lrscale import train as train_lib
-from lrscale.metrics import read_jsonl
+from lrscale.engine import loop as train_lib
+from lrscale.engine.outputs import read_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

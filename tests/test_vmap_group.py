@@ -3,7 +3,7 @@
 import numpy as np
 
 from lrscale import config as config_lib
-from lrscale import train as train_lib
+from lrscale.engine import loop as train_lib
 from lrscale.study.vmap_group import train_group
 from tests.test_train import small_config, train_losses
 

@@ -20,9 +20,9 @@ import ml_collections
 from absl import logging
 
 from lrscale import config as config_lib
-from lrscale import train as train_lib
 from lrscale.data import registry
-from lrscale.metrics import format_seconds
+from lrscale.engine import loop as train_lib
+from lrscale.engine.outputs import format_seconds
 from lrscale.study import space, store, vmap_group
 
 

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from lrscale import config as config_lib
-from lrscale import scaling
+from lrscale.optim import scaling
 
 
 def default_study_config() -> ml_collections.ConfigDict:

@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import Any
 
-from lrscale.metrics import atomic_write_json
+from lrscale.engine.outputs import atomic_write_json
 
 FINISHED = ("complete", "diverged")
 

@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrscale import config as config_lib
-from lrscale import parallel
-from lrscale.train import RunLoop, RunSetup
+from lrscale.engine import parallel
+from lrscale.engine.loop import RunLoop
+from lrscale.engine.setup import RunSetup
 
 
 def _stack(trees: Sequence[Any]) -> Any:

@@ -43,7 +43,7 @@ import ml_collections
 import optax
 from ml_collections import config_dict
 
-from lrscale import plateau as plateau_lib
+from lrscale.optim import plateau as plateau_lib
 
 Length = Union[str, int]
 ToSteps = Callable[[Length], int]

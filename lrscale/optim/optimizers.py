@@ -35,7 +35,7 @@ from flax import nnx
 from ml_collections import config_dict
 from optax import contrib as optax_contrib
 
-from lrscale import param_groups
+from lrscale.optim import param_groups
 
 PyTree = Any
 Hparams = dict[str, float]

@@ -25,8 +25,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lrscale import noise_scale, optimizers
-from lrscale.parallel import AXIS
+from lrscale import noise_scale
+from lrscale.engine.parallel import AXIS
+from lrscale.optim import optimizers
 
 
 class TrainState(NamedTuple):

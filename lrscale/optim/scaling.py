@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import ml_collections
 from ml_collections import config_dict
 
-from lrscale import optimizers
+from lrscale.optim import optimizers
 
 RULES: tuple[str, ...] = ("none", "linear", "sqrt", "adam_sde", "fitted")
 LR_RULE_KEY = "lr_rule"

@@ -1,0 +1,333 @@
+"""The host side of a run: segments of device steps, and the bookkeeping between them.
+
+``train(config, workdir)`` trains one run. The loop alternates device-side
+segments of steps (``lrscale.engine.step``) with host-side bookkeeping at
+segment boundaries: logging, evaluation records, target and divergence checks,
+reduce-on-plateau, checkpoints. Boundaries fall on multiples of ``log_every``,
+``eval_every`` and ``checkpoint_every`` only, so a resumed run passes through
+the very same boundaries as an uninterrupted one.
+
+Outputs in ``workdir``: config.json, metrics.jsonl, tensorboard/, summary.json,
+checkpoints/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from lrscale import config as config_lib
+from lrscale import noise_scale
+from lrscale.data import registry
+from lrscale.engine import outputs, parallel
+from lrscale.engine.setup import RunSetup
+from lrscale.engine.step import TrainState
+from lrscale.optim import plateau as plateau_lib
+
+
+def _next_boundary(step: int, plan: config_lib.RunPlan, segment_len: int) -> int:
+  """The next step at which the host must act: sync, checkpoint, plateau eval or the end."""
+  intervals = [segment_len, plan.checkpoint_every]
+  if plan.config.plateau.enabled:  # the plateau controller runs on the host after each eval
+    intervals.append(plan.eval_every)
+  # A batch-ramp phase starts a segment of its own: its eval cadence differs.
+  phase_starts = [p.start_step for p in plan.ramp if p.start_step > step]
+  return min(
+    [plan.total_steps] + phase_starts + [(step // every + 1) * every for every in intervals]
+  )
+
+
+def _check_workdir(workdir: str, config_json: dict[str, Any]) -> None:
+  """Refuses to mix two different runs in one workdir (nothing is overwritten)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f).get("config")
+  if old is not None and old != config_json["config"]:
+    changed = sorted(
+      k for k in set(old) | set(config_json["config"]) if old.get(k) != config_json["config"].get(k)
+    )
+    raise ValueError(
+      f"--workdir={workdir} already holds a run with a different config (fields "
+      f"{changed} differ). Use a new --workdir, or delete that directory to start over."
+    )
+
+
+class RunLoop:
+  """The host side of one run: outputs, logging, evaluation records, stopping, checkpoints.
+
+  The device side (one run's ``train_segment``, or a vmapped group of runs) is
+  driven by the caller; after each segment it hands this run's slice of the
+  per-step buffer to ``absorb``. Keeping this in one class lets a single run
+  and a vmapped group of trials share every line of bookkeeping.
+  """
+
+  def __init__(self, plan: config_lib.RunPlan, workdir: str, setup: RunSetup):
+    self.plan, self.workdir, self.setup = plan, workdir, setup
+    self.t_start = time.perf_counter()
+    _check_workdir(workdir, json.loads(config_lib.to_json(plan)))
+    os.makedirs(workdir, exist_ok=True)
+    self.is_lead = jax.process_index() == 0
+    if self.is_lead:
+      outputs.atomic_write_text(os.path.join(workdir, "config.json"), config_lib.to_json(plan))
+    logging.info("Run plan: %s", json.dumps(plan.summary(), default=str))
+    logging.info("Scaling rule: %s", plan.scaled.description)
+    self.state = setup.initial_state(plan)
+    # Imported here: orbax costs ~0.5 s of start-up that lr_find does not need.
+    from lrscale.engine.checkpoint import Checkpointer, abstract_like  # pylint: disable=g-import-not-at-top
+
+    self.ckpt = Checkpointer(workdir, keep=plan.config.checkpoint_keep)
+    self.plateau = plateau_lib.init_plateau(plan.config.plateau)
+    # Host-side state that a resumed run needs to continue exactly.
+    self.host: dict[str, Any] = dict(
+      target_step=None,
+      wall_time_s=0.0,
+      loss_sum=0.0,
+      loss_n=0,
+      max_loss=plan.max_loss,
+      last_eval={},
+      plateau=self.plateau.to_dict(),
+    )
+    self.step = 0
+    restored = self.ckpt.restore_latest(abstract_like(self.state))
+    if restored is not None:
+      self.step, self.state, self.host = restored
+      self.plateau = plateau_lib.PlateauState.from_dict(self.host["plateau"])
+      logging.info("Resumed %s from the checkpoint at step %d.", workdir, self.step)
+    self.writer = outputs.MetricsWriter(
+      workdir, resume_step=self.step, tensorboard=plan.config.tensorboard and self.is_lead
+    )
+    self.progress = outputs.Progress(total_steps=plan.total_steps, start_step=self.step)
+    self.status, self.diverged_step, self.last_loss = "running", None, float("nan")
+    self.wall_before = float(self.host["wall_time_s"])
+    self.t_loop = time.perf_counter()
+    if self.step == 0:
+      self.host["last_eval"] = setup.evaluate(self.state)
+      if self.host["max_loss"] == 0.0:  # automatic bound: 4 x the initial loss, >= 4 ln C
+        self.host["max_loss"] = max(
+          4.0 * self.host["last_eval"]["eval_loss"], 4.0 * math.log(setup.data.num_classes)
+        )
+      self.writer.write(dict(step=0, examples_seen=0, **self.host["last_eval"]))
+    self.control = setup.control(
+      plan, max_loss=self.host["max_loss"], target_done=self.host["target_step"] is not None
+    )
+
+  @property
+  def finished(self) -> bool:
+    return self.status != "running"
+
+  def next_boundary(self) -> int:
+    """The end of the next segment; also sets the segment's eval cadence."""
+    offset, every = self.plan.eval_cadence_at(self.step)
+    self.control = self.control._replace(eval_every=jnp.int32(every), eval_offset=jnp.int32(offset))
+    return _next_boundary(self.step, self.plan, self.setup.segment_len)
+
+  def absorb(
+    self, buf: dict[str, np.ndarray], done: int, get_state: Callable[[], TrainState]
+  ) -> None:
+    """Records ``done`` steps of a segment; checkpoints and decides whether to stop.
+
+    Args:
+      buf: this run's per-step buffer (host numpy arrays).
+      done: how many steps the device ran.
+      get_state: returns this run's state after the segment (called only when
+        it is needed: checkpoints, plateau, the end).
+    """
+    plan, host, cfg_t = self.plan, self.host, self.plan.config.target
+    for i in range(done):
+      s = self.step + i + 1
+      loss = float(buf["train_loss"][i])
+      if buf["diverged"][i]:
+        self.status, self.diverged_step = "diverged", s
+        self.writer.write(
+          dict(step=s, examples_seen=plan.examples_at(s), lr=float(buf["lr"][i]), train_loss=loss)
+        )
+        logging.warning(
+          "Diverged at step %d: train loss %s is non-finite or above %.3g.",
+          s,
+          loss,
+          host["max_loss"],
+        )
+        self.state = get_state()
+        return
+      host["loss_sum"] += loss
+      host["loss_n"] += 1
+      self.last_loss = loss
+      if s % plan.log_every == 0 or s == plan.total_steps:
+        row = dict(
+          step=s,
+          examples_seen=plan.examples_at(s),
+          lr=float(buf["lr"][i]),
+          train_loss=host["loss_sum"] / host["loss_n"],
+          grad_norm=float(buf["grad_norm"][i]),
+        )
+        row.update({k: float(buf[k][i]) for k in buf if k.startswith("gns_")})
+        self.writer.write(row)
+        host["loss_sum"], host["loss_n"] = 0.0, 0
+      if not math.isnan(buf["eval_loss"][i]):
+        host["last_eval"] = {k: float(buf[k][i]) for k in ("eval_loss", "eval_accuracy")}
+        self.writer.write(dict(step=s, examples_seen=plan.examples_at(s), **host["last_eval"]))
+        if plan.config.plateau.enabled:
+          self.plateau = plateau_lib.update_plateau(
+            self.plateau,
+            host["last_eval"][plan.config.plateau.metric],
+            cfg=plan.config.plateau,
+            peak_lr=plan.lr,
+          )
+      if buf["reached"][i] and host["target_step"] is None:
+        host["target_step"] = s
+        self.control = self.control._replace(target_value=jnp.float32(jnp.nan))
+        logging.info(
+          "Target %s %s %s reached at step %d.",
+          cfg_t.metric,
+          ">=" if cfg_t.mode == "max" else "<=",
+          cfg_t.value,
+          s,
+        )
+    self.step += done
+    self.progress.update(
+      self.step, force=self.step == plan.total_steps, loss=self.last_loss, **host["last_eval"]
+    )
+    stop_now = plan.has_target and cfg_t.stop and host["target_step"] is not None
+    at_end = self.step >= plan.total_steps or stop_now
+    if plan.config.plateau.enabled or at_end or self.step % plan.checkpoint_every == 0:
+      self.state = get_state()
+    if plan.config.plateau.enabled:
+      self.state = self.state._replace(
+        lr_scale=parallel.put_replicated(
+          jnp.asarray(self.plateau.scale, jnp.float32), self.setup.mesh
+        )
+      )
+    if self.step % plan.checkpoint_every == 0 or at_end:
+      host["plateau"] = self.plateau.to_dict()
+      host["wall_time_s"] = self.wall_before + time.perf_counter() - self.t_loop
+      self.ckpt.save(self.step, self.state, host)
+    if at_end:
+      self.status = "complete"
+
+  def close(self) -> None:
+    self.writer.close()
+    self.ckpt.close()
+
+  def summary(self) -> dict[str, Any]:
+    """Writes and returns summary.json (call once the run is finished)."""
+    summary = _summary(
+      self.plan,
+      status=self.status,
+      step=self.diverged_step or self.step,
+      last_eval=self.host["last_eval"],
+      last_loss=self.last_loss,
+      host=self.host,
+      state=self.state,
+      wall=self.wall_before + time.perf_counter() - self.t_loop,
+      total_wall=time.perf_counter() - self.t_start,
+    )
+    if self.is_lead:
+      outputs.atomic_write_json(os.path.join(self.workdir, "summary.json"), summary)
+    logging.info(
+      "Run %s after %d steps: %s",
+      self.status,
+      summary["steps"],
+      json.dumps(summary["final"], default=str),
+    )
+    return summary
+
+
+def prepare(cfg, *, plan: config_lib.RunPlan | None = None) -> config_lib.RunPlan:
+  """Process-level set-up before a run: distributed init, config check, caches, logs."""
+  parallel.maybe_initialize_distributed(cfg.parallel)
+  plan = plan or config_lib.resolve(cfg)
+  outputs.quiet_library_logs()
+  parallel.enable_compilation_cache(os.path.expanduser(plan.config.compilation_cache))
+  return plan
+
+
+def train(
+  cfg,
+  workdir: str,
+  *,
+  plan: config_lib.RunPlan | None = None,
+  setup: RunSetup | None = None,
+  data: registry.InMemoryData | None = None,
+  stop_after_steps: int | None = None,
+) -> dict[str, Any]:
+  """Trains one run to its budget or target and returns its summary.
+
+  Args:
+    cfg: the run config (``lrscale.config.base_config()`` plus changes).
+    workdir: output directory; an existing one with checkpoints is resumed.
+    plan: an already resolved plan (the study runner resolves once).
+    setup: a ``RunSetup`` to reuse (its compiled functions serve every lr).
+    data: in-memory data to reuse.
+    stop_after_steps: stop (as if killed) at the first host boundary at or after
+      this step; for tests.
+
+  Returns:
+    The summary dict also written to ``workdir/summary.json``.
+  """
+  plan = prepare(cfg, plan=plan)
+  _check_workdir(workdir, json.loads(config_lib.to_json(plan)))  # before loading any data
+  data = data or (setup.data if setup else registry.load_in_memory(plan.config.dataset))
+  setup = setup or RunSetup(plan, data)
+  loop = RunLoop(plan, workdir, setup)
+  try:
+    while not loop.finished:
+      end = loop.next_boundary()
+      data_x, data_y, idx, ks = setup.inputs(plan, loop.step, end - loop.step)
+      state, buf, done, _ = setup.fns.train_segment(
+        loop.state,
+        data_x,
+        data_y,
+        idx,
+        jnp.int32(end - loop.step),
+        setup.eval_batches,
+        loop.control,
+        ks,
+      )
+      loop.absorb(jax.device_get(buf), int(done), lambda: state)  # one transfer
+      loop.state = state
+      if not loop.finished and stop_after_steps is not None and loop.step >= stop_after_steps:
+        return dict(status="interrupted", steps=loop.step)
+  finally:
+    loop.close()
+  return loop.summary()
+
+
+def _summary(plan, *, status, step, last_eval, last_loss, host, state, wall, total_wall):
+  cfg_t = plan.config.target
+  target_step = host.get("target_step")
+  noise = None
+  if plan.config.noise_scale.enabled and status != "diverged":
+    noise = dict(
+      b_simple=float(noise_scale.b_simple(state.noise)),
+      grad_sq_norm=float(state.noise.ema_grad_sq),
+      trace_sigma=float(state.noise.ema_trace),
+    )
+  return dict(
+    status=status,
+    steps=int(step),
+    examples_seen=plan.examples_at(int(step)),
+    batch_size=plan.batch_size,
+    lr=plan.lr,
+    final=dict(train_loss=last_loss, **last_eval),
+    target=dict(
+      metric=cfg_t.metric,
+      value=cfg_t.value,
+      mode=cfg_t.mode,
+      reached=target_step is not None,
+      step=target_step,
+      examples=None if target_step is None else plan.examples_at(target_step),
+    ),
+    wall_time_s=wall,
+    process_time_s=total_wall,
+    noise_scale=noise or dict(b_simple=None, grad_sq_norm=None, trace_sigma=None),
+  )

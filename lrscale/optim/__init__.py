@@ -1,0 +1,1 @@
+"""The schedule, scaling-rule and optimizer catalogue (optax-based)."""
