@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 from lrscale import config as config_lib
 from lrscale.analysis import store_reader
 from lrscale.data import registry
+from lrscale.engine.programs import program_key
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("analogue", "full")
@@ -131,12 +132,7 @@ def check_full_study(study: ml_collections.ConfigDict) -> None:
   """:func:`check_full_runs` for every distinct trial config of a study."""
   from lrscale.study import space  # pylint: disable=g-import-not-at-top
 
-  seen, configs = set(), []
-  for trial in space.enumerate_trials(study):
-    if trial.group_key() not in seen:
-      seen.add(trial.group_key())
-      configs.append(space.trial_config(study, trial))
-  check_full_runs(configs)
+  check_full_runs([space.trial_config(study, t) for t in space.enumerate_trials(study)])
 
 
 # ----------------------------------------------------------------------------- running
@@ -168,22 +164,6 @@ def _finished_summary(path: str) -> dict[str, Any] | None:
   if summary and summary.get("status") in ("complete", "diverged"):
     return summary
   return None
-
-
-def setup_key(plan: config_lib.RunPlan) -> str:
-  """What a compiled ``RunSetup`` depends on: everything but the lr, the seed and the rule.
-
-  The scaling rule reaches the setup only through the resolved lr (a traced
-  value) and the optimizer overrides (``plan.optimizer``, part of the key).
-  """
-  cfg = plan.config.to_dict()
-  for field in ("lr", "seed", "scaling"):
-    cfg.pop(field)
-  return json.dumps(
-    dict(config=cfg, optimizer=plan.optimizer.to_dict(), total_steps=plan.total_steps),
-    sort_keys=True,
-    default=str,
-  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +217,7 @@ def run_all(runs: Sequence[Run], workdir: str, *, log: Callable[[str], None] = p
       dkey = json.dumps(plan.config.dataset.to_dict(), sort_keys=True)
       if dkey not in data:
         data[dkey] = registry.load_in_memory(plan.config.dataset)
-      key = setup_key(plan)
+      key = program_key(plan)
       if key not in setups:
         setups[key] = train_lib.RunSetup(plan, data[dkey])
       done = train_lib.train(run.config, path, plan=plan, setup=setups[key], data=data[dkey])

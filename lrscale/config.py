@@ -20,7 +20,7 @@ from typing import Any, Callable
 import ml_collections
 from ml_collections import config_dict
 
-from lrscale import units
+from lrscale import tasks, units
 from lrscale.data import registry
 from lrscale.models import MODEL_NAMES
 from lrscale.optim import optimizers, scaling, schedules
@@ -158,6 +158,11 @@ class RunPlan:
   @property
   def steps_per_epoch(self) -> float:
     return self.dataset.num_train / self.batch_size
+
+  @property
+  def task(self) -> tasks.Task:
+    """What the outputs are scored by (loss, eval metrics), from the dataset."""
+    return tasks.get_task(self.dataset.task)
 
   @property
   def has_target(self) -> bool:
@@ -346,11 +351,6 @@ def resolve(
   bn_group = _resolve_bn_group(cfg, per_micro, num_devices)
   if cfg.target.mode not in ("max", "min"):
     raise ValueError(f"config.target.mode must be 'max' or 'min', got {cfg.target.mode!r}.")
-  if not cfg.target.metric.startswith("eval_"):
-    raise ValueError(
-      f"config.target.metric={cfg.target.metric!r}: targets are eval metrics "
-      "(eval_accuracy, eval_loss)."
-    )
   ns = cfg.noise_scale
   if ns.enabled and micro == 1 and (ns.splits < 2 or per_micro % ns.splits):
     raise ValueError(
@@ -386,6 +386,10 @@ def resolve(
         "which are read through the stream: set config.dataset.stream=True."
       )
     meta = dataclasses.replace(meta, input_shape=(size, size, meta.input_shape[-1]))
+  task = tasks.get_task(meta.task)
+  task.check_metric(cfg.target.metric, cfg.target.mode, "target.metric")
+  if cfg.plateau.enabled:
+    task.check_metric(cfg.plateau.metric, cfg.plateau.mode, "plateau.metric")
   if batch > meta.num_train:
     raise ValueError(
       f"config.batch_size={batch} exceeds the {meta.num_train} training "

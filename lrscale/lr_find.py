@@ -54,6 +54,7 @@ from lrscale import config as config_lib
 from lrscale import lr_find_suggest as suggest_lib
 from lrscale.data import order, registry
 from lrscale.engine import outputs, parallel
+from lrscale.engine.programs import program_key
 from lrscale.engine.setup import RunSetup
 from lrscale.engine.step import StepFns, TrainState, make_step_fns
 from lrscale.optim import scaling
@@ -119,18 +120,12 @@ def sweep_plan(
 
 
 def shares_setup(a: config_lib.RunPlan, b: config_lib.RunPlan) -> bool:
-  """Whether plans ``a`` and ``b`` build the same model, optimizer, mesh and segment.
+  """Whether one compiled sweep serves plans ``a`` and ``b`` (any batch sizes).
 
-  Batch sizes differ only in their batches, unless BatchNorm groups follow the
-  batch (``bn_group_size`` 0 or -1) or the scaling rule changes the optimizer
-  (``adam_sde``).
+  The sweep's lr is its own ramp, so the schedule and the batch size do not
+  enter the program (``lrscale.engine.programs.program_key``).
   """
-  return (
-    a.bn_group_size == b.bn_group_size
-    and a.optimizer == b.optimizer
-    and a.num_devices == b.num_devices
-    and a.sync_every == b.sync_every
-  )
+  return program_key(a, across_batch_sizes=True) == program_key(b, across_batch_sizes=True)
 
 
 def program_groups(plans: Sequence[config_lib.RunPlan]) -> list[list[config_lib.RunPlan]]:
@@ -232,6 +227,7 @@ class RangeTest:
 
     self.fns: StepFns = make_step_fns(
       graphdef=setup.graphdef,
+      task=setup.plan.task,
       tx=setup.tx,
       optimizer_cfg=setup.plan.optimizer,
       lr_fn=ramp,

@@ -13,6 +13,7 @@ import pytest
 from lrscale import config as config_lib
 from lrscale.engine import loop as train_lib
 from lrscale.engine.outputs import read_jsonl
+from lrscale.engine.programs import program_key
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,9 +46,7 @@ def run(cfg, workdir, **kwargs):
   what a fresh process does is covered by the subprocess tests.
   """
   plan = config_lib.resolve(cfg)
-  key = config_lib.to_json(plan)
-  for field in ('"lr"', '"seed"'):
-    key = "\n".join(line for line in key.splitlines() if field not in line)
+  key = program_key(plan)
   if key not in _SETUPS:
     data = train_lib.registry.load_in_memory(plan.config.dataset)
     _SETUPS[key] = train_lib.RunSetup(plan, data)

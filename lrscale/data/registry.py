@@ -64,6 +64,7 @@ class DatasetMeta:
   num_classes: int
   input_shape: tuple[int, ...]
   streamed: bool
+  task: str = "classification"  # lrscale.tasks: what the model's outputs are scored by
 
 
 def check_dataset(dataset_cfg: Any) -> DatasetMeta:

@@ -112,9 +112,9 @@ class RunLoop:
     self.t_loop = time.perf_counter()
     if self.step == 0:
       self.host["last_eval"] = setup.evaluate(self.state)
-      if self.host["max_loss"] == 0.0:  # automatic bound: 4 x the initial loss, >= 4 ln C
-        self.host["max_loss"] = max(
-          4.0 * self.host["last_eval"]["eval_loss"], 4.0 * math.log(setup.data.num_classes)
+      if self.host["max_loss"] == 0.0:  # automatic bound, from the task
+        self.host["max_loss"] = plan.task.auto_max_loss(
+          self.host["last_eval"]["eval_loss"], setup.data.num_classes
         )
       self.writer.write(dict(step=0, examples_seen=0, **self.host["last_eval"]))
     self.control = setup.control(
@@ -174,7 +174,7 @@ class RunLoop:
         self.writer.write(row)
         host["loss_sum"], host["loss_n"] = 0.0, 0
       if not math.isnan(buf["eval_loss"][i]):
-        host["last_eval"] = {k: float(buf[k][i]) for k in ("eval_loss", "eval_accuracy")}
+        host["last_eval"] = {k: float(buf[k][i]) for k in plan.task.metric_names}
         self.writer.write(dict(step=s, examples_seen=plan.examples_at(s), **host["last_eval"]))
         if plan.config.plateau.enabled:
           self.plateau = plateau_lib.update_plateau(

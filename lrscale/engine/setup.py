@@ -35,6 +35,7 @@ class RunSetup:
     self.segment_len = plan.sync_every
     self.fns: StepFns = make_step_fns(
       graphdef=self.graphdef,
+      task=plan.task,
       tx=self.tx,
       optimizer_cfg=plan.optimizer,
       lr_fn=plan.lr_fn(),
@@ -217,7 +218,7 @@ class RunSetup:
       max_loss=jnp.float32(max_loss),
       target_value=jnp.float32(value),
       target_sign=jnp.float32(1 if t.mode == "max" else -1),
-      target_is_loss=jnp.bool_(t.metric == "eval_loss"),
+      target_index=jnp.int32(plan.task.metric_index(t.metric)),
       stop_at_target=jnp.bool_(bool(t.stop)),
     )
 

@@ -28,6 +28,7 @@ from jax.sharding import PartitionSpec as P
 from lrscale import noise_scale
 from lrscale.engine.parallel import AXIS
 from lrscale.optim import optimizers
+from lrscale.tasks import Task
 
 
 class TrainState(NamedTuple):
@@ -42,14 +43,6 @@ class TrainState(NamedTuple):
   noise: noise_scale.NoiseScaleState
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-
-
-def _tree_sq_norm(tree: Any) -> jax.Array:
-  return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
-
-
 class SegmentControl(NamedTuple):
   """Per-call scalars of the on-device loop (traced: changing them never recompiles)."""
 
@@ -58,7 +51,7 @@ class SegmentControl(NamedTuple):
   max_loss: jax.Array  # float32; train loss above it (or non-finite) = diverged
   target_value: jax.Array  # float32; NaN = no target
   target_sign: jax.Array  # +1 when higher is better (accuracy), -1 when lower (loss)
-  target_is_loss: jax.Array  # bool: the target metric is eval_loss (else eval_accuracy)
+  target_index: jax.Array  # int32: position of the target metric in task.metric_names
   stop_at_target: jax.Array  # bool
 
 
@@ -75,6 +68,7 @@ class StepFns(NamedTuple):
 def make_step_fns(
   *,
   graphdef: Any,
+  task: Task,
   tx: optax.GradientTransformation,
   optimizer_cfg: Any,
   lr_fn: Callable[[Any, Any], Any],
@@ -87,6 +81,7 @@ def make_step_fns(
 
   Args:
     graphdef: the model's static graph from ``nnx.split``.
+    task: what the outputs are scored by (loss, eval metrics; ``lrscale.tasks``).
     tx: the optax optimizer (lr injected, see ``lrscale.optimizers``).
     optimizer_cfg: the optimizer config (for schedule-free eval params).
     lr_fn: ``(step, peak_lr) -> lr``, traceable.
@@ -106,7 +101,7 @@ def make_step_fns(
     # through from the outer trace, and BatchNorm may not mutate those in place.
     model = nnx.merge(graphdef, params, batch_stats, copy=True)
     logits = model(x, train=True)
-    loss = jnp.mean(cross_entropy(logits, y))
+    loss = jnp.mean(task.loss(logits, y))
     return loss, nnx.state(model, nnx.BatchStat)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -129,7 +124,7 @@ def make_step_fns(
 
     def body(g_sum, xy):
       (loss, stats), g = grad_fn(params, batch_stats, *xy)
-      return jax.tree.map(jnp.add, g_sum, g), (loss, stats, _tree_sq_norm(g))
+      return jax.tree.map(jnp.add, g_sum, g), (loss, stats, noise_scale.tree_sq_norm(g))
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     g_sum, (losses, stats, sq_norms) = jax.lax.scan(body, zeros, (x, y), unroll=min(k, 8))
@@ -168,7 +163,7 @@ def make_step_fns(
     opt_state = optimizers.set_learning_rate(state.opt_state, lr)
     updates, opt_state = tx.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_sq = _tree_sq_norm(grads)
+    grad_sq = noise_scale.tree_sq_norm(grads)
     metrics = {
       "train_loss": loss,
       "lr": jnp.asarray(lr, jnp.float32),
@@ -196,20 +191,23 @@ def make_step_fns(
     return new_state, metrics
 
   def evaluate(state: TrainState, xs, ys, ws):
-    """Weighted mean loss and accuracy over padded eval batches xs: [nb, eb, ...]."""
+    """Weighted means of the task's metrics over padded eval batches xs: [nb, eb, ...].
+
+    ``ws`` is 1 for real examples and 0 for padding, so every example of the
+    split counts exactly once whatever the batch and device counts.
+    """
     params = optimizers.eval_params(optimizer_cfg, state.opt_state, state.params)
     model = nnx.merge(graphdef, params, state.batch_stats)
 
     def one(carry, xyw):
       x, y, w = xyw
-      logits = model(x, train=False)
-      loss = cross_entropy(logits, y)
-      correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
-      return carry, (jnp.sum(loss * w), jnp.sum(correct * w), jnp.sum(w))
+      out = model(x, train=False)
+      sums = {k: jnp.sum(fn(out, y) * w) for k, fn in task.metrics.items()}
+      return carry, (sums, jnp.sum(w))
 
-    _, (loss, correct, count) = jax.lax.scan(one, None, (xs, ys, ws))
+    _, (sums, count) = jax.lax.scan(one, None, (xs, ys, ws))
     total = jnp.maximum(jnp.sum(count), 1.0)
-    return {"eval_loss": jnp.sum(loss) / total, "eval_accuracy": jnp.sum(correct) / total}
+    return {k: jnp.sum(v) / total for k, v in sums.items()}
 
   def train_segment(
     state: TrainState, data_x, data_y, idx, n, eval_data, control: SegmentControl, ks=None
@@ -233,13 +231,9 @@ def make_step_fns(
     )[1]
     buf = {key: jnp.zeros((segment_len,), v.dtype) for key, v in probe.items()}
     nan = jnp.full((segment_len,), jnp.nan, jnp.float32)
-    buf.update(
-      eval_loss=nan,
-      eval_accuracy=nan,
-      diverged=jnp.zeros((segment_len,), bool),
-      reached=jnp.zeros((segment_len,), bool),
-    )
-    no_eval = {"eval_loss": jnp.float32(jnp.nan), "eval_accuracy": jnp.float32(jnp.nan)}
+    buf.update({k: nan for k in task.metric_names})
+    buf.update(diverged=jnp.zeros((segment_len,), bool), reached=jnp.zeros((segment_len,), bool))
+    no_eval = {k: jnp.float32(jnp.nan) for k in task.metric_names}
 
     def cond(carry):
       _, _, i, stop = carry
@@ -252,7 +246,7 @@ def make_step_fns(
       diverged = ~jnp.isfinite(loss) | (loss > control.max_loss)
       do_eval = ((st.step - control.eval_offset) % control.eval_every == 0) & ~diverged
       ev = jax.lax.cond(do_eval, lambda: evaluate(st, *eval_data), lambda: no_eval)
-      metric = jnp.where(control.target_is_loss, ev["eval_loss"], ev["eval_accuracy"])
+      metric = jnp.stack([ev[k] for k in task.metric_names])[control.target_index]
       reached = do_eval & (control.target_sign * (metric - control.target_value) >= 0)
       m = dict(m, **ev, diverged=diverged, reached=reached)
       bf = {key: bf[key].at[i].set(m[key]) for key in bf}

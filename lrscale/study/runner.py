@@ -23,6 +23,7 @@ from lrscale import config as config_lib
 from lrscale.data import registry
 from lrscale.engine import loop as train_lib
 from lrscale.engine.outputs import format_seconds
+from lrscale.engine.programs import program_key
 from lrscale.study import space, store, vmap_group
 
 
@@ -44,17 +45,23 @@ def _study_info(study: ml_collections.ConfigDict, meta: registry.DatasetMeta) ->
   )
 
 
-def validate_study(study: ml_collections.ConfigDict) -> list[space.Trial]:
+def validate_study(
+  study: ml_collections.ConfigDict, meta: registry.DatasetMeta | None = None
+) -> list[space.Trial]:
   """Checks the study and every trial's run config before any compute."""
+  return [trial for trial, _ in _resolved_trials(study, meta)]
+
+
+def _resolved_trials(
+  study: ml_collections.ConfigDict, meta: registry.DatasetMeta | None = None
+) -> list[tuple[space.Trial, config_lib.RunPlan]]:
+  """Every trial with its resolved plan; raises on the first bad field."""
   config_lib.check_known_fields(study, space.default_study_config(), "config")
-  trials = space.enumerate_trials(study)
-  seen = set()
-  for trial in trials:
-    if trial.group_key() in seen:
-      continue
-    seen.add(trial.group_key())
-    config_lib.resolve(space.trial_config(study, trial))  # raises on a bad field
-  return trials
+  meta = meta or registry.check_dataset(study.base.dataset)
+  return [
+    (trial, config_lib.resolve(space.trial_config(study, trial), dataset_meta=meta))
+    for trial in space.enumerate_trials(study)
+  ]
 
 
 def run_study(
@@ -75,13 +82,14 @@ def run_study(
       offsets of the trial list and coordinate through claims.
     max_trials: stop after running this many trials (for tests).
   """
-  trials = validate_study(study)
   meta = registry.check_dataset(study.base.dataset)
+  resolved = _resolved_trials(study, meta)
+  trials = [trial for trial, _ in resolved]
   if worker == 0:
     store.write_study_json(workdir, _study_info(study, meta))
-  groups: dict[Any, list[space.Trial]] = {}
-  for trial in trials:
-    groups.setdefault(trial.group_key(), []).append(trial)
+  groups: dict[str, list[space.Trial]] = {}
+  for trial, plan in resolved:  # one compile per group, reused by its lrs and seeds
+    groups.setdefault(program_key(plan), []).append(trial)
   keys = list(groups)
   keys = keys[worker * len(keys) // num_workers :] + keys[: worker * len(keys) // num_workers]
   worker_name = f"worker{worker}of{num_workers}"

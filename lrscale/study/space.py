@@ -69,10 +69,6 @@ class Trial:
   seed: int
   params: tuple[tuple[str, Any], ...] = ()
 
-  def group_key(self) -> tuple[Any, ...]:
-    """Trials with equal keys share one compiled train step (only lr and seed differ)."""
-    return (self.batch_size, self.params)
-
   def to_json(self) -> dict[str, Any]:
     return dict(
       id=self.id, batch_size=self.batch_size, lr=self.lr, seed=self.seed, params=dict(self.params)

@@ -1,0 +1,18 @@
+"""Tasks: what is learned (loss, metrics, target names), separate from the engine."""
+
+from lrscale.tasks.base import Task
+from lrscale.tasks.classification import CLASSIFICATION
+from lrscale.tasks.regression import REGRESSION
+
+TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, REGRESSION)}
+TASK_NAMES = tuple(TASKS)
+
+
+def get_task(name: str) -> Task:
+  """The task called ``name`` (see ``TASK_NAMES``)."""
+  if name not in TASKS:
+    raise ValueError(f"Unknown task {name!r}; known tasks: {list(TASK_NAMES)}.")
+  return TASKS[name]
+
+
+__all__ = ["CLASSIFICATION", "REGRESSION", "TASKS", "TASK_NAMES", "Task", "get_task"]
