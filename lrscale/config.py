@@ -20,7 +20,7 @@ from typing import Any, Callable
 import ml_collections
 from ml_collections import config_dict
 
-from lrscale import tasks, units
+from lrscale import errors, tasks, units
 from lrscale.data import registry
 from lrscale.models import MODEL_NAMES
 from lrscale.optim import optimizers, scaling, schedules
@@ -249,6 +249,7 @@ class RunPlan:
     )
 
 
+@errors.as_user_errors
 def set_field(cfg: ml_collections.ConfigDict, path: str, value: Any) -> None:
   """Sets ``cfg.a.b.c = value`` for ``path='a.b.c'`` (sweeps, tests, experiments).
 
@@ -266,6 +267,7 @@ def set_field(cfg: ml_collections.ConfigDict, path: str, value: Any) -> None:
   node[leaf] = value
 
 
+@errors.as_user_errors
 def check_known_fields(
   cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDict, prefix: str = "config"
 ) -> None:
@@ -312,6 +314,61 @@ def _resolve_bn_group(cfg, per_microbatch: int, num_devices: int) -> int:
   return group
 
 
+_STUDY_FIELDS = ("base", "batch_sizes", "seeds", "search")
+
+
+def check_run_config(cfg: Any) -> None:
+  """Rejects what is not a run config at all (a dict, a study config) in one line."""
+  if not isinstance(cfg, ml_collections.ConfigDict):
+    raise errors.UserError(
+      f"the config is a {type(cfg).__name__}, not an ml_collections.ConfigDict: the config "
+      "file's get_config() must return one; start from lrscale.config.base_config()."
+    )
+  if all(f in cfg for f in _STUDY_FIELDS):
+    raise errors.UserError(
+      "the config is a study config (it has config.base, config.batch_sizes, config.seeds): "
+      "run it with python -m lrscale.study --config=... --workdir=..."
+    )
+
+
+def _check_seed(seed: Any) -> None:
+  if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+    raise ValueError(f"config.seed must be an integer in [0, 2**32), got {seed!r}.")
+
+
+def _check_schedule(plan: RunPlan) -> None:
+  """Builds the schedule once at a concrete peak lr, so that every check needing
+  step counts fires here, before any data is loaded or anything is written."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  cfg, total = plan.config, plan.total_steps
+  warmup = plan.to_steps(cfg.warmup.length, "warmup.length")
+  if warmup > total:
+    raise ValueError(
+      f"config.warmup.length={cfg.warmup.length!r} is {warmup} steps, longer than the budget "
+      f"of {total} steps (config.budget={cfg.budget!r}): shorten the warmup or raise the budget."
+    )
+  horizon = total - warmup if cfg.warmup.offset_main else total
+  if cfg.schedule.name == "multistep":
+    for i, m in enumerate(cfg.schedule.milestones):
+      step = plan.to_steps(m, f"schedule.milestones[{i}]")
+      if not 0 < step < horizon:
+        raise ValueError(
+          f"config.schedule.milestones[{i}]={m!r} is step {step}, outside the run's schedule "
+          f"(steps 1..{horizon - 1} of config.budget={cfg.budget!r}): move it inside the budget."
+        )
+  steps = np.unique(np.linspace(0, total, num=min(total + 1, 513)).astype(np.int64))
+  lrs = np.asarray(plan.lr_fn()(steps, plan.lr), np.float64)
+  if not np.all(np.isfinite(lrs)) or np.any(lrs < 0) or not np.any(lrs > 0):
+    bad = int(steps[np.argmax(~np.isfinite(lrs) | (lrs < 0))]) if np.any(lrs != 0) else 0
+    raise ValueError(
+      f"config.schedule: the lr schedule {cfg.schedule.name!r} gives lr={lrs.min():.3g}.."
+      f"{lrs.max():.3g} (step {bad}); it must be finite, >= 0 and not 0 everywhere: "
+      "check config.schedule and config.warmup."
+    )
+
+
+@errors.as_user_errors
 def resolve(
   cfg: ml_collections.ConfigDict,
   *,
@@ -328,7 +385,10 @@ def resolve(
   Raises:
     ValueError: naming the offending field and the fix.
   """
+  check_run_config(cfg)
   check_known_fields(cfg, base_config())
+  _check_seed(cfg.seed)
+  _positive_int(cfg.eval_batch_size, "eval_batch_size")
   batch = _positive_int(cfg.batch_size, "batch_size")
   micro = _positive_int(cfg.microbatches, "microbatches")
   if not isinstance(cfg.lr, (int, float)) or not math.isfinite(cfg.lr) or cfg.lr <= 0:
@@ -432,7 +492,7 @@ def resolve(
   if max_loss < 0:
     raise ValueError("config.divergence.max_loss must be >= 0 (0 = automatic).")
   resolved = ml_collections.ConfigDict(cfg.to_dict())
-  return RunPlan(
+  plan = RunPlan(
     config=ml_collections.FrozenConfigDict(resolved),
     dataset=meta,
     batch_size=batch,
@@ -450,6 +510,8 @@ def resolve(
     checkpoint_every=max(1, steps("checkpoint_every")),
     max_loss=max_loss,
   )
+  _check_schedule(plan)
+  return plan
 
 
 def to_json(plan: RunPlan) -> str:

@@ -5,15 +5,20 @@ in the public API). Outputs in ``workdir``: config.json, metrics.jsonl,
 tensorboard/, summary.json, checkpoints/.
 """
 
-from absl import app, flags
+import json
+
+from absl import flags
 from ml_collections import config_flags
 
+from lrscale import errors
 from lrscale.engine.loop import train
 
 
 def main(argv):
   del argv
-  train(flags.FLAGS.config, flags.FLAGS.workdir)
+  summary = train(flags.FLAGS.config, flags.FLAGS.workdir)
+  final = {k: v for k, v in summary.get("final", {}).items()}
+  print(f"run {summary['status']} after {summary['steps']} steps: {json.dumps(final)}")
 
 
 if __name__ == "__main__":
@@ -24,4 +29,4 @@ if __name__ == "__main__":
   )
   flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  errors.run_main(main)

@@ -27,7 +27,8 @@ from absl import logging
 from lrscale import config as config_lib
 from lrscale import noise_scale
 from lrscale.data import registry
-from lrscale.engine import outputs, parallel
+from lrscale.engine import interrupt, outputs, parallel
+from lrscale.engine import workdir as workdir_lib
 from lrscale.engine.setup import RunSetup
 from lrscale.engine.step import TrainState
 from lrscale.optim import plateau as plateau_lib
@@ -45,23 +46,6 @@ def _next_boundary(step: int, plan: config_lib.RunPlan, segment_len: int) -> int
   )
 
 
-def _check_workdir(workdir: str, config_json: dict[str, Any]) -> None:
-  """Refuses to mix two different runs in one workdir (nothing is overwritten)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    old = json.load(f).get("config")
-  if old is not None and old != config_json["config"]:
-    changed = sorted(
-      k for k in set(old) | set(config_json["config"]) if old.get(k) != config_json["config"].get(k)
-    )
-    raise ValueError(
-      f"--workdir={workdir} already holds a run with a different config (fields "
-      f"{changed} differ). Use a new --workdir, or delete that directory to start over."
-    )
-
-
 class RunLoop:
   """The host side of one run: outputs, logging, evaluation records, stopping, checkpoints.
 
@@ -74,7 +58,7 @@ class RunLoop:
   def __init__(self, plan: config_lib.RunPlan, workdir: str, setup: RunSetup):
     self.plan, self.workdir, self.setup = plan, workdir, setup
     self.t_start = time.perf_counter()
-    _check_workdir(workdir, json.loads(config_lib.to_json(plan)))
+    workdir_lib.check_identity(workdir, json.loads(config_lib.to_json(plan)))
     os.makedirs(workdir, exist_ok=True)
     self.is_lead = jax.process_index() == 0
     if self.is_lead:
@@ -97,17 +81,23 @@ class RunLoop:
       last_eval={},
       plateau=self.plateau.to_dict(),
     )
-    self.step = 0
+    self.step = self.saved_step = 0
     restored = self.ckpt.restore_latest(abstract_like(self.state))
     if restored is not None:
       self.step, self.state, self.host = restored
+      self.saved_step = self.step
       self.plateau = plateau_lib.PlateauState.from_dict(self.host["plateau"])
       logging.info("Resumed %s from the checkpoint at step %d.", workdir, self.step)
     self.writer = outputs.MetricsWriter(
       workdir, resume_step=self.step, tensorboard=plan.config.tensorboard and self.is_lead
     )
     self.progress = outputs.Progress(total_steps=plan.total_steps, start_step=self.step)
-    self.status, self.diverged_step, self.last_loss = "running", None, float("nan")
+    # A run killed after its final checkpoint but before summary.json restores as
+    # finished: it writes its outputs without training on.
+    self.status = self.host.get("status", "running")
+    self.diverged_step = None
+    last = self.host.get("last_loss")
+    self.last_loss = float("nan") if last is None else float(last)
     self.wall_before = float(self.host["wall_time_s"])
     self.t_loop = time.perf_counter()
     if self.step == 0:
@@ -208,11 +198,22 @@ class RunLoop:
         )
       )
     if self.step % plan.checkpoint_every == 0 or at_end:
-      host["plateau"] = self.plateau.to_dict()
-      host["wall_time_s"] = self.wall_before + time.perf_counter() - self.t_loop
-      self.ckpt.save(self.step, self.state, host)
+      if at_end:  # recorded in the checkpoint: a rerun must not train on
+        host["status"] = "complete"
+      self.save()
     if at_end:
       self.status = "complete"
+
+  def save(self) -> None:
+    """Checkpoints the current step (once: a step already saved is not saved again)."""
+    if self.saved_step == self.step:
+      return
+    host = self.host
+    host["plateau"] = self.plateau.to_dict()
+    host["wall_time_s"] = self.wall_before + time.perf_counter() - self.t_loop
+    host["last_loss"] = None if math.isnan(self.last_loss) else self.last_loss
+    self.ckpt.save(self.step, self.state, host)
+    self.saved_step = self.step
 
   def close(self) -> None:
     self.writer.close()
@@ -274,13 +275,32 @@ def train(
   Returns:
     The summary dict also written to ``workdir/summary.json``.
   """
+  config_lib.check_run_config(cfg)
+  workdir_lib.check_writable(workdir)
   plan = prepare(cfg, plan=plan)
-  _check_workdir(workdir, json.loads(config_lib.to_json(plan)))  # before loading any data
+  # Before loading any data: whose workdir it is, and whether the run is done.
+  workdir_lib.check_identity(workdir, json.loads(config_lib.to_json(plan)))
+  done = workdir_lib.finished_summary(workdir)
+  if done is not None:
+    logging.info("Run in %s is already %s; nothing to train.", workdir, done["status"])
+    return done
+  is_lead = jax.process_index() == 0
+  with (
+    workdir_lib.hold(workdir, what="lrscale.train", enabled=is_lead),
+    interrupt.catch_stop_signals() as stop,
+  ):
+    return _train_loop(plan, workdir, setup, data, stop, stop_after_steps)
+
+
+def _train_loop(plan, workdir, setup, data, stop, stop_after_steps) -> dict[str, Any]:
   data = data or (setup.data if setup else registry.load_in_memory(plan.config.dataset))
   setup = setup or RunSetup(plan, data)
   loop = RunLoop(plan, workdir, setup)
   try:
     while not loop.finished:
+      if stop.signum is not None:
+        loop.save()
+        raise stop.interrupted(step=loop.step, workdir=workdir)
       end = loop.next_boundary()
       data_x, data_y, idx, ks = setup.inputs(plan, loop.step, end - loop.step)
       state, buf, done, _ = setup.fns.train_segment(
@@ -293,8 +313,9 @@ def train(
         loop.control,
         ks,
       )
-      loop.absorb(jax.device_get(buf), int(done), lambda: state)  # one transfer
+      # The state first: absorb may change it (reduce-on-plateau sets lr_scale).
       loop.state = state
+      loop.absorb(jax.device_get(buf), int(done), lambda: state)  # one transfer
       if not loop.finished and stop_after_steps is not None and loop.step >= stop_after_steps:
         return dict(status="interrupted", steps=loop.step)
   finally:

@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 import time
-import uuid
 from typing import Any
 
+from lrscale import lockfile
 from lrscale.engine.outputs import atomic_write_json
 
 FINISHED = ("complete", "diverged")
@@ -44,83 +43,20 @@ def is_finished(workdir: str, trial_id: str) -> bool:
   return bool(summary) and summary.get("status") in FINISHED
 
 
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-class Claim:
-  """A held claim on one trial; keeps its heartbeat fresh until released."""
-
-  def __init__(self, path: str, token: str, heartbeat_s: float):
-    self.path, self.token = path, token
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._beat, args=(heartbeat_s,), daemon=True)
-    self._thread.start()
-
-  def _beat(self, every: float) -> None:
-    while not self._stop.wait(every):
-      try:
-        os.utime(self.path)
-      except FileNotFoundError:
-        return
-
-  def release(self) -> None:
-    self._stop.set()
-    self._thread.join()
-    try:
-      with open(self.path) as f:
-        if json.load(f).get("token") == self.token:
-          os.remove(self.path)
-    except (FileNotFoundError, json.JSONDecodeError):
-      pass
+Claim = lockfile.Lock  # a held claim on one trial
 
 
 def try_claim(workdir: str, trial_id: str, *, worker: str, stale_s: float) -> Claim | None:
   """Claims a trial for this worker, or returns None if someone live holds it."""
   directory = trial_dir(workdir, trial_id)
   os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, "claim")
-  token = uuid.uuid4().hex
-  for _ in range(2):
-    try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-      if not _is_stale(path, stale_s):
-        return None
-      try:  # only one of several workers racing for a stale claim gets to rename it
-        os.rename(path, f"{path}.stale.{token}")
-      except FileNotFoundError:
-        return None
-      continue
-    with os.fdopen(fd, "w") as f:
-      json.dump(
-        dict(
-          worker=worker, host=socket.gethostname(), pid=os.getpid(), token=token, time=time.time()
-        ),
-        f,
-      )
-    if is_finished(workdir, trial_id):  # finished between our check and our claim
-      os.remove(path)
-      return None
-    return Claim(path, token, heartbeat_s=max(1.0, stale_s / 4))
-  return None
-
-
-def _is_stale(path: str, stale_s: float) -> bool:
-  try:
-    age = time.time() - os.stat(path).st_mtime
-  except FileNotFoundError:
-    return True
-  info = read_json(path) or {}
-  if info.get("host") == socket.gethostname() and "pid" in info and not _pid_alive(info["pid"]):
-    return True
-  return age > stale_s
+  claim = lockfile.try_acquire(
+    os.path.join(directory, "claim"), stale_s=stale_s, info=dict(worker=worker)
+  )
+  if claim is not None and is_finished(workdir, trial_id):  # finished since our check
+    claim.release()
+    return None
+  return claim
 
 
 def write_study_json(workdir: str, info: dict[str, Any]) -> None:
