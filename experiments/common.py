@@ -36,6 +36,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lrscale import config as config_lib
+from lrscale import errors
 from lrscale.analysis import store_reader
 from lrscale.data import registry
 from lrscale.engine.programs import program_key
@@ -245,7 +246,7 @@ def run_study(study: ml_collections.ConfigDict, workdir: str) -> Done:
   present = set(os.listdir(trials_dir)) if os.path.isdir(trials_dir) else set()
   foreign = present - {t.id for t in space.enumerate_trials(study)}
   if foreign:
-    raise ValueError(
+    raise errors.UserError(
       f"{workdir} holds {len(foreign)} trials that study {study.name!r} does "
       f"not have (e.g. {sorted(foreign)[0]}); use another directory, or delete "
       "it to start over."
@@ -486,4 +487,4 @@ def launch(run_fn: Callable[..., Mapping[str, Any]]) -> None:
     logging.info("Report: %s", result.get("report"))
     print(f"Report written to {result.get('report')}")
 
-  app.run(main)
+  errors.run_main(main)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from experiments import common, shallue2018
+from lrscale import errors
 from lrscale.analysis.run import build_analysis
 from lrscale.analysis.store_reader import Study, Target, load_study
 
@@ -392,6 +393,12 @@ def run(
   """Analyses (running it first if needed) the shared study; writes report, results, figures."""
   t0 = time.perf_counter()
   outdir = outdir or workdir
+  if mode != "full" and study_dir and not os.path.exists(os.path.join(study_dir, "study.json")):
+    # Given explicitly, it names an existing study: a typo must not start a new one.
+    raise errors.MissingInput(
+      f"--study_dir={study_dir} holds no study.json: check the path (an existing study "
+      "directory), or omit --study_dir to use the default."
+    )
   study_dir = study_dir or default_study_dir(mode, workdir, smoke=smoke)
   if mode == "full":
     studies = shallue2018.full_studies()

@@ -15,6 +15,7 @@ and exit status 2. Exactly these count as the user's to fix:
 * ``OSError`` whose errno says the environment refused (disk full, quota,
   permission, read-only filesystem, a path component that is a file): the
   message names the file and the fix;
+* ``absl.app.UsageError`` raised by a main about its arguments;
 * flag and config-file parsing errors (absl ``flags.Error``, raised while
   ``--config`` is loaded).
 
@@ -94,6 +95,10 @@ def is_user_error(err: BaseException) -> bool:
   """Whether ``err`` is the user's to fix (see the module docstring for the list)."""
   if isinstance(err, UserError):
     return True
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  if isinstance(err, app.UsageError):  # a main's own complaint about its arguments
+    return True
   if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
     return err.errno in _ENV_ERRNOS
   return False
@@ -152,7 +157,9 @@ def handle(main: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _flag_error(text: str) -> SystemExit:
-  print(f"error: {text}: fix the flag or the config file; --helpshort lists flags.", file=sys.stderr)
+  print(
+    f"error: {text}: fix the flag or the config file; --helpshort lists flags.", file=sys.stderr
+  )
   return SystemExit(USER_ERROR_EXIT)
 
 

@@ -48,12 +48,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from lrscale import config as config_lib
+from lrscale import errors
 from lrscale import lr_find_suggest as suggest_lib
 from lrscale.data import order, registry
 from lrscale.engine import outputs, parallel
+from lrscale.engine import workdir as workdir_lib
 from lrscale.engine.programs import program_key
 from lrscale.engine.setup import RunSetup
 from lrscale.engine.step import StepFns, TrainState, make_step_fns
@@ -64,6 +66,7 @@ VMAP = ("auto", "on", "off")
 CSV_FIELDS = ("seed", "batch_size", "step", "lr", "loss", "smoothed_loss")
 
 
+@errors.as_user_errors
 def validate(lf: ml_collections.ConfigDict) -> None:
   """Checks ``config.lr_find``; raises ValueError naming the field and the fix."""
   suggest_lib.lr_ramp(lf.min_lr, lf.max_lr, lf.num_steps, mode=lf.ramp)  # range, N, ramp
@@ -103,6 +106,7 @@ def validate(lf: ml_collections.ConfigDict) -> None:
     raise bad("vmap", f"use one of {VMAP}.")
 
 
+@errors.as_user_errors
 def sweep_plan(
   cfg: ml_collections.ConfigDict, batch_size: int, *, num_devices: int | None = None
 ) -> config_lib.RunPlan:
@@ -531,14 +535,24 @@ def lr_find(
       that diverged within its first 3 steps: lower ``min_lr``).
   """
   outputs.quiet_library_logs()
+  config_lib.check_run_config(cfg)
+  if workdir is not None:  # before the sweep, not after it
+    workdir_lib.check_writable(workdir)
   lf = cfg.lr_find
   validate(lf)
   plans = [sweep_plan(cfg, b, num_devices=num_devices) for b in _batch_sizes(cfg)]
   if plans[0].dataset.streamed:
-    raise ValueError(
+    raise errors.UserError(
       f"config.dataset.name={plans[0].dataset.name!r} is streamed; the range "
       "test needs an in-memory dataset."
     )
+  lead = workdir is not None and jax.process_index() == 0
+  with workdir_lib.hold(workdir or "", what="lrscale.lr_find", enabled=lead):
+    return _sweep(cfg, workdir if lead else None, plans, data, state)
+
+
+def _sweep(cfg, workdir, plans, data, state) -> LrFindResult:
+  lf = cfg.lr_find
   parallel.enable_compilation_cache(os.path.expanduser(plans[0].config.compilation_cache))
   data = data or registry.load_in_memory(plans[0].config.dataset)
   seeds = tuple(lf.seeds)
@@ -558,7 +572,7 @@ def lr_find(
   out = LrFindResult(
     tuple(results), fit, paste_line(cfg, results, fit), suggest_lib.RECOMMENDATION_RULE
   )
-  if workdir is not None and jax.process_index() == 0:
+  if workdir is not None:
     write_outputs(out, cfg, workdir)
   return out
 
@@ -734,4 +748,4 @@ if __name__ == "__main__":
   )
   flags.DEFINE_string("workdir", None, "Output directory for lr_find.csv/json/png.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  errors.run_main(main)

@@ -217,4 +217,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  from lrscale import errors  # pylint: disable=g-import-not-at-top
+
+  errors.handle(main)()

@@ -477,4 +477,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  from lrscale import errors  # pylint: disable=g-import-not-at-top
+
+  errors.handle(main)(sys.argv[1:])

@@ -106,4 +106,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from lrscale import errors  # pylint: disable=g-import-not-at-top
+
+  errors.run_main(main)

@@ -19,10 +19,14 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from absl import logging
+
+from lrscale import errors
 
 STATUS_COMPLETE = "complete"
 STATUS_DIVERGED = "diverged"
@@ -214,18 +218,62 @@ def parse_study_spec(data: Mapping[str, Any], *, default_name: str = "study") ->
   )
 
 
-def load_trial(trial_dir: str) -> TrialRecord | None:
-  """Read one trial directory; ``None`` when ``trial.json`` is unusable.
+_TRIAL_ID = re.compile(r"^b(\d+)_lr([0-9.eE+-]+)_s(\d+)(?:_p[0-9a-f]+)?$")
 
-  Without ``trial.json`` the batch size and lr are unknown, so the trial
-  cannot be placed in any analysis and is skipped.
+
+def _swept_keys(study_config: Mapping[str, Any] | None) -> list[str]:
+  """The run-config fields a study sweeps besides lr/batch/seed (its ``params`` spec)."""
+  spec = str((study_config or {}).get("params") or "")
+  return [p.split("=", 1)[0].strip() for p in spec.split(";") if "=" in p]
+
+
+def recover_trial_meta(
+  trial_dir: str, study_config: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+  """A trial's record rebuilt when ``trial.json`` is unusable (torn, edited, lost).
+
+  The trial's own ``config.json`` (written before its first checkpoint) holds
+  the batch size, lr, seed and every swept field; failing that, the trial id
+  (``b<B>_lr<lr>_s<seed>``) holds the first three.
+  """
+  cfg = (read_json(os.path.join(trial_dir, "config.json")) or {}).get("config")
+  if isinstance(cfg, dict) and as_float(cfg.get("batch_size")) and as_float(cfg.get("lr")):
+    params = {}
+    for key in _swept_keys(study_config):
+      node: Any = cfg
+      for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+      params[key] = node
+    meta = dict(batch_size=cfg["batch_size"], lr=cfg["lr"], seed=cfg.get("seed", 0), params=params)
+  else:
+    match = _TRIAL_ID.match(os.path.basename(os.path.normpath(trial_dir)))
+    if match is None:
+      return None
+    meta = dict(batch_size=int(match[1]), lr=float(match[2]), seed=int(match[3]), params={})
+  return dict(meta, id=os.path.basename(os.path.normpath(trial_dir)))
+
+
+def load_trial(trial_dir: str, study_config: Mapping[str, Any] | None = None) -> TrialRecord | None:
+  """Read one trial directory; ``None`` only when nothing says what the trial is.
+
+  An unusable ``trial.json`` is reported and the record rebuilt
+  (``recover_trial_meta``), so a torn file never makes a trial vanish from the
+  analysis.
   """
   meta = read_json(os.path.join(trial_dir, "trial.json"))
-  if meta is None:
-    return None
+  if meta is None or as_float(meta.get("batch_size")) is None or as_float(meta.get("lr")) is None:
+    recovered = recover_trial_meta(trial_dir, study_config)
+    if recovered is None:
+      if os.path.isdir(trial_dir) and os.listdir(trial_dir):
+        logging.warning("Trial %s has no usable trial.json or config.json; skipped.", trial_dir)
+      return None
+    logging.warning(
+      "Trial %s: trial.json is unreadable; rebuilt its record from its config.json / id "
+      "(rerun the study to rewrite it).",
+      trial_dir,
+    )
+    meta = recovered
   batch_size, lr = as_float(meta.get("batch_size")), as_float(meta.get("lr"))
-  if batch_size is None or lr is None:
-    return None
   summary = read_json(os.path.join(trial_dir, "summary.json"))
   status = STATUS_MISSING if summary is None else str(summary.get("status", STATUS_FAILED))
   train_rows, eval_rows = split_rows(read_jsonl(os.path.join(trial_dir, "metrics.jsonl")))
@@ -258,11 +306,17 @@ def load_study(workdir: str) -> Study:
   """
   data = read_json(os.path.join(workdir, "study.json"))
   if data is None:
-    raise FileNotFoundError(f"no readable study.json in {workdir!r}")
+    raise errors.MissingInput(
+      f"--workdir={workdir} has no readable study.json: give a study directory "
+      "(one that python -m lrscale.study wrote)."
+    )
   spec = parse_study_spec(data, default_name=os.path.basename(os.path.normpath(workdir)))
   trials_dir = os.path.join(workdir, "trials")
   names = sorted(os.listdir(trials_dir)) if os.path.isdir(trials_dir) else []
-  trials = [t for n in names if (t := load_trial(os.path.join(trials_dir, n))) is not None]
+  study_config = data.get("config") if isinstance(data.get("config"), dict) else None
+  trials = [
+    t for n in names if (t := load_trial(os.path.join(trials_dir, n), study_config)) is not None
+  ]
   trials.sort(key=lambda t: (t.batch_size, t.lr, t.seed, t.id))
   return Study(spec=spec, trials=trials, workdir=workdir)
 

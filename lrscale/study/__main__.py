@@ -6,9 +6,10 @@ hosts share one study on a shared filesystem; the analysis runs in worker 0
 once every trial is finished.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from lrscale import errors
 from lrscale.study import runner, space, store
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -23,9 +24,9 @@ def parse_worker(text: str) -> tuple[int, int]:
   try:
     i, n = (int(x) for x in text.split("/"))
   except ValueError:
-    raise ValueError(f"--worker={text!r} must look like i/n, e.g. 0/4.") from None
+    raise errors.UserError(f"--worker={text!r} must look like i/n, e.g. 0/4.") from None
   if not 0 <= i < n:
-    raise ValueError(f"--worker={text!r}: need 0 <= i < n.")
+    raise errors.UserError(f"--worker={text!r}: need 0 <= i < n.")
   return i, n
 
 
@@ -53,4 +54,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  errors.run_main(main)

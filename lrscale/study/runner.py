@@ -20,8 +20,10 @@ import ml_collections
 from absl import logging
 
 from lrscale import config as config_lib
+from lrscale import errors
 from lrscale.data import registry
 from lrscale.engine import loop as train_lib
+from lrscale.engine import workdir as workdir_lib
 from lrscale.engine.outputs import format_seconds
 from lrscale.engine.programs import program_key
 from lrscale.study import space, store, vmap_group
@@ -52,16 +54,32 @@ def validate_study(
   return [trial for trial, _ in _resolved_trials(study, meta)]
 
 
+@errors.as_user_errors
 def _resolved_trials(
   study: ml_collections.ConfigDict, meta: registry.DatasetMeta | None = None
 ) -> list[tuple[space.Trial, config_lib.RunPlan]]:
   """Every trial with its resolved plan; raises on the first bad field."""
+  check_study_config(study)
   config_lib.check_known_fields(study, space.default_study_config(), "config")
   meta = meta or registry.check_dataset(study.base.dataset)
   return [
     (trial, config_lib.resolve(space.trial_config(study, trial), dataset_meta=meta))
     for trial in space.enumerate_trials(study)
   ]
+
+
+def check_study_config(study: Any) -> None:
+  """Rejects what is not a study config (a dict, a run config) in one line."""
+  if not isinstance(study, ml_collections.ConfigDict):
+    raise errors.UserError(
+      f"the study config is a {type(study).__name__}, not an ml_collections.ConfigDict: "
+      "get_config() must return one; start from lrscale.study.space.default_study_config()."
+    )
+  if "base" not in study and "model" in study and "optimizer" in study:
+    raise errors.UserError(
+      "the config is a run config (it has config.model and config.optimizer, no config.base): "
+      "train it with python -m lrscale.train --config=... --workdir=..."
+    )
 
 
 def run_study(
@@ -82,11 +100,16 @@ def run_study(
       offsets of the trial list and coordinate through claims.
     max_trials: stop after running this many trials (for tests).
   """
-  meta = registry.check_dataset(study.base.dataset)
+  check_study_config(study)
+  workdir_lib.check_writable(workdir)
+  meta = errors.as_user_errors(registry.check_dataset)(study.base.dataset)
   resolved = _resolved_trials(study, meta)
   trials = [trial for trial, _ in resolved]
-  if worker == 0:
-    store.write_study_json(workdir, _study_info(study, meta))
+  # Every worker: a different study in this directory is refused before any trial.
+  store.check_study_json(workdir, _study_info(study, meta), write=worker == 0)
+  for trial in trials:  # a finished trial whose record is corrupt is repaired, not dropped
+    if store.is_finished(workdir, trial.id):
+      store.write_trial_json(workdir, trial.to_json())
   groups: dict[str, list[space.Trial]] = {}
   for trial, plan in resolved:  # one compile per group, reused by its lrs and seeds
     groups.setdefault(program_key(plan), []).append(trial)

@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from lrscale import config as config_lib
+from lrscale import errors
 from lrscale.optim import scaling
 
 
@@ -127,6 +128,7 @@ def trial_id(batch_size: int, lr: float, seed: int, params: tuple[tuple[str, Any
   return f"b{batch_size:06d}_lr{lr:.4e}_s{seed}{tag}"
 
 
+@errors.as_user_errors
 def enumerate_trials(study: ml_collections.ConfigDict) -> list[Trial]:
   """All trials of a study, in a fixed order (batch size, params, lr, seed)."""
   if study.lr.mode not in ("relative", "absolute"):
@@ -137,6 +139,12 @@ def enumerate_trials(study: ml_collections.ConfigDict) -> list[Trial]:
     )
   if not study.batch_sizes or any(int(b) <= 0 for b in study.batch_sizes):
     raise ValueError(f"config.batch_sizes must be positive integers, got {study.batch_sizes}.")
+  if not study.lr.grid:
+    raise ValueError("config.lr.grid is empty: give at least one lr (multiplier), e.g. (1.0,).")
+  if not study.seeds or any(not 0 <= int(s) < 2**32 for s in study.seeds):
+    raise ValueError(
+      f"config.seeds must be a non-empty tuple of integers in [0, 2**32), got {study.seeds!r}."
+    )
   swept = parse_params(study.params)
   combos = [
     tuple(zip([k for k, _ in swept], vals)) for vals in itertools.product(*[v for _, v in swept])

@@ -20,10 +20,15 @@ import socket
 import time
 from typing import Any
 
-from lrscale import lockfile
+from absl import logging
+
+from lrscale import errors, lockfile
+from lrscale.engine import workdir as workdir_lib
 from lrscale.engine.outputs import atomic_write_json
 
 FINISHED = ("complete", "diverged")
+# Study fields that change how trials are run, not what they compute.
+OPERATIONAL_FIELDS = ("vmap", "vmap_size", "stale_claim_s")
 
 
 def trial_dir(workdir: str, trial_id: str) -> str:
@@ -59,14 +64,46 @@ def try_claim(workdir: str, trial_id: str, *, worker: str, stale_s: float) -> Cl
   return claim
 
 
-def write_study_json(workdir: str, info: dict[str, Any]) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  atomic_write_json(os.path.join(workdir, "study.json"), info)
+def check_study_json(workdir: str, info: dict[str, Any], *, write: bool) -> None:
+  """Compares ``study.json`` with this study, as a run compares its config.json.
+
+  A directory holding a different study is refused (nothing is overwritten);
+  an unreadable study.json is named. ``write``: create it if absent (worker 0).
+  """
+  path = os.path.join(workdir, "study.json")
+  fix = f"use another --workdir, or delete {workdir} to start over."
+  old = workdir_lib.read_record(path, "the study's identity", fix)
+  new = json.loads(json.dumps(info, default=str))
+  if old is not None:
+    changed = [
+      c
+      for c in workdir_lib.changed_fields(old.get("config"), new["config"])
+      if c not in OPERATIONAL_FIELDS
+    ]
+    if changed:
+      raise errors.UserError(
+        f"--workdir={workdir} holds a different study (fields "
+        f"{['config.' + c for c in changed]} differ from its study.json): {fix}"
+      )
+  elif write:
+    os.makedirs(workdir, exist_ok=True)
+    atomic_write_json(path, info)
 
 
 def write_trial_json(workdir: str, trial_info: dict[str, Any]) -> None:
+  """Writes trials/<id>/trial.json; an unreadable or wrong one is reported and rewritten."""
   path = os.path.join(trial_dir(workdir, trial_info["id"]), "trial.json")
   if not os.path.exists(path):
+    if os.path.isdir(os.path.dirname(path)):
+      atomic_write_json(path, trial_info)
+    return
+  old = read_json(path)
+  if old != json.loads(json.dumps(trial_info, default=str)):
+    logging.warning(
+      "Trial record %s is unreadable or does not match the trial (%s); rewriting it.",
+      path,
+      "unparsable" if old is None else "different content",
+    )
     atomic_write_json(path, trial_info)
 
 
