@@ -13,9 +13,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -349,3 +351,93 @@ def test_real_entry_points_in_subprocesses(tmp_path, finished):
     else:
       assert_one_line(err, *names, got=proc.returncode)
   assert snapshot(str(workdir)) == before
+
+
+# -------------------------------------------------------------- faults in a run's life
+
+
+def _final(workdir):
+  summary = json.loads((workdir / "summary.json").read_text())
+  return summary["status"], summary["steps"], summary["final"], summary["target"]
+
+
+@pytest.mark.parametrize("target", [None, 0.5], ids=["budget", "target_stop"])
+def test_killed_between_last_checkpoint_and_summary_completes_without_training(
+  finished, tmp_path, target
+):
+  cfg = _cfg(**{"target.value": target})
+  clean = tmp_path / "clean"
+  workdir = finished[0] if target is None else clean
+  if target is not None:
+    run(cfg, clean)
+  killed = tmp_path / "killed"
+  shutil.copytree(workdir, killed)
+  os.remove(killed / "summary.json")  # the window: final checkpoint written, summary not
+  ckpts = sorted(os.listdir(killed / "checkpoints"))
+  metrics = (killed / "metrics.jsonl").read_text()
+  run(cfg, killed)
+  assert _final(killed) == _final(workdir)
+  assert sorted(os.listdir(killed / "checkpoints")) == ckpts  # nothing trained or saved
+  assert (killed / "metrics.jsonl").read_text() == metrics
+  if target is not None:
+    assert _final(killed)[1] < 60  # stopped at its target, not at the budget
+
+
+def test_second_process_on_a_workdir_is_refused_then_a_dead_ones_lock_is_taken(tmp_path):
+  workdir = tmp_path / "run"
+  holder = subprocess.Popen(
+    [
+      sys.executable,
+      "-c",
+      "import sys, time; from lrscale.engine import workdir as w\n"
+      "with w.hold(sys.argv[1], what='lrscale.train'):\n  print('held', flush=True); time.sleep(600)",
+      str(workdir),
+    ],
+    cwd=REPO,
+    env=dict(os.environ, PYTHONPATH=REPO),
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    expect_user_error(lambda: run(_cfg(), workdir), "in use", f"pid {holder.pid}", keep=[workdir])
+  finally:
+    holder.kill()  # kill -9: the lock stays behind, its owner gone
+    holder.wait()
+  assert (workdir / "lock").exists()
+  assert run(_cfg(), workdir)["status"] == "complete"  # taken over, with a warning
+  assert not (workdir / "lock").exists()
+
+
+def test_sigterm_checkpoints_at_a_boundary_and_resumes_exactly(tmp_path):
+  overrides = {"budget": "400 steps", "sync_every": "5 steps", "checkpoint_every": "200 steps"}
+  header = f"import sys\nsys.path.insert(0, {REPO!r})\nfrom tests.test_train import small_config\n"
+  config = _write(
+    tmp_path / "long.py", header + f"def get_config():\n  return small_config(**{overrides!r})\n"
+  )
+  workdir = tmp_path / "term"
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "lrscale.train", f"--config={config}", f"--workdir={workdir}"],
+    cwd=REPO,
+    env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  deadline = time.time() + 240
+  while time.time() < deadline and not any(
+    "train_loss" in r for r in outputs.read_jsonl(str(workdir / "metrics.jsonl"))
+  ):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 143, err
+  assert "Traceback" not in err and "Rerun the same command to resume" in err, err
+  steps = [int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()]
+  assert len(steps) == 1 and 0 < steps[0] < 400 and steps[0] % 5 == 0  # at a boundary
+  assert os.listdir(workdir / "checkpoints") == [str(steps[0])]  # no temporary leftovers
+  assert not (workdir / "lock").exists()
+  cfg = _cfg(**overrides)
+  run(cfg, workdir)
+  run(cfg, tmp_path / "clean")
+  assert _final(workdir) == _final(tmp_path / "clean")
