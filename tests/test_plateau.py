@@ -183,3 +183,42 @@ def test_state_round_trips_through_strict_json():
   a = plateau.update_plateau(state, 0.2, cfg=cfg, peak_lr=0.1)
   b = plateau.update_plateau(restored, 0.2, cfg=cfg, peak_lr=0.1)
   assert a == b
+
+
+def test_plateau_reaches_training_through_train_and_survives_a_resume(tmp_path):
+  """Logged lrs of a plateau run through train() equal PyTorch's ReduceLROnPlateau fed the
+  run's own eval losses (the new scale applies from the step after the eval), also across
+  an interruption and resume."""
+  from lrscale.engine.outputs import read_jsonl  # pylint: disable=g-import-not-at-top
+  from tests.test_train import run, small_config  # pylint: disable=g-import-not-at-top
+
+  fields = {
+    "schedule.name": "constant",
+    "eval_every": "5 steps",
+    "plateau.enabled": True,
+    "plateau.metric": "eval_loss",
+    "plateau.mode": "min",
+    "plateau.patience": 0,
+    "plateau.factor": 0.5,
+    "plateau.threshold": 0.2,  # a 20% improvement is needed: the lr is cut several times
+  }
+  cfg = small_config(**fields)
+  whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+  run(cfg, whole)
+  assert run(cfg, resumed, stop_after_steps=25)["status"] == "interrupted"
+  run(cfg, resumed)
+  for workdir in (whole, resumed):
+    rows = read_jsonl(str(workdir / "metrics.jsonl"))
+    evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r and r["step"] > 0]
+    torch = TorchPlateau(cfg.lr, mode="min", factor=0.5, patience=0, threshold=0.2)
+    expected, lr_after = {}, {0: cfg.lr}
+    for step, loss in evals:
+      lr_after[step] = torch.step(loss)
+    for r in rows:
+      if "lr" in r:  # the lr used at step s: the scale after the last eval before s
+        expected[r["step"]] = lr_after[max(e for e in lr_after if e < r["step"])]
+    logged = {r["step"]: r["lr"] for r in rows if "lr" in r}
+    np.testing.assert_allclose(
+      [logged[s] for s in sorted(logged)], [expected[s] for s in sorted(logged)], rtol=1e-6
+    )
+    assert min(logged.values()) < cfg.lr / 2  # the plateau did cut the lr
