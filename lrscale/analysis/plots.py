@@ -337,7 +337,7 @@ def plot_noise_scale(analysis: dict[str, Any], path: str) -> str | None:
   if fit.get("ok"):
     ax.axhline(fit["b_crit"], color="k", ls="--", label=f"B_crit={fit['b_crit']:.3g}")
     ci = (fit.get("ci") or {}).get("b_crit")
-    if ci:
+    if ci and None not in ci:
       ax.axhspan(ci[0], ci[1], color="gray", alpha=0.2, label="B_crit CI")
   ax.set(
     xscale="log",
