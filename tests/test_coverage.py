@@ -75,3 +75,18 @@ def test_nominal_90_percent_intervals_cover_at_least_85_percent(coverage):
 def test_seed_bootstrap_undercovers_s_min(coverage):
   """The old intervals (seeds resampled within points) are what this change replaced."""
   assert coverage["ci_seed_bootstrap.s_min"] < 0.7, coverage
+
+
+def test_profile_interval_tight_on_exact_curve_and_open_without_bend():
+  from lrscale.analysis import intervals
+
+  b = np.array([16, 64, 256, 1024, 4096], dtype=float)
+  ci = intervals.profile_steps_intervals(
+    b, 100.0 * (1 + 256.0 / b) * np.exp([1e-4, -1e-4, 0, 1e-4, 0])
+  )
+  for name, truth in (("s_min", 100.0), ("b_crit", 256.0), ("e_min", 25600.0)):
+    lo, hi = ci[name]
+    assert lo < truth < hi and hi / lo < 1.01, (name, ci[name])
+  # Pure perfect scaling (S ∝ 1/B, small noise): the data cannot bound B_crit from above.
+  flat = intervals.profile_steps_intervals(b, 1e5 / b * np.exp([0.02, -0.01, 0.0, 0.01, -0.02]))
+  assert flat["b_crit"][1] is None

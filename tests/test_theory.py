@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 import time
 
 import numpy as np
@@ -99,3 +102,76 @@ def test_recursion_matches_monte_carlo_sgd(batch, lr):
   # The check can tell SGD from gradient descent (B -> inf): the a^2 / B terms matter here.
   gd = theory.risk_curves(problem, [1e12], [lr], steps)[0, 0] * problem.initial_excess
   assert exact[-1] > 1.3 * gd[-1]
+
+
+# --------------------------------------------------------------------------- the analysis hook
+
+
+def _linreg_study(workdir, *, batch_sizes=(1, 4, 16, 64, 256, 1024), seeds=2, sigma=0.05):
+  """A linreg study on disk whose trials log the exact curve times per-trial noise."""
+  from tests.synthetic_study import _dump, _write_trial
+
+  problem = theory.LinregProblem()
+  target = {"metric": "eval_relative_excess", "value": 0.02, "mode": "min"}
+  dataset = {"name": "linreg", "linreg": dataclasses.asdict(problem)}
+  _dump(
+    os.path.join(workdir, "study.json"),
+    {
+      "name": "linreg_synthetic",
+      "target": target,
+      "batch_sizes": list(batch_sizes),
+      "optimizer": "sgd",
+      "config": {"base": {"dataset": dataset}},
+    },
+  )
+  rng = np.random.default_rng(0)
+  lrs = theory.sqrt2_grid(-9, 2)
+  curves = theory.risk_curves(problem, batch_sizes, lrs, 2000)
+  for i, b in enumerate(batch_sizes):
+    for k, lr in enumerate(lrs):
+      for seed in range(seeds):
+        curve = curves[i, k] * math.exp(sigma * rng.normal())
+        rows = [
+          {"step": t, "eval_relative_excess": min(float(curve[t]), 1e30)} for t in range(2, 2001, 2)
+        ]
+        stop = next((j for j, r in enumerate(rows) if r["eval_relative_excess"] <= 0.02), None)
+        rows = rows if stop is None else rows[: stop + 1]
+        summary = {"status": "complete", "steps": rows[-1]["step"], "final": rows[-1]}
+        trial = {"id": f"b{b}_k{k}_s{seed}", "batch_size": b, "lr": float(lr), "seed": seed}
+        _write_trial(os.path.join(workdir, "trials"), {**trial, "params": {}}, summary, rows)
+  return workdir
+
+
+def test_analysis_adds_exact_answer_for_linreg_study(tmp_path):
+  from lrscale.analysis import run
+
+  analysis = run.analyze(_linreg_study(str(tmp_path)), n_bootstrap=50)
+  th = analysis["theory"]
+  assert th["problem"] == {"dim": 100, "alpha": 1.0, "teacher_power": 0.0, "noise": 0.5}
+  exact = {r["batch_size"]: r["exact_steps"] for r in th["per_batch"]}
+  # The study's grid 2^(k/2), k = -9..2, contains every reference optimum.
+  assert [exact[b] for b in (1, 4, 16, 64, 256, 1024)] == [1597, 428, 124, 62, 54, 53]
+  for r in th["per_batch"]:
+    assert r["exact_steps_at_eval"] == r["exact_steps"] + (r["exact_steps"] % 2)
+    # Measured: the same curves times exp(0.05 z) and evaluated every 2 steps.
+    assert abs(r["measured_steps"] / r["exact_steps_at_eval"] - 1) < 0.1
+  assert th["fit"]["b_crit"] == pytest.approx(
+    theory.exact_steps_curve(theory.LinregProblem(), list(exact), theory.sqrt2_grid(-9, 2), 0.02)[
+      "fit"
+    ]["b_crit"]
+  )
+  for name in ("s_min", "b_crit"):
+    c = th["comparison"][name]
+    assert c["measured"] == analysis["fit"][name] and c["exact_inside_ci"] is not None
+  text = open(tmp_path / "report.md").read()
+  assert "## Exact answer vs measured" in text and "exact inside CI" in text
+  assert os.path.getsize(tmp_path / "steps_to_result.png") > 0
+
+
+def test_no_theory_for_other_studies():
+  from lrscale.analysis import run
+  from lrscale.analysis.store_reader import Study
+  from tests.synthetic_study import make_study
+
+  study = make_study(seed=0, batch_sizes=(16, 64, 256), n_lrs=3, n_seeds=1)
+  assert run.build_analysis(Study(study.spec(), study.records()), n_bootstrap=10)["theory"] is None

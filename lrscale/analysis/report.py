@@ -287,6 +287,43 @@ def _noise_lines(analysis: Mapping[str, Any]) -> list[str]:
   return lines
 
 
+def _theory_lines(analysis: Mapping[str, Any]) -> list[str]:
+  th = analysis.get("theory")
+  if not th:
+    return []
+  p = th["problem"]
+  lines = [
+    "## Exact answer vs measured",
+    "",
+    f"Gaussian linear regression, dim {p['dim']}, h_i = i^-{p['alpha']:g}, w*_i = "
+    f"i^-{p['teacher_power']:g}, noise {p['noise']:g}: {th['definition']}. Target relative "
+    f"excess <= {th['target_rel']:g}. `exact at eval` rounds the exact step up to the study's "
+    "next evaluation.",
+    "",
+  ]
+  lines += _table(
+    ["B", "exact steps", "exact at eval", "measured steps", "exact best lr", "measured best lr"],
+    [
+      [
+        r["batch_size"],
+        r["exact_steps"],
+        r["exact_steps_at_eval"],
+        r["measured_steps"],
+        r["exact_best_lr"],
+        r["measured_best_lr"],
+      ]
+      for r in th["per_batch"]
+    ],
+  )
+  rows = []
+  for name, label in (("s_min", "S_min"), ("b_crit", "B_crit")):
+    c = th["comparison"][name]
+    inside = {True: "yes", False: "**no**", None: "-"}[c["exact_inside_ci"]]
+    rows.append([label, c["exact"], c["measured"], _ci(c["ci"]), inside])
+  lines += _table(["quantity", "exact fit", "measured fit", "measured CI", "exact inside CI"], rows)
+  return lines
+
+
 def render_report(analysis: Mapping[str, Any]) -> str:
   """The markdown report of an analysis dict."""
   study = analysis["study"]
@@ -320,6 +357,7 @@ def render_report(analysis: Mapping[str, Any]) -> str:
     *_fit_lines(analysis),
     *img("examples_to_result.png", "examples to result"),
     *img("tradeoff.png", "trade-off"),
+    *_theory_lines(analysis),
     "## Regimes",
     "",
     *_regime_lines(analysis),

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from lrscale.analysis import fits, plots, report
+from lrscale.analysis import fits, intervals, plots, report
+from lrscale.analysis.ground_truth import theory_section
 from lrscale.analysis.steps_to_result import (
   BatchSummary,
   TrialOutcome,
@@ -48,7 +49,7 @@ def fit_section(
   """The ``fit`` block: S_min, B_crit, E_min with intervals, or the reason it was skipped.
 
   ``s_min, b_crit, e_min`` fit the measured best steps (Shallue's policy).
-  The intervals (``ci``) are :func:`fits.profile_steps_intervals` on the best
+  The intervals (``ci``) are :func:`intervals.profile_steps_intervals` on the best
   steps corrected for the winner's curse,
   ``log S_b - selection_bias_log_b`` (:func:`selection_bias_log`), whose fit
   is ``corrected``; the seed-resampling percentile intervals of earlier
@@ -76,7 +77,7 @@ def fit_section(
     "e_min": fit.e_min,
     "rmse_log": fit.rmse_log,
     "b_crit_at_bound": fit.b_crit_at_bound,
-    "ci": fits.profile_steps_intervals(b, corrected_steps, level=level),
+    "ci": intervals.profile_steps_intervals(b, corrected_steps, level=level),
     "corrected": {
       "s_min": corrected.s_min,
       "b_crit": corrected.b_crit,
@@ -317,6 +318,7 @@ def build_analysis(
     "lr_fit": lr_block,
     "lr_rule": lr_rule,
     "noise_scale": noise_section(outcomes, summaries, None if fit is None else fit.b_crit),
+    "theory": theory_section(spec, outcomes, summaries, fit_block),
   }
 
 

@@ -6,7 +6,7 @@ a batch column (``batch_size`` or ``batch_size_<unit>``, e.g.
 ``batch_size_sequences``), ``steps_to_target`` and optionally a target column
 (``target*``). Every group is fitted with ``S(B) = S_min (1 + B_crit / B)``
 (:func:`lrscale.analysis.fits.fit_steps_curve`) and profile intervals
-(:func:`lrscale.analysis.fits.profile_steps_intervals`); published tables
+(:func:`lrscale.analysis.intervals.profile_steps_intervals`); published tables
 carry one number per point, so there is no seed bootstrap and no
 winner's-curse correction. Writes ``analysis.json``, ``fits.csv``,
 ``report.md``, ``steps_to_result.png`` (all groups) and ``b_crit.png``.
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lrscale.analysis import fits, report
+from lrscale.analysis import fits, intervals, report
 from lrscale.analysis.plots import _figure, _save
 
 STEPS_COLUMN = "steps_to_target"
@@ -114,7 +114,7 @@ def fit_group(batch_sizes: Sequence[float], steps: Sequence[float], level: float
   if len(set(batch_sizes)) < 3:
     return {"ok": False, "reason": f"{len(set(batch_sizes))} distinct batch sizes; need 3"}
   fit = fits.fit_steps_curve(batch_sizes, steps)
-  ci = fits.profile_steps_intervals(batch_sizes, steps, level=level)
+  ci = intervals.profile_steps_intervals(batch_sizes, steps, level=level)
   regimes = fits.regimes_summary(batch_sizes, steps, fit, b_crit_ci=ci["b_crit"])
   return {
     "ok": True,
