@@ -146,3 +146,18 @@ def test_validate_names_the_field() -> None:
     augment.validate("mixup", 224)
   with pytest.raises(ValueError, match=r"config.dataset.image_size"):
     augment.train_transform("inception_crop_flip", 0)
+
+
+def test_normalize_matches_numpy() -> None:
+  import jax.numpy as jnp
+
+  from lrscale.data import normalize
+
+  images = _image(4, 5)[None]
+  want = (images.astype(np.float64) - np.asarray(normalize.IMAGENET_MEAN)) / np.asarray(
+    normalize.IMAGENET_STD
+  )
+  got = normalize.normalize(jnp.asarray(images))
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(normalize.IMAGENET_MEAN) / 255, [0.485, 0.456, 0.406])
