@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -14,6 +15,12 @@ from lrscale.data.synthetic_imagenet import encode_jpeg
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
   return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def pil_bytes(pil) -> bytes:
+  buf = io.BytesIO()
+  pil.save(buf, format="JPEG")
+  return buf.getvalue()
 
 
 def test_example_rng_is_a_function_of_the_triple() -> None:
@@ -131,14 +138,6 @@ def test_grayscale_and_cmyk_become_rgb() -> None:
   for pil in (gray, cmyk):
     assert augment.eval_view(pil_bytes(pil), 16).shape == (16, 16, 3)
   assert augment.eval_view(_image(40, 50)[..., :1], 16, channels=1).shape == (16, 16, 1)
-
-
-def pil_bytes(pil) -> bytes:
-  import io
-
-  buf = io.BytesIO()
-  pil.save(buf, format="JPEG")
-  return buf.getvalue()
 
 
 def test_validate_names_the_field() -> None:

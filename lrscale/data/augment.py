@@ -135,7 +135,9 @@ def resize_box(pil: Image.Image, box: Box, size: int) -> Image.Image:
   return pil.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
 
 
-def eval_resize_shape(height: int, width: int, image_size: int, crop_fraction: float) -> tuple:
+def eval_resize_shape(
+  height: int, width: int, image_size: int, crop_fraction: float
+) -> tuple[int, int]:
   """Size ``(h, w)`` after resizing the shorter side to ``round(image_size / crop_fraction)``."""
   short = int(round(image_size / crop_fraction))
   if height <= width:
