@@ -43,6 +43,10 @@ def base_config() -> ml_collections.ConfigDict:
       # Variable-size images (imagenette, imagenet2012) are center-cropped and
       # resized to image_size x image_size; 0 = the dataset's own fixed size.
       image_size=0,
+      # Streamed-image augmentation (lrscale.data.augment.AUGMENT_NAMES):
+      # none | flip | inception_crop_flip | cifar_crop_flip.
+      augment="none",
+      workers=-1,  # input pipeline worker processes per host (-1 = one per core, 0 = inline)
     )
   )
   c.model = ml_collections.ConfigDict(
@@ -372,6 +376,10 @@ def resolve(
   optimizers.validate(cfg.optimizer)
   scaling.validate(cfg.scaling, cfg.optimizer)
 
+  from lrscale.data import augment, pipeline  # pylint: disable=g-import-not-at-top
+
+  augment.validate(cfg.dataset.augment, cfg.dataset.image_size)
+  pipeline.resolve_workers(cfg.dataset.workers)
   meta = dataset_meta or registry.check_dataset(cfg.dataset)
   if cfg.dataset.stream and cfg.dataset.name in registry.OFFLINE:
     raise ValueError(
