@@ -16,11 +16,11 @@ import pytest
 
 from lrscale import config as config_lib
 
-lr_find = importlib.import_module("lrscale.lr_find")  # lrscale.lr_find (the name) is the function
 from lrscale import lr_find_suggest as S
 from lrscale.data import registry
 from lrscale.engine.setup import RunSetup
 
+lr_find = importlib.import_module("lrscale.lr_find")  # lrscale.lr_find (the name) is the function
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
