@@ -15,7 +15,6 @@ import optax
 import pytest
 
 from lrscale import config as config_lib
-
 from lrscale import lr_find_suggest as S
 from lrscale.data import registry
 from lrscale.engine.setup import RunSetup
