@@ -486,4 +486,6 @@ def launch(run_fn: Callable[..., Mapping[str, Any]]) -> None:
     logging.info("Report: %s", result.get("report"))
     print(f"Report written to {result.get('report')}")
 
-  app.run(main)
+  from lrscale.engine import launch  # pylint: disable=g-import-not-at-top
+
+  launch.run(main)

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from lrscale import config as config_lib
 from lrscale import lr_find_suggest as suggest_lib
@@ -243,6 +243,7 @@ class RangeTest:
     self._vsegment = jax.jit(
       jax.vmap(self.fns.train_segment, in_axes=(0, None, None, 0, None, None, None, None)),
       donate_argnums=0,
+      out_shardings=parallel.replicated(setup.mesh),  # every process reads the losses
     )
 
   def _indices(
@@ -734,4 +735,6 @@ if __name__ == "__main__":
   )
   flags.DEFINE_string("workdir", None, "Output directory for lr_find.csv/json/png.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  from lrscale.engine import launch  # pylint: disable=g-import-not-at-top
+
+  launch.run(main)

@@ -5,9 +5,10 @@ in the public API). Outputs in ``workdir``: config.json, metrics.jsonl,
 tensorboard/, summary.json, checkpoints/.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from lrscale.engine import launch
 from lrscale.engine.loop import train
 
 
@@ -24,4 +25,4 @@ if __name__ == "__main__":
   )
   flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  launch.run(main)

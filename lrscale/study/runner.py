@@ -17,11 +17,13 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from lrscale import config as config_lib
 from lrscale.data import registry
 from lrscale.engine import loop as train_lib
+from lrscale.engine import parallel
 from lrscale.engine.outputs import format_seconds
 from lrscale.engine.programs import program_key
 from lrscale.study import space, store, vmap_group
@@ -85,7 +87,7 @@ def run_study(
   meta = registry.check_dataset(study.base.dataset)
   resolved = _resolved_trials(study, meta)
   trials = [trial for trial, _ in resolved]
-  if worker == 0:
+  if worker == 0 and parallel.is_lead():
     store.write_study_json(workdir, _study_info(study, meta))
   groups: dict[str, list[space.Trial]] = {}
   for trial, plan in resolved:  # one compile per group, reused by its lrs and seeds
@@ -107,12 +109,9 @@ def run_study(
       batch, claims = [], []
       while pending and len(batch) < group_size:
         trial = pending.pop(0)
-        if store.is_finished(workdir, trial.id):
-          counts["skipped"] += 1
-          continue
-        claim = store.try_claim(workdir, trial.id, worker=worker_name, stale_s=study.stale_claim_s)
-        if claim is None:
-          counts["busy"] += 1
+        status, claim = _claim(workdir, trial.id, worker=worker_name, stale_s=study.stale_claim_s)
+        if status != "claimed":
+          counts[status] += 1
           continue
         batch.append(trial)
         claims.append(claim)
@@ -121,8 +120,9 @@ def run_study(
       try:
         plans = []
         for trial in batch:
-          store.write_trial_json(workdir, trial.to_json())
-          store.record_attempt(workdir, trial.id, worker=worker_name)
+          if parallel.is_lead():
+            store.write_trial_json(workdir, trial.to_json())
+            store.record_attempt(workdir, trial.id, worker=worker_name)
           cfg = space.trial_config(study, trial)
           plans.append(train_lib.prepare(cfg, plan=config_lib.resolve(cfg, dataset_meta=meta)))
         if data is None:
@@ -132,7 +132,8 @@ def run_study(
         summaries = _run_batch(plans, [store.trial_dir(workdir, t.id) for t in batch], setup, data)
       finally:
         for claim in claims:
-          claim.release()
+          if claim is not None:
+            claim.release()
       for summary in summaries:
         counts[summary["status"]] = counts.get(summary["status"], 0) + 1
       ran += len(batch)
@@ -140,6 +141,26 @@ def run_study(
       if max_trials is not None and ran >= max_trials:
         return counts
   return counts
+
+
+def _claim(
+  workdir: str, trial_id: str, *, worker: str, stale_s: float
+) -> tuple[str, store.Claim | None]:
+  """("skipped" | "busy" | "claimed", the claim held by this process or None).
+
+  A worker may be a multi-process program: process 0 alone reads the trial's
+  state and claims it, and every process follows its decision, so all of them
+  train the same trial (the claim is held, and released, by process 0).
+  """
+  status, claim = "skipped", None
+  if parallel.is_lead() and not store.is_finished(workdir, trial_id):
+    claim = store.try_claim(workdir, trial_id, worker=worker, stale_s=stale_s)
+    status = "busy" if claim is None else "claimed"
+  code = int(parallel.broadcast_from_lead(np.int32(_CLAIM_STATUS.index(status))))
+  return _CLAIM_STATUS[code], claim
+
+
+_CLAIM_STATUS = ("skipped", "busy", "claimed")
 
 
 def _vmap_size(study: ml_collections.ConfigDict) -> int:
