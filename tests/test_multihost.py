@@ -264,7 +264,7 @@ def test_two_process_study_worker_matches_one_process(tmp_path, cache):
 
 
 def test_two_process_lr_find_matches_one_process(tmp_path, cache):
-  from lrscale import lr_find as lr_find_lib
+  from lrscale.lr_find import lr_find
 
   flags = {"lr_find.num_steps": 30, "lr_find.seeds": (0,), "lr_find.max_lr": 3.0}
   mp.run(
@@ -277,7 +277,7 @@ def test_two_process_lr_find_matches_one_process(tmp_path, cache):
     log_dir=str(tmp_path / "logs"),
   )
   cfg = _config("configs/lr_find.py", flags, **{"parallel.num_devices": 8})
-  lr_find_lib.lr_find(cfg, str(tmp_path / "one"))
+  lr_find(cfg, str(tmp_path / "one"))
   with open(tmp_path / "multi" / "lr_find.json") as f:
     multi = json.load(f)
   with open(tmp_path / "one" / "lr_find.json") as f:
