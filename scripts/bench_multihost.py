@@ -59,11 +59,11 @@ def _shard_bytes(arrays) -> tuple[int, int]:
 def worker() -> None:
   import jax  # pylint: disable=g-import-not-at-top
 
+  from configs import default  # pylint: disable=g-import-not-at-top
   from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
   from lrscale.data import registry  # pylint: disable=g-import-not-at-top
   from lrscale.engine import loop  # pylint: disable=g-import-not-at-top
   from lrscale.engine.setup import RunSetup  # pylint: disable=g-import-not-at-top
-  from configs import default  # pylint: disable=g-import-not-at-top
 
   out = _OUT.value
   cfg = default.get_config()
