@@ -487,4 +487,6 @@ def launch(run_fn: Callable[..., Mapping[str, Any]]) -> None:
     logging.info("Report: %s", result.get("report"))
     print(f"Report written to {result.get('report')}")
 
-  errors.run_main(main)
+  from lrscale.engine import launch  # pylint: disable=g-import-not-at-top
+
+  launch.run(main)

@@ -111,11 +111,9 @@ def base_config() -> ml_collections.ConfigDict:
   )
   c.parallel = ml_collections.ConfigDict(
     dict(
-      num_devices=-1,  # -1 = every visible device
-      distributed=False,  # call jax.distributed.initialize (multi-host)
-      coordinator_address="",
-      num_processes=1,
-      process_id=0,
+      # -1 = every visible device (on several processes: all of every process's).
+      # Process identity is not config: see lrscale/engine/launch.py's flags.
+      num_devices=-1,
     )
   )
   c.compilation_cache = "~/.cache/lrscale/xla"  # '' = off

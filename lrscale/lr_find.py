@@ -247,6 +247,7 @@ class RangeTest:
     self._vsegment = jax.jit(
       jax.vmap(self.fns.train_segment, in_axes=(0, None, None, 0, None, None, None, None)),
       donate_argnums=0,
+      out_shardings=parallel.replicated(setup.mesh),  # every process reads the losses
     )
 
   def _indices(
@@ -748,4 +749,6 @@ if __name__ == "__main__":
   )
   flags.DEFINE_string("workdir", None, "Output directory for lr_find.csv/json/png.")
   flags.mark_flags_as_required(["config", "workdir"])
-  errors.run_main(main)
+  from lrscale.engine import launch  # pylint: disable=g-import-not-at-top
+
+  launch.run(main)

@@ -10,7 +10,7 @@ import json
 from absl import flags
 from ml_collections import config_flags
 
-from lrscale import errors
+from lrscale.engine import launch
 from lrscale.engine.loop import train
 
 
@@ -29,4 +29,4 @@ if __name__ == "__main__":
   )
   flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
   flags.mark_flags_as_required(["config", "workdir"])
-  errors.run_main(main)
+  launch.run(main)

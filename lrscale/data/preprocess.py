@@ -15,8 +15,11 @@ from typing import Callable
 import numpy as np
 
 
-def center_crop_resize(size: int) -> Callable[[np.ndarray], np.ndarray]:
-  """A per-example transform: [H, W, C] uint8 (or float in [0, 1]) -> [size, size, C] float32."""
+def center_crop_resize(size: int, *, scale: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+  """A per-example transform: [H, W, C] uint8 (or float in [0, 1]) -> [size, size, C].
+
+  ``scale``: float32 in [0, 1]; False: uint8 (scaled later, on the device).
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   def fn(image: np.ndarray) -> np.ndarray:
@@ -28,7 +31,9 @@ def center_crop_resize(size: int) -> Callable[[np.ndarray], np.ndarray]:
       crop = np.clip(np.round(crop * 255.0), 0, 255).astype(np.uint8)
     channels = crop.shape[2] if crop.ndim == 3 else 1
     pil = Image.fromarray(crop.reshape(side, side) if channels == 1 else crop)
-    out = np.asarray(pil.resize((size, size), Image.BILINEAR), np.float32) / np.float32(255)
+    out = np.asarray(pil.resize((size, size), Image.BILINEAR))
+    if scale:
+      out = out.astype(np.float32) / np.float32(255)
     return out.reshape(size, size, channels)
 
   return fn

@@ -112,13 +112,24 @@ def is_streamed(dataset_cfg: Any) -> bool:
   return dataset_cfg.name in TFDS_STREAMED or bool(dataset_cfg.stream)
 
 
-def preprocess_for(dataset_cfg: Any):
-  """The per-example transform of streamed images (None: images are fixed-size)."""
+def preprocess_for(dataset_cfg: Any, *, scale: bool = True):
+  """The per-example transform of streamed images.
+
+  Args:
+    dataset_cfg: ``config.dataset``.
+    scale: return float32 in [0, 1] (None: the stream's default scaling when
+      images are fixed-size); False keeps the stored dtype (uint8) for the
+      host->device transfer, to be scaled on the device.
+  """
   if dataset_cfg.image_size <= 0:
-    return None
+    return None if scale else _unchanged
   from lrscale.data.preprocess import center_crop_resize  # pylint: disable=g-import-not-at-top
 
-  return center_crop_resize(dataset_cfg.image_size)
+  return center_crop_resize(dataset_cfg.image_size, scale=scale)
+
+
+def _unchanged(image: np.ndarray) -> np.ndarray:
+  return image
 
 
 def _read_resized(dataset_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]:

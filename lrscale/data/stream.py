@@ -9,10 +9,13 @@ every batch is addressed by (epoch, step in epoch). Hence:
 * Resuming at `start_step` jumps straight to that batch (random access), and
   yields exactly what an uninterrupted stream yields from that step.
 * Sharding: `batch_size` is the global batch. Host `shard_index` of
-  `shard_count` gets `batch_size // shard_count` examples per step: the
-  elements `shard_index::shard_count` of the global batch. Hosts are disjoint,
-  and together they see exactly the single-host global batch of that step, so
-  results do not depend on the number of hosts.
+  `shard_count` gets `batch_size // shard_count` examples per step: viewing
+  the global batch as `[blocks, shard_count, rows]` (`blocks` microbatches),
+  the rows `[:, shard_index]` (`host_positions`), which are exactly the rows
+  its devices hold of a `[blocks, per_microbatch]` batch sharded over the
+  hosts' devices in order. Hosts are disjoint, and together they see exactly
+  the single-host global batch of that step, in the same order, so results do
+  not depend on the number of hosts.
 """
 
 from __future__ import annotations
@@ -47,6 +50,20 @@ def steps_per_epoch(num_examples: int, batch_size: int, *, drop_remainder: bool 
   return -(-num_examples // batch_size)
 
 
+def host_positions(
+  batch_size: int, shard_index: int, shard_count: int, blocks: int = 1
+) -> np.ndarray:
+  """Positions in a global batch that host `shard_index` reads, in order.
+
+  The batch is `[blocks, shard_count, rows]` with `rows = batch_size //
+  (blocks * shard_count)`; the host takes `[:, shard_index, :]`, so a host's
+  share of every microbatch is one contiguous block of it.
+  """
+  rows = batch_size // (blocks * shard_count)
+  starts = np.arange(blocks) * (batch_size // blocks) + shard_index * rows
+  return (starts[:, None] + np.arange(rows)).ravel()
+
+
 def _example_to_pair(
   *, image_key: str, label_key: str, preprocess: Preprocess | None
 ) -> Callable[[dict[str, Any]], Batch]:
@@ -72,6 +89,7 @@ def epoch_batches(
   preprocess: Preprocess | None = None,
   image_key: str = "image",
   label_key: str = "label",
+  blocks: int = 1,
 ) -> grain.MapDataset:
   """Returns one host's batches of one epoch as a random-access dataset.
 
@@ -88,6 +106,8 @@ def epoch_batches(
           `tfds_source.to_float_images`.
       image_key: Feature holding the image.
       label_key: Feature holding the label.
+      blocks: Microbatches per global batch; each host reads its rows of
+          each (`host_positions`).
 
   Returns:
       A `grain.MapDataset` whose element `k` is the host's part of global
@@ -98,7 +118,13 @@ def epoch_batches(
   # Cut the epoch to whole global batches *before* sharding, so every host
   # has the same number of steps and the strided shards tile each batch.
   ds = ds[: min(len(source), num_steps * batch_size)]
-  ds = ds[shard_index::shard_count]
+  if shard_count > 1 or blocks > 1:
+    local = host_positions(batch_size, shard_index, shard_count, blocks)
+    shuffled, b = ds, len(local)
+    # Local element j is element `local[j % b]` of global batch `j // b`.
+    ds = grain.MapDataset.range(len(ds) // batch_size * b).map(
+      lambda j: shuffled[int(j // b * batch_size + local[j % b])]
+    )
   ds = ds.map(_example_to_pair(image_key=image_key, label_key=label_key, preprocess=preprocess))
   return ds.batch(batch_size // shard_count, drop_remainder=False)
 
@@ -112,6 +138,7 @@ def _validate(
   shard_index: int,
   shard_count: int,
   drop_remainder: bool,
+  blocks: int = 1,
 ) -> None:
   if batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -123,6 +150,10 @@ def _validate(
     raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}")
   if batch_size % shard_count:
     raise ValueError(f"batch_size={batch_size} must be divisible by shard_count={shard_count}")
+  if blocks <= 0 or batch_size % (blocks * shard_count):
+    raise ValueError(
+      f"batch_size={batch_size} must be divisible by blocks={blocks} x shard_count={shard_count}"
+    )
   if not drop_remainder and shard_count > 1:
     # A partial last batch would give hosts different (possibly empty)
     # batch shapes and desynchronise collective steps.
@@ -144,6 +175,7 @@ def batches_from_source(
   image_key: str = "image",
   label_key: str = "label",
   num_threads: int = 0,
+  blocks: int = 1,
 ) -> Iterator[Batch]:
   """Endless batch stream over an opened data source; see `stream_batches`.
 
@@ -157,6 +189,7 @@ def batches_from_source(
     shard_index=shard_index,
     shard_count=shard_count,
     drop_remainder=drop_remainder,
+    blocks=blocks,
   )
   epoch_kwargs = dict(
     batch_size=batch_size,
@@ -167,6 +200,7 @@ def batches_from_source(
     preprocess=preprocess,
     image_key=image_key,
     label_key=label_key,
+    blocks=blocks,
   )
   num_steps = steps_per_epoch(len(source), batch_size, drop_remainder=drop_remainder)
   return _generate(
@@ -215,6 +249,7 @@ def stream_batches(
   image_key: str = "image",
   label_key: str = "label",
   num_threads: int = 0,
+  blocks: int = 1,
 ) -> Iterator[Batch]:
   """Streams shuffled batches of a prepared TFDS split, endlessly.
 
@@ -242,6 +277,7 @@ def stream_batches(
       image_key: Feature holding the image.
       label_key: Feature holding the label.
       num_threads: Threads reading and decoding ahead (0: read inline).
+      blocks: Microbatches per global batch (see `host_positions`).
 
   Yields:
       `(images, labels)`: `(batch_size // shard_count, ...)` arrays, labels
@@ -265,4 +301,5 @@ def stream_batches(
     image_key=image_key,
     label_key=label_key,
     num_threads=num_threads,
+    blocks=blocks,
   )

@@ -16,8 +16,11 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from lrscale.engine import parallel
 
 
 class Checkpointer:
@@ -41,9 +44,21 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
-    """Returns (step, state, host) of the newest readable checkpoint, or None."""
-    self._manager.reload()
-    for step in sorted(self._manager.all_steps(), reverse=True):
+    """Returns (step, state, host) of the newest readable checkpoint, or None.
+
+    On several processes the restore is collective, and process 0 decides:
+    it names the step to try, every process tries it, and if any could not
+    read it process 0 alone moves it aside while the others wait at a barrier,
+    so no two processes race on the directory and all fall back together.
+    """
+    tried = 0
+    while True:
+      self._manager.reload()
+      steps = sorted(self._manager.all_steps(), reverse=True)
+      step = int(parallel.broadcast_from_lead(np.int64(steps[0] if steps else -1)))
+      if step < 0:
+        return None
+      error = None
       try:
         restored = self._manager.restore(
           step,
@@ -51,27 +66,28 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state), host=ocp.args.JsonRestore()
           ),
         )
-        return step, restored.state, dict(restored.host)
       except Exception as err:  # pylint: disable=broad-except
         # Any read failure means this step is unusable; an older one may be fine.
-        aside = os.path.join(
-          os.path.dirname(self.directory), "checkpoints_unreadable", f"{step}-{int(time.time())}"
-        )
-        logging.warning(
-          "Checkpoint at step %d in %s is unreadable (%s: %s); moved it to %s "
-          "and falling back to the previous one.",
-          step,
-          self.directory,
-          type(err).__name__,
-          err,
-          aside,
-        )
+        error = err
+      if parallel.all_true(error is None):
+        return step, restored.state, dict(restored.host)
+      aside = os.path.join(
+        os.path.dirname(self.directory), "checkpoints_unreadable", f"{step}-{int(time.time())}"
+      )
+      logging.warning(
+        "Checkpoint at step %d in %s is unreadable (%s); %s and falling back to the previous one.",
+        step,
+        self.directory,
+        f"{type(error).__name__}: {error}" if error else "by another process",
+        f"moved it to {aside}" if parallel.is_lead() else "process 0 moves it aside",
+      )
+      if parallel.is_lead():
         # Kept, not deleted: it may matter to whoever investigates; moved so the
         # step can be written again when training passes it.
         os.makedirs(os.path.dirname(aside), exist_ok=True)
         shutil.move(os.path.join(self.directory, str(step)), aside)
-        self._manager.reload()
-    return None
+      parallel.barrier(f"lrscale-checkpoint-fallback-{step}-{tried}")
+      tried += 1
 
   def close(self) -> None:
     self._manager.close()

@@ -89,7 +89,10 @@ class RunLoop:
       self.plateau = plateau_lib.PlateauState.from_dict(self.host["plateau"])
       logging.info("Resumed %s from the checkpoint at step %d.", workdir, self.step)
     self.writer = outputs.MetricsWriter(
-      workdir, resume_step=self.step, tensorboard=plan.config.tensorboard and self.is_lead
+      workdir,
+      resume_step=self.step,
+      tensorboard=plan.config.tensorboard and self.is_lead,
+      active=self.is_lead,
     )
     self.progress = outputs.Progress(total_steps=plan.total_steps, start_step=self.step)
     # A run killed after its final checkpoint but before summary.json restores as
@@ -244,8 +247,11 @@ class RunLoop:
 
 
 def prepare(cfg, *, plan: config_lib.RunPlan | None = None) -> config_lib.RunPlan:
-  """Process-level set-up before a run: distributed init, config check, caches, logs."""
-  parallel.maybe_initialize_distributed(cfg.parallel)
+  """Process-level set-up before a run: config check, caches, logs.
+
+  Multi-process runs are initialised before this, by the main
+  (``lrscale.engine.launch``).
+  """
   plan = plan or config_lib.resolve(cfg)
   outputs.quiet_library_logs()
   parallel.enable_compilation_cache(os.path.expanduser(plan.config.compilation_cache))

@@ -70,10 +70,17 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 
 
 class MetricsWriter:
-  """Appends metric rows to metrics.jsonl and (optionally) TensorBoard."""
+  """Appends metric rows to metrics.jsonl and (optionally) TensorBoard.
 
-  def __init__(self, workdir: str, *, resume_step: int, tensorboard: bool):
+  ``active=False`` (every process but 0 of a multi-process run) writes nothing:
+  one writer per run directory.
+  """
+
+  def __init__(self, workdir: str, *, resume_step: int, tensorboard: bool, active: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self._file = self._tb = None
+    if not active:
+      return
     kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
     atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
     self._file = open(self.path, "a")
@@ -87,6 +94,8 @@ class MetricsWriter:
         logging.warning("tensorboardX is not installed: no TensorBoard events are written.")
 
   def write(self, row: dict[str, Any]) -> None:
+    if self._file is None:
+      return
     clean = {k: (float(v) if not isinstance(v, (int, str)) else v) for k, v in row.items()}
     self._file.write(json.dumps(clean) + "\n")
     self._file.flush()
@@ -96,7 +105,8 @@ class MetricsWriter:
           self._tb.add_scalar(key, value, clean["step"])
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
 

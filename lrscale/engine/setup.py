@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from lrscale import config as config_lib
@@ -48,14 +49,30 @@ class RunSetup:
       compute_dtype=cfg.model.dtype,
     )
     self.streamed = registry.is_streamed(cfg.dataset)
-    # (seed, next step, iterator) of the stream being read; trials sharing this
-    # setup differ in seed, so the seed is part of the key.
-    self._stream: tuple[int, int, Any] | None = None
-    if not self.streamed:
+    if self.streamed:
+      from lrscale.engine.feed import StreamFeeder  # pylint: disable=g-import-not-at-top
+
+      self.feeder = StreamFeeder(self.mesh, self.segment_len)
+    else:
       # The training set lives on every device; batches are gathered by index.
       self.train_x = parallel.put_replicated(data.train_x, self.mesh)
       self.train_y = parallel.put_replicated(data.train_y, self.mesh)
     self.eval_batches = self._eval_batches()
+    micro = plan.batch_size // plan.microbatches
+    rows = parallel.local_rows(self.mesh, micro)
+    logging.info(
+      "Global batch [%d, %d] + %s per step over %d devices; process %d of %d feeds rows "
+      "[%d, %d) of each microbatch; eval set %s.",
+      plan.microbatches,
+      micro,
+      tuple(data.input_shape),
+      self.mesh.devices.size,
+      jax.process_index(),
+      jax.process_count(),
+      rows.start,
+      rows.stop,
+      tuple(self.eval_batches[0].shape),
+    )
 
   def _model(self, seed) -> nnx.Module:
     cfg, data = self.plan.config, self.data
@@ -124,56 +141,17 @@ class RunSetup:
     """(data_x, data_y, idx, ks) for steps [start, start+n) of ``plan``.
 
     In memory: the device-resident training set and indices into it. Streamed:
-    this segment's batches, read from grain on the host, become the segment's
-    "dataset" and idx simply walks through it, so the compiled segment is the
-    same program either way.
+    this segment's own batches ``[segment_len, K, b, ...]``, sharded on ``b``
+    and prefetched (``lrscale.engine.feed``), with ``idx=None``.
     """
     if not self.streamed:
       return (self.train_x, self.train_y) + self.indices(plan, start, n)
-    xs, ys = self._stream_batches(plan, start, n)
-    pad = (self.segment_len - n) * plan.batch_size
-    xs = np.concatenate([xs, np.zeros((pad,) + xs.shape[1:], xs.dtype)])
-    ys = np.concatenate([ys, np.zeros((pad,), ys.dtype)])
-    idx = np.arange(self.segment_len * plan.batch_size, dtype=np.int32).reshape(
-      self.segment_len, plan.microbatches, -1
-    )
-    return (
-      parallel.put_replicated(xs, self.mesh),
-      parallel.put_replicated(ys, self.mesh),
-      parallel.put_batch(idx, self.mesh, axis=2),
-      None,
-    )
+    from lrscale.engine.loop import _next_boundary  # pylint: disable=g-import-not-at-top
 
-  def _stream_batches(
-    self, plan: config_lib.RunPlan, start: int, n: int
-  ) -> tuple[np.ndarray, np.ndarray]:
-    from lrscale.data import stream  # pylint: disable=g-import-not-at-top
-
-    seed = plan.config.seed
-    if self._stream is None or self._stream[:2] != (seed, start):  # new run or resumed
-      ds = plan.config.dataset
-      self._stream = (
-        seed,
-        start,
-        stream.stream_batches(
-          ds.name,
-          ds.train_split,
-          data_dir=ds.data_dir or None,
-          batch_size=plan.batch_size,
-          seed=seed,
-          start_step=start,
-          shard_index=jax.process_index(),
-          shard_count=jax.process_count(),
-          preprocess=registry.preprocess_for(ds),
-        ),
-      )
-    it = self._stream[2]
-    batches = [next(it) for _ in range(n)]
-    self._stream = (seed, start + n, it)
-    return (
-      np.concatenate([b[0] for b in batches]).astype(np.float32),
-      np.concatenate([b[1] for b in batches]).astype(np.int32),
+    xs, ys = self.feeder.segment(
+      plan, start, n, next_end=lambda step: _next_boundary(step, plan, self.segment_len)
     )
+    return xs, ys, None, None
 
   def indices(
     self, plan: config_lib.RunPlan, start: int, n: int

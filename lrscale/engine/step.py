@@ -31,6 +31,13 @@ from lrscale.optim import optimizers, precision
 from lrscale.tasks import Task
 
 
+def as_float_images(x: jax.Array) -> jax.Array:
+  """uint8 images -> float32 in [0, 1] on the device (as ``tfds_source.to_float_images``
+  does on the host); other inputs unchanged. Streamed batches cross to the device as
+  uint8, a quarter of the bytes."""
+  return x.astype(jnp.float32) / jnp.float32(255) if x.dtype == jnp.uint8 else x
+
+
 class TrainState(NamedTuple):
   """Everything that changes during training, as one pytree of arrays."""
 
@@ -229,6 +236,10 @@ def make_step_fns(
   ):
     """Runs up to ``n <= segment_len`` steps on the device; batch i is ``data[idx[i]]``.
 
+    With ``idx=None`` the data is the segment's own batches, ``[segment_len, K, b,
+    ...]`` sharded on ``b`` (streamed input, ``lrscale.engine.feed``): batch i is
+    ``data[i]``, each device reading only its own rows.
+
     Evaluation (every ``control.eval_every`` steps), the target check and the
     divergence check happen inside the loop, so a run that evaluates often
     still makes no host round trip per step; the loop stops early at
@@ -241,9 +252,12 @@ def make_step_fns(
       (state, buffer of per-step metrics [segment_len] with NaN eval entries on
       steps without evaluation, number of steps run, stop flag).
     """
-    probe = jax.eval_shape(
-      train_step, state, data_x[idx[0]], data_y[idx[0]], None if ks is None else ks[0]
-    )[1]
+
+    def batch(i):
+      x, y = (data_x[i], data_y[i]) if idx is None else (data_x[idx[i]], data_y[idx[i]])
+      return as_float_images(x), y
+
+    probe = jax.eval_shape(train_step, state, *batch(0), None if ks is None else ks[0])[1]
     buf = {key: jnp.zeros((segment_len,), v.dtype) for key, v in probe.items()}
     nan = jnp.full((segment_len,), jnp.nan, jnp.float32)
     buf.update({k: nan for k in task.metric_names})
@@ -256,7 +270,7 @@ def make_step_fns(
 
     def body(carry):
       st, bf, i, _ = carry
-      st, m = train_step(st, data_x[idx[i]], data_y[idx[i]], None if ks is None else ks[i])
+      st, m = train_step(st, *batch(i), None if ks is None else ks[i])
       loss = m["train_loss"]
       diverged = ~jnp.isfinite(loss) | (loss > control.max_loss)
       do_eval = ((st.step - control.eval_offset) % control.eval_every == 0) & ~diverged
@@ -273,10 +287,12 @@ def make_step_fns(
     )
     return state, buf, done, stop
 
+  # Outputs replicated: the state is, and every process reads the metrics.
+  out = NamedSharding(mesh, P())
   return StepFns(
     step=train_step,
     segment=train_segment,
-    train_step=jax.jit(train_step, donate_argnums=0),
-    train_segment=jax.jit(train_segment, donate_argnums=0),
-    evaluate=jax.jit(evaluate),
+    train_step=jax.jit(train_step, donate_argnums=0, out_shardings=out),
+    train_segment=jax.jit(train_segment, donate_argnums=0, out_shardings=out),
+    evaluate=jax.jit(evaluate, out_shardings=out),
   )

@@ -10,6 +10,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from lrscale import errors
+from lrscale.engine import launch, parallel
 from lrscale.study import runner, space, store
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,7 +37,7 @@ def main(argv):
   counts = runner.run_study(_CONFIG.value, _WORKDIR.value, worker=worker, num_workers=num_workers)
   logging.info("This worker: %s", counts)
   trials = space.enumerate_trials(_CONFIG.value)
-  if _ANALYZE.value and worker == 0:
+  if _ANALYZE.value and worker == 0 and parallel.is_lead():
     if all(store.is_finished(_WORKDIR.value, t.id) for t in trials):
       from lrscale.analysis.run import analyze  # pylint: disable=g-import-not-at-top
 
@@ -54,4 +55,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  errors.run_main(main)
+  launch.run(main)

@@ -17,12 +17,14 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from lrscale import config as config_lib
 from lrscale import errors
 from lrscale.data import registry
 from lrscale.engine import loop as train_lib
+from lrscale.engine import parallel
 from lrscale.engine import workdir as workdir_lib
 from lrscale.engine.outputs import format_seconds
 from lrscale.engine.programs import program_key
@@ -106,9 +108,11 @@ def run_study(
   resolved = _resolved_trials(study, meta)
   trials = [trial for trial, _ in resolved]
   # Every worker: a different study in this directory is refused before any trial.
-  store.check_study_json(workdir, _study_info(study, meta), write=worker == 0)
+  store.check_study_json(
+    workdir, _study_info(study, meta), write=worker == 0 and parallel.is_lead()
+  )
   for trial in trials:  # a finished trial whose record is corrupt is repaired, not dropped
-    if store.is_finished(workdir, trial.id):
+    if parallel.is_lead() and store.is_finished(workdir, trial.id):
       store.write_trial_json(workdir, trial.to_json())
   groups: dict[str, list[space.Trial]] = {}
   for trial, plan in resolved:  # one compile per group, reused by its lrs and seeds
@@ -130,12 +134,9 @@ def run_study(
       batch, claims = [], []
       while pending and len(batch) < group_size:
         trial = pending.pop(0)
-        if store.is_finished(workdir, trial.id):
-          counts["skipped"] += 1
-          continue
-        claim = store.try_claim(workdir, trial.id, worker=worker_name, stale_s=study.stale_claim_s)
-        if claim is None:
-          counts["busy"] += 1
+        status, claim = _claim(workdir, trial.id, worker=worker_name, stale_s=study.stale_claim_s)
+        if status != "claimed":
+          counts[status] += 1
           continue
         batch.append(trial)
         claims.append(claim)
@@ -144,8 +145,9 @@ def run_study(
       try:
         plans = []
         for trial in batch:
-          store.write_trial_json(workdir, trial.to_json())
-          store.record_attempt(workdir, trial.id, worker=worker_name)
+          if parallel.is_lead():
+            store.write_trial_json(workdir, trial.to_json())
+            store.record_attempt(workdir, trial.id, worker=worker_name)
           cfg = space.trial_config(study, trial)
           plans.append(train_lib.prepare(cfg, plan=config_lib.resolve(cfg, dataset_meta=meta)))
         if data is None:
@@ -155,7 +157,8 @@ def run_study(
         summaries = _run_batch(plans, [store.trial_dir(workdir, t.id) for t in batch], setup, data)
       finally:
         for claim in claims:
-          claim.release()
+          if claim is not None:
+            claim.release()
       for summary in summaries:
         counts[summary["status"]] = counts.get(summary["status"], 0) + 1
       ran += len(batch)
@@ -163,6 +166,26 @@ def run_study(
       if max_trials is not None and ran >= max_trials:
         return counts
   return counts
+
+
+def _claim(
+  workdir: str, trial_id: str, *, worker: str, stale_s: float
+) -> tuple[str, store.Claim | None]:
+  """("skipped" | "busy" | "claimed", the claim held by this process or None).
+
+  A worker may be a multi-process program: process 0 alone reads the trial's
+  state and claims it, and every process follows its decision, so all of them
+  train the same trial (the claim is held, and released, by process 0).
+  """
+  status, claim = "skipped", None
+  if parallel.is_lead() and not store.is_finished(workdir, trial_id):
+    claim = store.try_claim(workdir, trial_id, worker=worker, stale_s=stale_s)
+    status = "busy" if claim is None else "claimed"
+  code = int(parallel.broadcast_from_lead(np.int32(_CLAIM_STATUS.index(status))))
+  return _CLAIM_STATUS[code], claim
+
+
+_CLAIM_STATUS = ("skipped", "busy", "claimed")
 
 
 def _vmap_size(study: ml_collections.ConfigDict) -> int:

@@ -36,7 +36,8 @@ def _group_segment(setup: RunSetup, with_ks: bool):
   key = "_vmapped_segment_ks" if with_ks else "_vmapped_segment"
   if not hasattr(setup, key):
     in_axes = (0, None, None, 0, 0, None, 0, 0 if with_ks else None)
-    setattr(setup, key, jax.jit(jax.vmap(setup.fns.segment, in_axes=in_axes)))
+    out = parallel.replicated(setup.mesh)  # every process reads the buffers
+    setattr(setup, key, jax.jit(jax.vmap(setup.fns.segment, in_axes=in_axes), out_shardings=out))
   return getattr(setup, key)
 
 
