@@ -24,7 +24,7 @@ import numpy as np
 
 from experiments import common
 from lrscale import config as config_lib
-from lrscale.optim import schedules
+from lrscale.optim import schedule_config
 
 FACTOR = 5
 SEEDS = (0, 1, 2)
@@ -53,7 +53,7 @@ def _pair(
   ramp = common.set_fields(
     base, **shared, **{"batch_ramp.milestones": milestones, "batch_ramp.factor": FACTOR}
   )
-  ramp.schedule = schedules.default_config()  # constant lr: drop the base's decay fields
+  ramp.schedule = schedule_config.default_config()  # constant lr: drop the base's decay fields
   return {"lr decay": decay, "batch ramp": ramp}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 from typing import Any, Callable
@@ -23,7 +24,7 @@ from ml_collections import config_dict
 from lrscale import tasks, units
 from lrscale.data import registry
 from lrscale.models import MODEL_NAMES
-from lrscale.optim import optimizers, scaling, schedules
+from lrscale.optim import optimizers, scaling, schedule_build, schedule_config
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -63,9 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.lr = 0.1  # base learning rate, before the scaling rule
   c.scaling = scaling.default_config()
   c.optimizer = optimizers.default_config()
-  c.schedule = schedules.default_config()
-  c.warmup = schedules.default_warmup_config()
-  c.plateau = schedules.default_plateau_config()
+  c.schedule = schedule_config.default_config()
+  c.warmup = schedule_config.default_warmup_config()
+  c.plateau = schedule_config.default_plateau_config()
 
   # Smith et al. 2017: multiply the global batch by `factor` at each milestone
   # (epochs or examples) instead of decaying the lr. Realised as more
@@ -154,6 +155,7 @@ class RunPlan:
   eval_every: int
   checkpoint_every: int
   max_loss: float
+  schedule: schedule_build.Schedule  # (step, peak_lr) -> lr, every length in steps
 
   @property
   def steps_per_epoch(self) -> float:
@@ -211,20 +213,8 @@ class RunPlan:
     return self.microbatches * units.multiplier_at_step(step, self.ramp)
 
   def lr_fn(self) -> Callable[[Any, Any], Any]:
-    """``(step, peak_lr) -> lr``: the schedule, traceable with a traced peak lr."""
-    cfg = self.config
-
-    def fn(step, peak_lr):
-      sched = schedules.build_schedule(
-        cfg.schedule,
-        cfg.warmup,
-        peak_lr=peak_lr,
-        total_steps=self.total_steps,
-        to_steps=self.to_steps,
-      )
-      return sched(step)
-
-    return fn
+    """``(step, peak_lr) -> lr``: the resolved schedule, traceable with a traced peak lr."""
+    return self.schedule
 
   def summary(self) -> dict[str, Any]:
     """The resolved numbers, for config.json and the log."""
@@ -358,7 +348,7 @@ def resolve(
     )
   if not 0.0 <= ns.decay < 1.0:
     raise ValueError(f"config.noise_scale.decay must be in [0, 1), got {ns.decay}.")
-  schedules.validate(cfg.schedule, cfg.warmup, cfg.plateau)
+  schedule_config.validate(cfg.schedule, cfg.warmup, cfg.plateau)
   optimizers.validate(cfg.optimizer)
   scaling.validate(cfg.scaling, cfg.optimizer)
 
@@ -432,6 +422,12 @@ def resolve(
   if max_loss < 0:
     raise ValueError("config.divergence.max_loss must be >= 0 (0 = automatic).")
   resolved = ml_collections.ConfigDict(cfg.to_dict())
+  to_steps = functools.partial(
+    units.ramp_to_steps, phases=ramp, batch_size=batch, num_train_examples=meta.num_train
+  )
+  schedule = schedule_build.resolve_schedule(
+    cfg.schedule, cfg.warmup, total_steps=total, to_steps=to_steps
+  )
   return RunPlan(
     config=ml_collections.FrozenConfigDict(resolved),
     dataset=meta,
@@ -449,6 +445,7 @@ def resolve(
     eval_every=max(1, steps("eval_every")),
     checkpoint_every=max(1, steps("checkpoint_every")),
     max_loss=max_loss,
+    schedule=schedule,
   )
 
 

@@ -6,6 +6,7 @@ import ml_collections
 
 from lrscale import config as config_lib
 from lrscale.lr_find import suggest as suggest_lib
+from lrscale.optim import schedule_config
 
 VARY = ("both", "init", "data")
 VMAP = ("auto", "on", "off")
@@ -63,6 +64,9 @@ def sweep_plan(
   c.log_every = c.sync_every = c.checkpoint_every = f"{segment} steps"
   c.eval_every = f"{n + 1} steps"  # never: the sweep needs train losses only
   c.batch_ramp.milestones = ()  # one batch size per sweep
+  # The ramp replaces the schedule: the run's milestones need not fit N steps.
+  c.schedule = schedule_config.default_config()
+  c.warmup = schedule_config.default_warmup_config()
   return config_lib.resolve(c, num_devices=num_devices)
 
 
