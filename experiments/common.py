@@ -21,7 +21,6 @@ in the paper's form. What they share lives here, once:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -60,11 +59,7 @@ PAPER_DATASETS: Mapping[str, tuple[int, int, int, tuple[int, ...]]] = {
 
 def load_repo_config(relpath: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """``get_config(arg)`` of a config file of this repository, e.g. ``configs/mnist_cnn.py``."""
-  path = os.path.join(REPO_ROOT, relpath)
-  spec = importlib.util.spec_from_file_location(f"_cfg_{os.path.basename(path)[:-3]}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config() if arg is None else module.get_config(arg)
+  return config_lib.load_config_file(os.path.join(REPO_ROOT, relpath), arg)
 
 
 def digits_base(*, smoke: bool = False) -> ml_collections.ConfigDict:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import importlib.util
 import json
 import math
-from typing import Any, Callable
+import os
+from typing import Any, Callable, Mapping
 
 import ml_collections
 from ml_collections import config_dict
@@ -254,6 +256,32 @@ def set_field(cfg: ml_collections.ConfigDict, path: str, value: Any) -> None:
   if leaf not in node:
     raise ValueError(f"config.{path} is not a known field.")
   node[leaf] = value
+
+
+def load_config_file(
+  path: str, arg: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> ml_collections.ConfigDict:
+  """``get_config(arg)`` of a config file (``configs/*.py``), then dotted ``overrides``.
+
+  What ``--config=PATH:ARG --config.a.b=VALUE`` gives the absl mains
+  (ml_collections' ``config_flags``), for tests, experiments and scripts.
+
+  Raises:
+    ValueError: naming the path when the file has no ``get_config``, or an
+      override names an unknown field (``set_field``).
+  """
+  name = "_lrscale_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None or spec.loader is None:
+    raise ValueError(f"{path}: not a Python config file; give a configs/*.py path.")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"{path} defines no get_config(); a config file must.")
+  cfg = module.get_config() if arg is None else module.get_config(arg)
+  for key, value in (overrides or {}).items():
+    set_field(cfg, key, value)
+  return cfg
 
 
 def check_known_fields(

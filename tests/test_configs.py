@@ -1,7 +1,6 @@
 """Every shipped config validates; the Goyal recipe resolves to the paper's numbers."""
 
 import glob
-import importlib.util
 import math
 import os
 
@@ -22,11 +21,7 @@ IMAGENET = DatasetMeta(
 )
 
 
-def load(path, arg=None):
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+load = config_lib.load_config_file
 
 
 RUN_CONFIGS = sorted(
