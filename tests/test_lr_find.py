@@ -232,11 +232,26 @@ def small_config(**overrides):
   return c
 
 
+COMPILED: list[str] = []  # names of the functions XLA compiled during the digits_run fixture
+
+
+def _count_compiles(event, duration, **kwargs):
+  del duration
+  if event == "/jax/core/compile/backend_compile_duration":
+    COMPILED.append(kwargs.get("fun_name", ""))
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
   cfg = small_config(**{"lr_find.batch_sizes": (32, 128)})
   workdir = tmp_path_factory.mktemp("lr_find")
-  return cfg, workdir, lr_find(cfg, str(workdir))
+  jax.clear_caches()  # every program of the call is compiled (and counted) here
+  jax.monitoring.register_event_duration_secs_listener(_count_compiles)
+  try:
+    result = lr_find(cfg, str(workdir))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(_count_compiles)
+  return cfg, workdir, result
 
 
 def test_outputs_csv_json_png_and_paste_line(digits_run):
@@ -308,6 +323,8 @@ def test_one_program_per_ladder_vmap_and_vary_match_the_plain_sweep(digits_run):
   assert alone.max_k == 1
   one_by_one = alone.run(128, (0, 1))
   vmapped = lf_sweep.RangeTest(setup, [plan], cfg.lr_find, vmap=True).run(128, (0, 1))
+  # The (32, 128) ladder's sweeps, 3 seeds each, ran one compiled segment program.
+  assert COMPILED.count("jit(train_segment)") == 1, COMPILED
   in_ladder = result.results[1]
   assert in_ladder.batch_size == 128
   for s, v, g in zip(one_by_one.sweeps, vmapped.sweeps, in_ladder.sweeps):
