@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -390,46 +389,43 @@ def run(
   study_dir: str | None = None,
 ) -> dict[str, Any]:
   """Analyses (running it first if needed) the shared study; writes report, results, figures."""
-  t0 = time.perf_counter()
-  outdir = outdir or workdir
   study_dir = study_dir or default_study_dir(mode, workdir, smoke=smoke)
-  if mode == "full":
-    studies = shallue2018.full_studies()
-    for study in studies.values():
-      common.check_full_study(study)
-    dirs = {k: os.path.join(study_dir, k) for k in studies}
-    done = None
-    for k, study in studies.items():
-      common.run_study(study, dirs[k])
-    work = [(f"{k} (simple CNN)", dirs[k], FULL_TARGETS[k]) for k in studies]
-  else:
-    done = shallue2018.ensure_study(study_dir, smoke=smoke)
-    work = [("digits MLP", study_dir, SMOKE_TARGETS if smoke else ANALOGUE_TARGETS)]
-  entries, figures, results = [], {}, {}
-  for i, (label, sdir, values) in enumerate(work):
-    rows = analyse_targets(load_study(sdir), values, n_bootstrap=50 if smoke else 200)
-    found = findings(rows)
-    prefix = "" if len(work) == 1 else f"{i}_"
-    figures[label] = [
-      plot_tradeoff(rows, os.path.join(outdir, f"{prefix}tradeoff.png")),
-      plot_noise_scale(rows, os.path.join(outdir, f"{prefix}noise_scale.png")),
-    ]
-    entries.append((label, sdir, rows, found))
-    results[label] = dict(
-      findings=found, targets=[{k: v for k, v in r.items() if k != "series"} for r in rows]
+
+  def execute(outdir: str) -> common.Outcome:
+    if mode == "full":
+      studies = shallue2018.full_studies()
+      for study in studies.values():
+        common.check_full_study(study)
+      dirs = {k: os.path.join(study_dir, k) for k in studies}
+      done = None
+      for k, study in studies.items():
+        common.run_study(study, dirs[k])
+      work = [(f"{k} (simple CNN)", dirs[k], FULL_TARGETS[k]) for k in studies]
+    else:
+      done = shallue2018.ensure_study(study_dir, smoke=smoke)
+      work = [("digits MLP", study_dir, SMOKE_TARGETS if smoke else ANALOGUE_TARGETS)]
+    entries, figures, results = [], {}, {}
+    for i, (label, sdir, values) in enumerate(work):
+      rows = analyse_targets(load_study(sdir), values, n_bootstrap=50 if smoke else 200)
+      found = findings(rows)
+      prefix = "" if len(work) == 1 else f"{i}_"
+      figures[label] = [
+        plot_tradeoff(rows, os.path.join(outdir, f"{prefix}tradeoff.png")),
+        plot_noise_scale(rows, os.path.join(outdir, f"{prefix}noise_scale.png")),
+      ]
+      entries.append((label, sdir, rows, found))
+      results[label] = dict(
+        findings=found, targets=[{k: v for k, v in r.items() if k != "series"} for r in rows]
+      )
+    return common.Outcome(
+      sections=lambda runtime: report_sections(entries, figures, runtime, done, smoke, mode),
+      results=dict(workloads=results),
+      figures=[f for names in figures.values() for f in names],
+      returned=dict(results=results),
     )
-  runtime = time.perf_counter() - t0
-  report = common.write_report(
-    outdir, TITLE, report_sections(entries, figures, runtime, done, smoke, mode)
-  )
-  common.write_results(
-    outdir, dict(experiment=NAME, mode=mode, smoke=smoke, runtime_s=runtime, workloads=results)
-  )
-  return dict(
-    report=report,
-    results=results,
-    runtime_s=runtime,
-    figures=[f for names in figures.values() for f in names],
+
+  return common.run_experiment(
+    NAME, TITLE, execute, mode=mode, workdir=workdir, outdir=outdir, smoke=smoke
   )
 
 
