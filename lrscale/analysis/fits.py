@@ -49,6 +49,11 @@ class ScalingFit:
   b_crit_at_bound: bool = False
 
 
+def steps_model(batch_size: np.ndarray | float, s_min: float, b_crit: float) -> np.ndarray:
+  """``S(B) = S_min (1 + B_crit / B)`` (McCandlish et al. 2018)."""
+  return s_min * (1.0 + b_crit / np.asarray(batch_size, dtype=float))
+
+
 def _validated(
   batch_sizes: Sequence[float], values: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
