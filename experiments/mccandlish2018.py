@@ -269,7 +269,12 @@ def plot_noise_scale(rows: Sequence[Mapping[str, Any]], path: str) -> str:
     )
     ax_s.plot(grid, grid, "k-", lw=1, label="B_crit = B_simple")
     for x, y, ci, t, color in pts:
-      yerr = None if not ci else [[max(y - ci[0], 0)], [max(ci[1] - y, 0)]]
+      # A bootstrap bound is None where too few resamples fitted: no bar on that side.
+      lo_ci, hi_ci = ci if ci else (None, None)
+      yerr = [
+        [0 if lo_ci is None else max(y - lo_ci, 0)],
+        [0 if hi_ci is None else max(hi_ci - y, 0)],
+      ]
       ax_s.errorbar([x], [y], yerr=yerr, fmt="o", color=color, capsize=3, label=f"target {t:g}")
     ax_s.set(xlim=(lo, hi), ylim=(lo, hi))
   ax_s.set(
@@ -288,7 +293,8 @@ def plot_noise_scale(rows: Sequence[Mapping[str, Any]], path: str) -> str:
 
 def target_table(rows: Sequence[Mapping[str, Any]]) -> str:
   """S_min, E_min, B_crit with its interval, and B_simple, one row per target."""
-  ci = lambda c: "-" if not c else f"[{c[0]:.3g}, {c[1]:.3g}]"  # noqa: E731
+  # A bootstrap bound is None where too few resamples fitted; fmt writes it as "-".
+  ci = lambda c: "-" if not c else f"[{common.fmt(c[0], '.3g')}, {common.fmt(c[1], '.3g')}]"  # noqa: E731
   return common.md_table(
     [
       "target",

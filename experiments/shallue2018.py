@@ -292,6 +292,7 @@ def execute(outdir: str, *, mode: str, workdir: str, smoke: bool) -> common.Outc
   else:
     done = {"digits MLP": ensure_study(os.path.join(workdir, STUDY_SUBDIR), smoke=smoke)}
   analyses = {label: d.value for label, d in done.items()}
+  os.makedirs(outdir, exist_ok=True)  # the analysis' plots write into it
   entries, figures, results = [], {}, {}
   for i, (label, analysis) in enumerate(analyses.items()):
     found = findings(analysis)
