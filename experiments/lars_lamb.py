@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -409,29 +408,23 @@ def report_sections(
   ]
 
 
-def run(
-  *, mode: str = "analogue", workdir: str, outdir: str | None = None, smoke: bool = False
-) -> dict[str, Any]:
-  """Runs the experiment and writes report.md, results.json and the figure to ``outdir``."""
-  t0 = time.perf_counter()
-  outdir = outdir or workdir
+def execute(outdir: str, *, mode: str, workdir: str, smoke: bool) -> common.Outcome:
+  """Trains (or resumes) the runs, reads them back and draws the figures into ``outdir``."""
   setting = full_setting() if mode == "full" else analogue_setting(smoke=smoke)
   runs = build_runs(setting)
-  if mode == "full":
-    common.check_full_runs([r.config for r in runs])
-  done = common.run_all(runs, workdir)
+  done = common.run_all(runs, workdir, full=mode == "full")
   results = collect(runs, done, setting, workdir)
   found = findings(results, setting)
   figure = plot(results, setting, f"{outdir}/error_vs_lr.png")
-  runtime = time.perf_counter() - t0
-  report = common.write_report(
-    outdir, TITLE, report_sections(results, found, setting, figure, runtime, done, smoke)
+  return common.Outcome(
+    sections=lambda runtime: report_sections(results, found, setting, figure, runtime, done, smoke),
+    results=dict(findings=found, **results),
+    figures=[figure],
+    returned=dict(results=results, findings=found),
   )
-  common.write_results(
-    outdir,
-    dict(experiment=NAME, mode=mode, smoke=smoke, runtime_s=runtime, findings=found, **results),
-  )
-  return dict(report=report, results=results, findings=found, runtime_s=runtime, figures=[figure])
+
+
+run = common.experiment(NAME, TITLE, execute)
 
 
 if __name__ == "__main__":

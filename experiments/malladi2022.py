@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -462,43 +461,32 @@ def report_sections(
   return sections
 
 
-def run(
-  *, mode: str = "analogue", workdir: str, outdir: str | None = None, smoke: bool = False
-) -> dict[str, Any]:
-  """Runs the experiment and writes report.md, results.json and the figures to ``outdir``."""
-  t0 = time.perf_counter()
-  outdir = outdir or workdir
+def execute(outdir: str, *, mode: str, workdir: str, smoke: bool) -> common.Outcome:
+  """Trains (or resumes) the runs, reads them back and draws the figures into ``outdir``."""
   settings = full_settings() if mode == "full" else analogue_settings(smoke=smoke)
   runs = {s.key: build_runs(s) for s in settings}
-  if mode == "full":
-    common.check_full_runs([r.config for rs in runs.values() for r in rs])
   with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*clip.*", category=UserWarning)
-    done = common.run_all([r for rs in runs.values() for r in rs], workdir)
+    done = common.run_all([r for rs in runs.values() for r in rs], workdir, full=mode == "full")
   regimes, figures = [], {}
   for s in settings:
     results = collect(runs[s.key], done, s, workdir)
     regimes.append((s, results, findings(results)))
     figures[s.key] = plot_curves(results, s, f"{outdir}/curves_{s.key}.png")
   figures["mismatch"] = plot_mismatch([(s, r) for s, r, _ in regimes], f"{outdir}/mismatch.png")
-  runtime = time.perf_counter() - t0
-  report = common.write_report(
-    outdir, TITLE, report_sections(regimes, figures, runtime, done, smoke)
+  by_key = {
+    s.key: dict(label=s.label, findings=f, cells=r["cells"], per_rule=r["per_rule"])
+    for s, r, f in regimes
+  }
+  return common.Outcome(
+    sections=lambda runtime: report_sections(regimes, figures, runtime, done, smoke),
+    results=dict(regimes=by_key),
+    figures=list(figures.values()),
+    returned=dict(regimes=regimes),
   )
-  common.write_results(
-    outdir,
-    dict(
-      experiment=NAME,
-      mode=mode,
-      smoke=smoke,
-      runtime_s=runtime,
-      regimes={
-        s.key: dict(label=s.label, findings=f, cells=r["cells"], per_rule=r["per_rule"])
-        for s, r, f in regimes
-      },
-    ),
-  )
-  return dict(report=report, regimes=regimes, runtime_s=runtime, figures=list(figures.values()))
+
+
+run = common.experiment(NAME, TITLE, execute)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -271,7 +270,12 @@ def plot_noise_scale(rows: Sequence[Mapping[str, Any]], path: str) -> str:
     )
     ax_s.plot(grid, grid, "k-", lw=1, label="B_crit = B_simple")
     for x, y, ci, t, color in pts:
-      yerr = None if not ci else [[max(y - ci[0], 0)], [max(ci[1] - y, 0)]]
+      # A bootstrap bound is None where too few resamples fitted: no bar on that side.
+      lo_ci, hi_ci = ci if ci else (None, None)
+      yerr = [
+        [0 if lo_ci is None else max(y - lo_ci, 0)],
+        [0 if hi_ci is None else max(hi_ci - y, 0)],
+      ]
       ax_s.errorbar([x], [y], yerr=yerr, fmt="o", color=color, capsize=3, label=f"target {t:g}")
     ax_s.set(xlim=(lo, hi), ylim=(lo, hi))
   ax_s.set(
@@ -290,7 +294,8 @@ def plot_noise_scale(rows: Sequence[Mapping[str, Any]], path: str) -> str:
 
 def target_table(rows: Sequence[Mapping[str, Any]]) -> str:
   """S_min, E_min, B_crit with its interval, and B_simple, one row per target."""
-  ci = lambda c: "-" if not c else f"[{c[0]:.3g}, {c[1]:.3g}]"  # noqa: E731
+  # A bootstrap bound is None where too few resamples fitted; fmt writes it as "-".
+  ci = lambda c: "-" if not c else f"[{common.fmt(c[0], '.3g')}, {common.fmt(c[1], '.3g')}]"  # noqa: E731
   return common.md_table(
     [
       "target",
@@ -391,8 +396,6 @@ def run(
   study_dir: str | None = None,
 ) -> dict[str, Any]:
   """Analyses (running it first if needed) the shared study; writes report, results, figures."""
-  t0 = time.perf_counter()
-  outdir = outdir or workdir
   if mode != "full" and study_dir and not os.path.exists(os.path.join(study_dir, "study.json")):
     # Given explicitly, it names an existing study: a typo must not start a new one.
     raise errors.MissingInput(
@@ -400,43 +403,42 @@ def run(
       "directory), or omit --study_dir to use the default."
     )
   study_dir = study_dir or default_study_dir(mode, workdir, smoke=smoke)
-  if mode == "full":
-    studies = shallue2018.full_studies()
-    for study in studies.values():
-      common.check_full_study(study)
-    dirs = {k: os.path.join(study_dir, k) for k in studies}
-    done = None
-    for k, study in studies.items():
-      common.run_study(study, dirs[k])
-    work = [(f"{k} (simple CNN)", dirs[k], FULL_TARGETS[k]) for k in studies]
-  else:
-    done = shallue2018.ensure_study(study_dir, smoke=smoke)
-    work = [("digits MLP", study_dir, SMOKE_TARGETS if smoke else ANALOGUE_TARGETS)]
-  entries, figures, results = [], {}, {}
-  for i, (label, sdir, values) in enumerate(work):
-    rows = analyse_targets(load_study(sdir), values, n_bootstrap=50 if smoke else 200)
-    found = findings(rows)
-    prefix = "" if len(work) == 1 else f"{i}_"
-    figures[label] = [
-      plot_tradeoff(rows, os.path.join(outdir, f"{prefix}tradeoff.png")),
-      plot_noise_scale(rows, os.path.join(outdir, f"{prefix}noise_scale.png")),
-    ]
-    entries.append((label, sdir, rows, found))
-    results[label] = dict(
-      findings=found, targets=[{k: v for k, v in r.items() if k != "series"} for r in rows]
+
+  def execute(outdir: str) -> common.Outcome:
+    if mode == "full":
+      studies = shallue2018.full_studies()
+      for study in studies.values():
+        common.check_full_study(study)
+      dirs = {k: os.path.join(study_dir, k) for k in studies}
+      done = None
+      for k, study in studies.items():
+        common.run_study(study, dirs[k])
+      work = [(f"{k} (simple CNN)", dirs[k], FULL_TARGETS[k]) for k in studies]
+    else:
+      done = shallue2018.ensure_study(study_dir, smoke=smoke)
+      work = [("digits MLP", study_dir, SMOKE_TARGETS if smoke else ANALOGUE_TARGETS)]
+    entries, figures, results = [], {}, {}
+    for i, (label, sdir, values) in enumerate(work):
+      rows = analyse_targets(load_study(sdir), values, n_bootstrap=50 if smoke else 200)
+      found = findings(rows)
+      prefix = "" if len(work) == 1 else f"{i}_"
+      figures[label] = [
+        plot_tradeoff(rows, os.path.join(outdir, f"{prefix}tradeoff.png")),
+        plot_noise_scale(rows, os.path.join(outdir, f"{prefix}noise_scale.png")),
+      ]
+      entries.append((label, sdir, rows, found))
+      results[label] = dict(
+        findings=found, targets=[{k: v for k, v in r.items() if k != "series"} for r in rows]
+      )
+    return common.Outcome(
+      sections=lambda runtime: report_sections(entries, figures, runtime, done, smoke, mode),
+      results=dict(workloads=results),
+      figures=[f for names in figures.values() for f in names],
+      returned=dict(results=results),
     )
-  runtime = time.perf_counter() - t0
-  report = common.write_report(
-    outdir, TITLE, report_sections(entries, figures, runtime, done, smoke, mode)
-  )
-  common.write_results(
-    outdir, dict(experiment=NAME, mode=mode, smoke=smoke, runtime_s=runtime, workloads=results)
-  )
-  return dict(
-    report=report,
-    results=results,
-    runtime_s=runtime,
-    figures=[f for names in figures.values() for f in names],
+
+  return common.run_experiment(
+    NAME, TITLE, execute, mode=mode, workdir=workdir, outdir=outdir, smoke=smoke
   )
 
 

@@ -26,7 +26,6 @@ noise scale is logged too, so McCandlish et al.'s analysis
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -281,13 +280,8 @@ def _paper_figures(analysis: Mapping[str, Any], outdir: str, prefix: str) -> lis
   return names
 
 
-def run(
-  *, mode: str = "analogue", workdir: str, outdir: str | None = None, smoke: bool = False
-) -> dict[str, Any]:
-  """Runs the study (or both of the paper's) and writes report.md, results.json, figures."""
-  t0 = time.perf_counter()
-  outdir = outdir or workdir
-  os.makedirs(outdir, exist_ok=True)
+def execute(outdir: str, *, mode: str, workdir: str, smoke: bool) -> common.Outcome:
+  """Trains (or resumes) the runs, reads them back and draws the figures into ``outdir``."""
   if mode == "full":
     studies = full_studies()
     for study in studies.values():
@@ -298,35 +292,25 @@ def run(
   else:
     done = {"digits MLP": ensure_study(os.path.join(workdir, STUDY_SUBDIR), smoke=smoke)}
   analyses = {label: d.value for label, d in done.items()}
+  os.makedirs(outdir, exist_ok=True)  # the analysis' plots write into it
   entries, figures, results = [], {}, {}
   for i, (label, analysis) in enumerate(analyses.items()):
     found = findings(analysis)
     entries.append((label, analysis, found))
     figures[label] = _paper_figures(analysis, outdir, "" if len(analyses) == 1 else f"{i}_")
     results[label] = dict(findings=found, per_batch=batch_rows(analysis), fit=analysis["fit"])
-  runtime = time.perf_counter() - t0
-  report = common.write_report(
-    outdir,
-    TITLE,
-    report_sections(
-      entries,
-      figures,
-      runtime,
-      common.Done(None, sum(d.total for d in done.values()), sum(d.reused for d in done.values())),
-      smoke,
-      mode,
-    ),
+  total = common.Done(
+    None, sum(d.total for d in done.values()), sum(d.reused for d in done.values())
   )
-  common.write_results(
-    outdir, dict(experiment=NAME, mode=mode, smoke=smoke, runtime_s=runtime, workloads=results)
-  )
-  return dict(
-    report=report,
-    analyses=analyses,
-    results=results,
-    runtime_s=runtime,
+  return common.Outcome(
+    sections=lambda runtime: report_sections(entries, figures, runtime, total, smoke, mode),
+    results=dict(workloads=results),
     figures=[f for names in figures.values() for f in names],
+    returned=dict(results=results, analyses=analyses),
   )
+
+
+run = common.experiment(NAME, TITLE, execute)
 
 
 if __name__ == "__main__":

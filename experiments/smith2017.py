@@ -16,7 +16,6 @@ of 200 vs B x 5 at the same epochs; needs CIFAR-10 prepared for TFDS):
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Any, Mapping
 
@@ -24,8 +23,10 @@ import numpy as np
 
 from experiments import common
 from lrscale import config as config_lib
-from lrscale.optim import schedules
+from lrscale.optim import schedule_config
 
+NAME = "smith2017"
+TITLE = "Smith et al. 2017: increase the batch size"
 FACTOR = 5
 SEEDS = (0, 1, 2)
 
@@ -53,7 +54,7 @@ def _pair(
   ramp = common.set_fields(
     base, **shared, **{"batch_ramp.milestones": milestones, "batch_ramp.factor": FACTOR}
   )
-  ramp.schedule = schedules.default_config()  # constant lr: drop the base's decay fields
+  ramp.schedule = schedule_config.default_config()  # constant lr: drop the base's decay fields
   return {"lr decay": decay, "batch ramp": ramp}
 
 
@@ -97,122 +98,123 @@ def noise_scale_by_epoch(cfg, epochs: np.ndarray, num_train: int) -> np.ndarray:
 def run(
   *, mode: str, workdir: str, outdir: str | None = None, smoke: bool = False
 ) -> Mapping[str, Any]:
-  outdir = outdir or workdir
+  """Runs the experiment and writes report.md, results.json and the figure to ``outdir``."""
   if mode == "full":
     configs = full_configs()
     common.check_full_runs(list(configs.values()))
     return {"report": None}
-  t0 = time.perf_counter()
-  configs = analogue_configs(smoke=smoke)
-  runs = [
-    common.Run(
-      f"{name.replace(' ', '_')}_s{seed}",
-      common.set_fields(cfg, seed=seed),
-      {"method": name, "seed": seed},
-    )
-    for name, cfg in configs.items()
-    for seed in SEEDS[: 2 if smoke else 3]
-  ]
-  summaries = common.run_all(runs, workdir)
-  n = common.DIGITS_NUM_TRAIN
-  budget_epochs = float(configs["lr decay"].budget.split()[0])
-  edges = np.linspace(0, budget_epochs, 13 if smoke else 37)
-  centres = (edges[:-1] + edges[1:]) / 2
-  curves: dict[str, dict[str, np.ndarray]] = {}
-  for name in configs:
-    per_seed = {"eval_accuracy": [], "train_loss": []}
-    for r in runs:
-      if r.tags["method"] != name:
-        continue
-      train_rows, eval_rows = common.read_rows(common.run_dir(workdir, r.name))
-      for key, rows in (("eval_accuracy", eval_rows), ("train_loss", train_rows)):
-        x, y = common.curve(rows, key, num_train=n)
-        per_seed[key].append(common.binned_mean(x, y, edges))
-    curves[name] = {k: np.asarray(v) for k, v in per_seed.items()}
 
-  fig, axes = common.figure(1, 3, width=13.0, height=3.8)
-  for name, color in (("lr decay", "C0"), ("batch ramp", "C3")):
-    for ax, key in zip(axes[0][:2], ("train_loss", "eval_accuracy")):
-      with warnings.catch_warnings():  # bins no seed logged into stay NaN (gaps)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(curves[name][key], axis=0)
-        std = np.nanstd(curves[name][key], axis=0)
-      ax.plot(centres, mean, color=color, label=name)
-      ax.fill_between(centres, mean - std, mean + std, color=color, alpha=0.2)
-    g = noise_scale_by_epoch(configs[name], centres, n)
-    axes[0][2].plot(
-      centres, g, color=color, label=name, linestyle="-" if name == "lr decay" else "--"
-    )
-  axes[0][0].set(
-    xlabel="epoch", ylabel="train loss", yscale="log", title="train loss (mean, band = seeds)"
-  )
-  axes[0][1].set(xlabel="epoch", ylabel="eval accuracy", title="eval accuracy")
-  axes[0][2].set(
-    xlabel="epoch", ylabel="g = lr N / B", yscale="log", title="SGD noise scale (Smith et al.)"
-  )
-  for ax in axes[0]:
-    ax.legend()
-  fig_name = common.save_figure(fig, f"{outdir}/curves_per_epoch.png")
+  def execute(outdir: str) -> common.Outcome:
+    configs = analogue_configs(smoke=smoke)
+    runs = [
+      common.Run(
+        f"{name.replace(' ', '_')}_s{seed}",
+        common.set_fields(cfg, seed=seed),
+        {"method": name, "seed": seed},
+      )
+      for name, cfg in configs.items()
+      for seed in SEEDS[: 2 if smoke else 3]
+    ]
+    summaries = common.run_all(runs, workdir)
+    n = common.DIGITS_NUM_TRAIN
+    budget_epochs = float(configs["lr decay"].budget.split()[0])
+    edges = np.linspace(0, budget_epochs, 13 if smoke else 37)
+    centres = (edges[:-1] + edges[1:]) / 2
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    for name in configs:
+      per_seed = {"eval_accuracy": [], "train_loss": []}
+      for r in runs:
+        if r.tags["method"] != name:
+          continue
+        train_rows, eval_rows = common.read_rows(common.run_dir(workdir, r.name))
+        for key, rows in (("eval_accuracy", eval_rows), ("train_loss", train_rows)):
+          x, y = common.curve(rows, key, num_train=n)
+          per_seed[key].append(common.binned_mean(x, y, edges))
+      curves[name] = {k: np.asarray(v) for k, v in per_seed.items()}
 
-  rows, results = [], {}
-  for name, cfg in configs.items():
-    plan = config_lib.resolve(cfg)
-    steps = [summaries[r.name]["steps"] for r in runs if r.tags["method"] == name]
-    errors = [common.error_pct(summaries[r.name]) for r in runs if r.tags["method"] == name]
-    phases = [p.start_step for p in plan.ramp] + [plan.total_steps]
-    per_phase = (
-      [b - a for a, b in zip(phases, phases[1:])] if len(plan.ramp) > 1 else [plan.total_steps]
+    fig, axes = common.figure(1, 3, width=13.0, height=3.8)
+    for name, color in (("lr decay", "C0"), ("batch ramp", "C3")):
+      for ax, key in zip(axes[0][:2], ("train_loss", "eval_accuracy")):
+        with warnings.catch_warnings():  # bins no seed logged into stay NaN (gaps)
+          warnings.simplefilter("ignore", RuntimeWarning)
+          mean = np.nanmean(curves[name][key], axis=0)
+          std = np.nanstd(curves[name][key], axis=0)
+        ax.plot(centres, mean, color=color, label=name)
+        ax.fill_between(centres, mean - std, mean + std, color=color, alpha=0.2)
+      g = noise_scale_by_epoch(configs[name], centres, n)
+      axes[0][2].plot(
+        centres, g, color=color, label=name, linestyle="-" if name == "lr decay" else "--"
+      )
+    axes[0][0].set(
+      xlabel="epoch", ylabel="train loss", yscale="log", title="train loss (mean, band = seeds)"
     )
-    rows.append(
-      [name, plan.total_steps, " + ".join(map(str, per_phase)), common.fmt_mean_std(errors)]
+    axes[0][1].set(xlabel="epoch", ylabel="eval accuracy", title="eval accuracy")
+    axes[0][2].set(
+      xlabel="epoch", ylabel="g = lr N / B", yscale="log", title="SGD noise scale (Smith et al.)"
     )
-    results[name] = dict(
-      total_steps=plan.total_steps,
-      steps_per_phase=per_phase,
-      final_error_pct=errors,
-      steps_run=steps,
+    for ax in axes[0]:
+      ax.legend()
+    fig_name = common.save_figure(fig, f"{outdir}/curves_per_epoch.png")
+
+    rows, results = [], {}
+    for name, cfg in configs.items():
+      plan = config_lib.resolve(cfg)
+      steps = [summaries[r.name]["steps"] for r in runs if r.tags["method"] == name]
+      errors = [common.error_pct(summaries[r.name]) for r in runs if r.tags["method"] == name]
+      phases = [p.start_step for p in plan.ramp] + [plan.total_steps]
+      per_phase = (
+        [b - a for a, b in zip(phases, phases[1:])] if len(plan.ramp) > 1 else [plan.total_steps]
+      )
+      rows.append(
+        [name, plan.total_steps, " + ".join(map(str, per_phase)), common.fmt_mean_std(errors)]
+      )
+      results[name] = dict(
+        total_steps=plan.total_steps,
+        steps_per_phase=per_phase,
+        final_error_pct=errors,
+        steps_run=steps,
+      )
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)
+      acc = {k: np.nanmean(v["eval_accuracy"], axis=0) for k, v in curves.items()}
+      gap = float(np.nanmax(np.abs(acc["lr decay"] - acc["batch ramp"])))
+      seed_std = float(np.nanmax([np.nanstd(v["eval_accuracy"], axis=0) for v in curves.values()]))
+    fewer = results["batch ramp"]["total_steps"] < results["lr decay"]["total_steps"]
+    final_gap = abs(
+      np.mean(results["batch ramp"]["final_error_pct"])
+      - np.mean(results["lr decay"]["final_error_pct"])
     )
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
-    acc = {k: np.nanmean(v["eval_accuracy"], axis=0) for k, v in curves.items()}
-    gap = float(np.nanmax(np.abs(acc["lr decay"] - acc["batch ramp"])))
-    seed_std = float(np.nanmax([np.nanstd(v["eval_accuracy"], axis=0) for v in curves.values()]))
-  fewer = results["batch ramp"]["total_steps"] < results["lr decay"]["total_steps"]
-  final_gap = abs(
-    np.mean(results["batch ramp"]["final_error_pct"])
-    - np.mean(results["lr decay"]["final_error_pct"])
+    final_spread = max(np.std(results[k]["final_error_pct"]) for k in results)
+    held = fewer and final_gap <= max(2 * final_spread, 1.0)
+    results.update(max_curve_gap=gap, max_seed_std=seed_std)
+    sections = (
+      lambda runtime: [  # noqa: E731
+        "Smith, Kindermans, Ying & Le 2017. Analogue: MLP on the offline digits, momentum 0.9, "
+        f"B0 = {configs['lr decay'].batch_size}, lr {configs['lr decay'].lr}; at each milestone "
+        f"({', '.join(configs['lr decay'].schedule.milestones)}) the lr-decay run divides the lr "
+        f"by {FACTOR}, the ramp multiplies the batch by {FACTOR}. Seeds {SEEDS[: len(runs) // 2]}.",
+        f"![curves per epoch]({fig_name})",
+        common.md_table(
+          ["method", "optimizer steps", "steps per phase", "final eval error % (mean ± std)"], rows
+        ),
+        f"Largest gap between the two mean eval-accuracy curves per epoch bin: {gap:.3f} "
+        f"(largest seed std in a bin: {seed_std:.3f}).",
+        common.verdict(
+          held,
+          "Increasing the batch instead of decaying the lr gives the same "
+          "curve per epoch with fewer parameter updates:",
+          f"the ramp used {results['batch ramp']['total_steps']} steps vs "
+          f"{results['lr decay']['total_steps']}; final error differs by "
+          f"{final_gap:.2f} points (seed spread {final_spread:.2f}).",
+        ),
+        common.runtime_line(runtime, smoke=smoke),
+      ]
+    )
+    return common.Outcome(sections=sections, results=results, figures=[fig_name])
+
+  return common.run_experiment(
+    NAME, TITLE, execute, mode=mode, workdir=workdir, outdir=outdir, smoke=smoke
   )
-  final_spread = max(np.std(results[k]["final_error_pct"]) for k in results)
-  held = fewer and final_gap <= max(2 * final_spread, 1.0)
-  results.update(
-    max_curve_gap=gap, max_seed_std=seed_std, runtime_s=time.perf_counter() - t0, smoke=smoke
-  )
-  common.write_results(outdir, results)
-  sections = [
-    "Smith, Kindermans, Ying & Le 2017. Analogue: MLP on the offline digits, momentum 0.9, "
-    f"B0 = {configs['lr decay'].batch_size}, lr {configs['lr decay'].lr}; at each milestone "
-    f"({', '.join(configs['lr decay'].schedule.milestones)}) the lr-decay run divides the lr "
-    f"by {FACTOR}, the ramp multiplies the batch by {FACTOR}. Seeds {SEEDS[: len(runs) // 2]}.",
-    f"![curves per epoch]({fig_name})",
-    common.md_table(
-      ["method", "optimizer steps", "steps per phase", "final eval error % (mean ± std)"], rows
-    ),
-    f"Largest gap between the two mean eval-accuracy curves per epoch bin: {gap:.3f} "
-    f"(largest seed std in a bin: {seed_std:.3f}).",
-    common.verdict(
-      held,
-      "Increasing the batch instead of decaying the lr gives the same "
-      "curve per epoch with fewer parameter updates:",
-      f"the ramp used {results['batch ramp']['total_steps']} steps vs "
-      f"{results['lr decay']['total_steps']}; final error differs by "
-      f"{final_gap:.2f} points (seed spread {final_spread:.2f}).",
-    ),
-    common.runtime_line(results["runtime_s"], smoke=smoke),
-  ]
-  return {
-    "report": common.write_report(outdir, "Smith et al. 2017: increase the batch size", sections),
-    "results": results,
-  }
 
 
 if __name__ == "__main__":

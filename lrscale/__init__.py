@@ -34,7 +34,7 @@ _API = {
   "lr_find": ("lrscale.lr_find", "lr_find"),
   "analyze": ("lrscale.analysis.run", "analyze"),
   # building blocks
-  "build_schedule": ("lrscale.optim.schedules", "build_schedule"),
+  "build_schedule": ("lrscale.optim.schedule_build", "build_schedule"),
   "apply_scaling": ("lrscale.optim.scaling", "apply_scaling"),
   "build_optimizer": ("lrscale.optim.optimizers", "build_optimizer"),
   "get_task": ("lrscale.tasks", "get_task"),

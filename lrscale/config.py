@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import importlib.util
 import json
 import math
-from typing import Any, Callable
+import os
+from typing import Any, Callable, Mapping
 
 import ml_collections
 from ml_collections import config_dict
@@ -23,7 +26,7 @@ from ml_collections import config_dict
 from lrscale import errors, tasks, units
 from lrscale.data import registry
 from lrscale.models import MODEL_NAMES
-from lrscale.optim import optimizers, precision, scaling, schedules
+from lrscale.optim import optimizers, precision, scaling, schedule_build, schedule_config
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -72,9 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.lr = 0.1  # base learning rate, before the scaling rule
   c.scaling = scaling.default_config()
   c.optimizer = optimizers.default_config()
-  c.schedule = schedules.default_config()
-  c.warmup = schedules.default_warmup_config()
-  c.plateau = schedules.default_plateau_config()
+  c.schedule = schedule_config.default_config()
+  c.warmup = schedule_config.default_warmup_config()
+  c.plateau = schedule_config.default_plateau_config()
 
   # Smith et al. 2017: multiply the global batch by `factor` at each milestone
   # (epochs or examples) instead of decaying the lr. Realised as more
@@ -161,6 +164,7 @@ class RunPlan:
   eval_every: int
   checkpoint_every: int
   max_loss: float
+  schedule: schedule_build.Schedule  # (step, peak_lr) -> lr, every length in steps
 
   @property
   def steps_per_epoch(self) -> float:
@@ -218,20 +222,8 @@ class RunPlan:
     return self.microbatches * units.multiplier_at_step(step, self.ramp)
 
   def lr_fn(self) -> Callable[[Any, Any], Any]:
-    """``(step, peak_lr) -> lr``: the schedule, traceable with a traced peak lr."""
-    cfg = self.config
-
-    def fn(step, peak_lr):
-      sched = schedules.build_schedule(
-        cfg.schedule,
-        cfg.warmup,
-        peak_lr=peak_lr,
-        total_steps=self.total_steps,
-        to_steps=self.to_steps,
-      )
-      return sched(step)
-
-    return fn
+    """``(step, peak_lr) -> lr``: the resolved schedule, traceable with a traced peak lr."""
+    return self.schedule
 
   def summary(self) -> dict[str, Any]:
     """The resolved numbers, for config.json and the log."""
@@ -272,6 +264,32 @@ def set_field(cfg: ml_collections.ConfigDict, path: str, value: Any) -> None:
   if leaf not in node:
     raise ValueError(f"config.{path} is not a known field.")
   node[leaf] = value
+
+
+def load_config_file(
+  path: str, arg: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> ml_collections.ConfigDict:
+  """``get_config(arg)`` of a config file (``configs/*.py``), then dotted ``overrides``.
+
+  What ``--config=PATH:ARG --config.a.b=VALUE`` gives the absl mains
+  (ml_collections' ``config_flags``), for tests, experiments and scripts.
+
+  Raises:
+    ValueError: naming the path when the file has no ``get_config``, or an
+      override names an unknown field (``set_field``).
+  """
+  name = "_lrscale_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None or spec.loader is None:
+    raise ValueError(f"{path}: not a Python config file; give a configs/*.py path.")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"{path} defines no get_config(); a config file must.")
+  cfg = module.get_config() if arg is None else module.get_config(arg)
+  for key, value in (overrides or {}).items():
+    set_field(cfg, key, value)
+  return cfg
 
 
 @errors.as_user_errors
@@ -430,7 +448,7 @@ def resolve(
     )
   if not 0.0 <= ns.decay < 1.0:
     raise ValueError(f"config.noise_scale.decay must be in [0, 1), got {ns.decay}.")
-  schedules.validate(cfg.schedule, cfg.warmup, cfg.plateau)
+  schedule_config.validate(cfg.schedule, cfg.warmup, cfg.plateau)
   optimizers.validate(cfg.optimizer)
   scaling.validate(cfg.scaling, cfg.optimizer)
 
@@ -508,6 +526,12 @@ def resolve(
   if max_loss < 0:
     raise ValueError("config.divergence.max_loss must be >= 0 (0 = automatic).")
   resolved = ml_collections.ConfigDict(cfg.to_dict())
+  to_steps = functools.partial(
+    units.ramp_to_steps, phases=ramp, batch_size=batch, num_train_examples=meta.num_train
+  )
+  schedule = schedule_build.resolve_schedule(
+    cfg.schedule, cfg.warmup, total_steps=total, to_steps=to_steps
+  )
   plan = RunPlan(
     config=ml_collections.FrozenConfigDict(resolved),
     dataset=meta,
@@ -525,6 +549,7 @@ def resolve(
     eval_every=max(1, steps("eval_every")),
     checkpoint_every=max(1, steps("checkpoint_every")),
     max_loss=max_loss,
+    schedule=schedule,
   )
   _check_schedule(plan)
   return plan

@@ -1,8 +1,14 @@
 """Training lengths in steps, epochs or examples, resolved to optimizer steps.
 
 A length in a config is written as ``"<number> <unit>"`` with unit ``steps``,
-``epochs`` or ``examples`` (singular forms allowed), or as a plain int meaning
-steps. Writing the warmup in epochs (Goyal et al. 2017: 5 epochs) or the budget
+``epochs`` or ``examples`` (singular forms allowed), or as a Python int (or an
+integral float) meaning steps. A *string* must name its unit: ``"1000"`` is
+rejected with the fix (``'1000 steps'``), because a bare number in a string is
+ambiguous between steps and epochs, and a command-line override of a string
+field (``--config.budget=1000``) gives exactly that string. This is the one
+grammar of every length field (``budget``, ``warmup.length``, the schedule's
+lengths, milestones, boundaries, ...; ``lrscale.optim.schedule_config`` checks
+with ``parse_length``). Writing the warmup in epochs (Goyal et al. 2017: 5 epochs) or the budget
 in examples keeps a config correct when the global batch size changes: the same
 file gives 5 * N / 256 warmup steps at B=256 and 5 * N / 8192 at B=8192. A length
 in steps stays fixed in steps. This module is the one place where that
@@ -16,7 +22,9 @@ import re
 from typing import NamedTuple, Sequence
 
 UNITS = ("steps", "epochs", "examples")
-_LENGTH_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]+)\s*$")
+_NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)"
+_LENGTH_RE = re.compile(rf"^\s*{_NUMBER}\s*([a-zA-Z]+)\s*$")
+_NUMBER_RE = re.compile(rf"^\s*{_NUMBER}\s*$")
 
 
 class Length(NamedTuple):
@@ -50,6 +58,11 @@ def parse_length(length: str | int | float, *, field: str = "length") -> Length:
     value, unit = float(length), "steps"
   else:
     match = _LENGTH_RE.match(str(length))
+    if not match and _NUMBER_RE.match(str(length)):
+      raise ValueError(
+        f"config.{field}={length!r} has no unit: write {str(length).strip() + ' steps'!r} "
+        "(or epochs / examples), or give the int for steps."
+      )
     if not match:
       raise ValueError(
         f"config.{field}={length!r} is not a length: write '<number> <unit>' with unit "
@@ -98,29 +111,6 @@ def to_steps(
   examples = parsed.value * num_train_examples if parsed.unit == "epochs" else parsed.value
   # A tiny tolerance keeps e.g. 0.1 * 3000 / 30 from rounding up to 11 by float error.
   return int(math.ceil(examples / batch_size - 1e-9))
-
-
-def to_steps_many(
-  lengths: str | Sequence[str | int],
-  *,
-  batch_size: int,
-  num_train_examples: int,
-  field: str = "lengths",
-) -> list[int]:
-  """Resolves a sequence of lengths, or one string like ``"30,60,80 epochs"``."""
-  if isinstance(lengths, str):
-    text = lengths.strip()
-    match = re.match(r"^([0-9eE.+\-,\s]+?)\s*([a-zA-Z]*)$", text)
-    if not match:
-      raise ValueError(f"config.{field}={lengths!r}: write e.g. '30,60,80 epochs'.")
-    unit = match.group(2) or "steps"
-    items = [f"{v.strip()} {unit}" for v in match.group(1).split(",") if v.strip()]
-  else:
-    items = list(lengths)
-  return [
-    to_steps(x, batch_size=batch_size, num_train_examples=num_train_examples, field=field)
-    for x in items
-  ]
 
 
 class RampPhase(NamedTuple):

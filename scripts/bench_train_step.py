@@ -229,12 +229,7 @@ def load_default_config(
   """``configs/default.py`` for one device at ``batch_size``, as a run would resolve it."""
   from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
 
-  spec = importlib.util.spec_from_file_location(
-    "default_config", os.path.join(REPO, "configs", "default.py")
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config()
+  cfg = config_lib.load_config_file(os.path.join(REPO, "configs", "default.py"))
   cfg.parallel.num_devices = 1
   cfg.batch_size = batch_size
   cfg.budget = f"{steps} steps"  # shapes the cosine only; a step costs the same at any lr

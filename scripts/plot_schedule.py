@@ -79,21 +79,14 @@ def plot_schedule(
 def main(argv: Sequence[str]) -> None:
   del argv
   from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
-  from lrscale.optim import schedules  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required")
   plan = config_lib.resolve(config)  # Validates, incl. the schedule sections.
-  fn = schedules.build_schedule(
-    config.schedule,
-    config.warmup,
-    peak_lr=plan.lr,
-    total_steps=plan.total_steps,
-    to_steps=plan.to_steps,
-  )
+  fn = plan.schedule.bind(plan.lr)
   title = f"{config.schedule.name}, peak lr {plan.lr:.3g}, batch {plan.batch_size}"
-  if schedules.resolve_length(config.warmup.length, "config.warmup.length", plan.to_steps) > 0:
+  if plan.schedule.warmup_steps > 0:
     title += f", warmup {config.warmup.length} ({config.warmup.shape})"
   plot_schedule(
     fn,

@@ -118,18 +118,19 @@ def test_config_resolves_the_dataset(data_dir: str) -> None:
 
 @pytest.mark.parametrize("shard_count", [1, 2])
 def test_train_order_equals_the_stream_epochs(shard_count: int) -> None:
-  """Step -> indices agrees with stream.epoch_batches (grain's own pipeline)."""
-  n, batch = 23, 6  # 3 steps per epoch, 5 examples dropped each epoch
+  """Step -> indices agrees with the stream (one epoch definition: lrscale.data.order)."""
+  n, batch = 23, 6  # batches straddle epochs: step 3 holds positions 18..23
   source = [{"image": np.zeros((1,), np.float32), "label": i} for i in range(n)]
   for shard in range(shard_count):
     want = stream.batches_from_source(
       source, batch_size=batch, seed=4, shard_index=shard, shard_count=shard_count
     )
     for step, (_, labels) in enumerate(itertools.islice(want, 8)):
-      epoch, got = pipeline.train_indices(
+      epochs, got = pipeline.train_indices(
         step, seed=4, batch_size=batch, num_examples=n, shard_index=shard, shard_count=shard_count
       )
-      assert epoch == step // 3
+      positions = step * batch + np.arange(batch)[shard::shard_count]
+      np.testing.assert_array_equal(epochs, positions // n)
       np.testing.assert_array_equal(got, labels)
 
 
@@ -146,8 +147,9 @@ def test_batches_do_not_depend_on_workers_shards_or_resume(data_dir: str) -> Non
   assert all(x.shape == (8, SIZE, SIZE, 3) and x.dtype == np.uint8 for x, _ in ref)
   assert all(y.dtype == np.int32 for _, y in ref)
   # Each example's pixels are its transform at (seed, epoch, index).
-  _, idx = pipeline.train_indices(4, seed=1, batch_size=8, num_examples=len(source))
-  np.testing.assert_array_equal(ref[4][0][2], transform(source[int(idx[2])]["image"], 1, 1, idx[2]))
+  epochs, idx = pipeline.train_indices(4, seed=1, batch_size=8, num_examples=len(source))
+  want = transform(source[int(idx[2])]["image"], 1, int(epochs[2]), idx[2])
+  np.testing.assert_array_equal(ref[4][0][2], want)
   for workers in (1, 2):
     got = _train(source, transform, batch_size=8, num_steps=steps, workers=workers)
     for (x, y), (gx, gy) in zip(ref, got, strict=True):

@@ -1,7 +1,6 @@
 """The LR range test: known answers on quadratics, spikes, seeds, purity, divergence, outputs."""
 
 import csv
-import importlib
 import json
 import os
 import random
@@ -15,11 +14,14 @@ import optax
 import pytest
 
 from lrscale import config as config_lib
-from lrscale import lr_find_suggest as S
 from lrscale.data import registry
 from lrscale.engine.setup import RunSetup
+from lrscale.lr_find import config as lf_config
+from lrscale.lr_find import results as lf_results
+from lrscale.lr_find import suggest as S
+from lrscale.lr_find import sweep as lf_sweep
+from lrscale.lr_find.run import lr_find
 
-lr_find = importlib.import_module("lrscale.lr_find")  # lrscale.lr_find (the name) is the function
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -230,18 +232,33 @@ def small_config(**overrides):
   return c
 
 
+COMPILED: list[str] = []  # names of the functions XLA compiled during the digits_run fixture
+
+
+def _count_compiles(event, duration, **kwargs):
+  del duration
+  if event == "/jax/core/compile/backend_compile_duration":
+    COMPILED.append(kwargs.get("fun_name", ""))
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
   cfg = small_config(**{"lr_find.batch_sizes": (32, 128)})
   workdir = tmp_path_factory.mktemp("lr_find")
-  return cfg, workdir, lr_find.lr_find(cfg, str(workdir))
+  jax.clear_caches()  # every program of the call is compiled (and counted) here
+  jax.monitoring.register_event_duration_secs_listener(_count_compiles)
+  try:
+    result = lr_find(cfg, str(workdir))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(_count_compiles)
+  return cfg, workdir, result
 
 
 def test_outputs_csv_json_png_and_paste_line(digits_run):
   cfg, workdir, result = digits_run
   with open(workdir / "lr_find.csv") as f:
     rows = list(csv.DictReader(f))
-  assert tuple(rows[0]) == lr_find.CSV_FIELDS
+  assert tuple(rows[0]) == lf_results.CSV_FIELDS
   for r in result.results:
     for sweep in r.sweeps:
       mine = [
@@ -300,12 +317,14 @@ def test_one_program_per_ladder_vmap_and_vary_match_the_plain_sweep(digits_run):
   """B=128 alone (one plain batch) = B=128 in the (32, 128) program (4 microbatches of 32),
   vmapped seeds = seeds one after another, and ``vary`` seeds what it says."""
   cfg, _, result = digits_run
-  plan = lr_find.sweep_plan(cfg, 128)
+  plan = lf_config.sweep_plan(cfg, 128)
   setup = RunSetup(plan, registry.load_in_memory(cfg.dataset))
-  alone = lr_find.RangeTest(setup, [plan], cfg.lr_find, vmap=False)
+  alone = lf_sweep.RangeTest(setup, [plan], cfg.lr_find, vmap=False)
   assert alone.max_k == 1
   one_by_one = alone.run(128, (0, 1))
-  vmapped = lr_find.RangeTest(setup, [plan], cfg.lr_find, vmap=True).run(128, (0, 1))
+  vmapped = lf_sweep.RangeTest(setup, [plan], cfg.lr_find, vmap=True).run(128, (0, 1))
+  # The (32, 128) ladder's sweeps, 3 seeds each, ran one compiled segment program.
+  assert COMPILED.count("jit(train_segment)") == 1, COMPILED
   in_ladder = result.results[1]
   assert in_ladder.batch_size == 128
   for s, v, g in zip(one_by_one.sweeps, vmapped.sweeps, in_ladder.sweeps):
@@ -318,7 +337,7 @@ def test_one_program_per_ladder_vmap_and_vary_match_the_plain_sweep(digits_run):
     ("data", [0, 0], [0, 1]),
     ("both", [0, 1], [0, 1]),
   ):
-    test = lr_find.RangeTest(setup, [plan], small_config(**{"lr_find.vary": vary}).lr_find)
+    test = lf_sweep.RangeTest(setup, [plan], small_config(**{"lr_find.vary": vary}).lr_find)
     init, data = zip(*(test._plans(plan, s) for s in (0, 1)))  # pylint: disable=protected-access
     assert [p.config.seed for p in init] == init_seeds
     assert [p.config.seed for p in data] == data_seeds
@@ -343,7 +362,7 @@ def test_callers_state_bn_statistics_and_rng_are_untouched():
       "lr_find.max_lr": 1.0,
     }
   )
-  plan = lr_find.sweep_plan(cfg, 32)
+  plan = lf_config.sweep_plan(cfg, 32)
   setup = RunSetup(plan, registry.load_in_memory(cfg.dataset))
   state = setup.initial_state(plan)
   state = state._replace(step=state.step + 500)  # mid-training: the sweep restarts its ramp
@@ -353,7 +372,7 @@ def test_callers_state_bn_statistics_and_rng_are_untouched():
   before = jax.tree.map(jnp.copy, state)
   train_x = jnp.copy(setup.train_x)
   np_rng, py_rng = np.random.get_state(), random.getstate()
-  result = lr_find.RangeTest(setup, [plan], cfg.lr_find).run(32, (0, 1), state=state)
+  result = lf_sweep.RangeTest(setup, [plan], cfg.lr_find).run(32, (0, 1), state=state)
   assert all(s.steps_run == 8 for s in result.sweeps)
   leaves = jax.tree.leaves(state)
   assert not any(x.is_deleted() for x in leaves)  # the donated buffers were copies
@@ -364,7 +383,7 @@ def test_callers_state_bn_statistics_and_rng_are_untouched():
   after = np.random.get_state()
   assert after[0] == np_rng[0] and np.array_equal(after[1], np_rng[1]) and after[2:] == np_rng[2:]
   with pytest.raises(ValueError, match="vary='init'"):
-    lr_find.RangeTest(setup, [plan], small_config(**{"lr_find.vary": "init"}).lr_find).run(
+    lf_sweep.RangeTest(setup, [plan], small_config(**{"lr_find.vary": "init"}).lr_find).run(
       32, (0,), state=state
     )
 
@@ -385,17 +404,17 @@ def test_callers_state_bn_statistics_and_rng_are_untouched():
 def test_bad_lr_find_config_is_one_clear_error_before_compute(tmp_path, field, value):
   cfg = small_config(**{f"lr_find.{field}": value})
   with pytest.raises(ValueError, match=rf"config\.lr_find\.(min_lr|{field})"):
-    lr_find.lr_find(cfg, str(tmp_path / "out"))
+    lr_find(cfg, str(tmp_path / "out"))
   assert not (tmp_path / "out").exists()
 
 
 def test_paste_value_undoes_the_scaling_rule():
   cfg = small_config(**{"scaling.rule": "linear", "scaling.reference_batch": 256})
-  assert lr_find.base_lr_for(cfg, 0.1, 64) == ("", pytest.approx(0.4))
+  assert lf_results.base_lr_for(cfg, 0.1, 64) == ("", pytest.approx(0.4))
   cfg.scaling.rule = "sqrt"
-  assert lr_find.base_lr_for(cfg, 0.1, 64)[1] == pytest.approx(0.2)
+  assert lf_results.base_lr_for(cfg, 0.1, 64)[1] == pytest.approx(0.2)
   cfg.scaling.update(dict(rule="fitted", coef=0.01, exponent=0.5))
-  assert lr_find.base_lr_for(cfg, 0.1, 64) == ("--config.scaling.rule=none ", 0.1)
+  assert lf_results.base_lr_for(cfg, 0.1, 64) == ("--config.scaling.rule=none ", 0.1)
 
 
 def test_command_line(tmp_path):

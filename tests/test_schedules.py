@@ -16,7 +16,8 @@ import numpy as np
 import optax
 import pytest
 
-from lrscale.optim import schedules
+from lrscale import config as config_lib
+from lrscale.optim import schedule_build, schedule_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PEAK = 0.4
@@ -47,7 +48,7 @@ TO_STEPS = fake_to_steps(steps_per_epoch=4)
 
 
 def config(name, **fields):
-  cfg = schedules.default_config()
+  cfg = schedule_config.default_config()
   cfg.name = name
   cfg.update(fields)
   return cfg
@@ -56,8 +57,8 @@ def config(name, **fields):
 def evaluate(
   schedule_cfg, warmup_cfg=None, *, peak=PEAK, total=TOTAL, to_steps=TO_STEPS, steps=STEPS
 ):
-  warmup_cfg = warmup_cfg or schedules.default_warmup_config()
-  fn = schedules.build_schedule(
+  warmup_cfg = warmup_cfg or schedule_config.default_warmup_config()
+  fn = schedule_build.build_schedule(
     schedule_cfg, warmup_cfg, peak_lr=peak, total_steps=total, to_steps=to_steps
   )
   return np.asarray(jax.vmap(fn)(jnp.asarray(steps, jnp.int32)))
@@ -274,7 +275,7 @@ def test_cosine_restarts_matches_pytorch_stepping(t_mult, eta):
 
 def test_every_schedule_has_a_closed_form_case():
   covered = {cfg.name for cfg, _ in CASES.values()} | {"cosine_restarts"}
-  assert covered == set(schedules.SCHEDULES)
+  assert covered == set(schedule_config.SCHEDULES)
 
 
 def test_onecycle_is_one_step_ahead_of_optax():
@@ -291,9 +292,9 @@ def test_onecycle_is_one_step_ahead_of_optax():
 
 def test_cosine_unclamped_is_periodic_and_clamped_holds():
   steps = np.arange(0, 4 * 12)
-  unclamped = evaluate(config("cosine", decay_length="12", clamp=False), steps=steps)
+  unclamped = evaluate(config("cosine", decay_length="12 steps", clamp=False), steps=steps)
   np.testing.assert_allclose(unclamped[:24], unclamped[24:], rtol=1e-5, atol=1e-7)
-  clamped = evaluate(config("cosine", decay_length="12"), steps=steps)
+  clamped = evaluate(config("cosine", decay_length="12 steps"), steps=steps)
   np.testing.assert_allclose(clamped[12:], 0.0, atol=1e-7)
 
 
@@ -329,10 +330,15 @@ def test_lengths_rescale_with_batch_size(cfg):
   assert not np.allclose(evaluate(cfg, total=48, to_steps=small, steps=steps), at_large)
 
 
-def test_examples_unit_and_bare_number_strings():
+def test_examples_unit_and_the_one_length_grammar():
   a = evaluate(config("step", step_size="256 examples"), to_steps=fake_to_steps(4, batch_size=64))
-  b = evaluate(config("step", step_size="4"))
+  b = evaluate(config("step", step_size="4 steps"))
   np.testing.assert_allclose(a, b)
+  # A string names its unit, as budget (lrscale.units): "4" is rejected with the fix.
+  with pytest.raises(
+    ValueError, match=r"config\.schedule\.step_size='4' has no unit: write '4 steps'"
+  ):
+    evaluate(config("step", step_size="4"))
   np.testing.assert_allclose(b, [torch_step(t, PEAK, 4, 0.1) for t in STEPS], rtol=1e-6)
 
 
@@ -342,7 +348,7 @@ def test_examples_unit_and_bare_number_strings():
 
 
 def warmup_config(**fields):
-  cfg = schedules.default_warmup_config()
+  cfg = schedule_config.default_warmup_config()
   cfg.update(fields)
   return cfg
 
@@ -358,7 +364,7 @@ def ramp(shape, init, target, frac):
 # A geometric ramp cannot start at 0 (validate rejects it; tested below).
 WARMUPS = [
   (shape, init)
-  for shape in schedules.WARMUP_SHAPES
+  for shape in schedule_config.WARMUP_SHAPES
   for init in ("zero", "init_lr", "init_factor")
   if (shape, init) != ("exponential", "zero")
 ]
@@ -435,7 +441,9 @@ def test_traced_peak_lr_one_compilation(case):
   @jax.jit
   def lrs(peak, steps):
     traces.append(1)  # Python side effect: runs once per trace.
-    fn = schedules.build_schedule(cfg, warm, peak_lr=peak, total_steps=TOTAL, to_steps=TO_STEPS)
+    fn = schedule_build.build_schedule(
+      cfg, warm, peak_lr=peak, total_steps=TOTAL, to_steps=TO_STEPS
+    )
     return jax.vmap(fn)(steps)
 
   steps = jnp.asarray(STEPS, jnp.int32)
@@ -490,10 +498,12 @@ BAD = [
 
 @pytest.mark.parametrize("fields,field", BAD, ids=[f for _, f in BAD])
 def test_validate_names_the_field(fields, field):
-  cfg = schedules.default_config()
+  cfg = schedule_config.default_config()
   cfg.update(fields)
   with pytest.raises(ValueError, match=field):
-    schedules.validate(cfg, schedules.default_warmup_config(), schedules.default_plateau_config())
+    schedule_config.validate(
+      cfg, schedule_config.default_warmup_config(), schedule_config.default_plateau_config()
+    )
 
 
 BAD_WARMUP = [
@@ -508,8 +518,10 @@ BAD_WARMUP = [
 @pytest.mark.parametrize("fields,field", BAD_WARMUP, ids=[f for _, f in BAD_WARMUP])
 def test_validate_names_the_warmup_field(fields, field):
   with pytest.raises(ValueError, match=field):
-    schedules.validate(
-      schedules.default_config(), warmup_config(**fields), schedules.default_plateau_config()
+    schedule_config.validate(
+      schedule_config.default_config(),
+      warmup_config(**fields),
+      schedule_config.default_plateau_config(),
     )
 
 
@@ -526,10 +538,12 @@ def test_validate_names_the_warmup_field(fields, field):
   ],
 )
 def test_validate_names_the_plateau_field(fields, field):
-  cfg = schedules.default_plateau_config()
+  cfg = schedule_config.default_plateau_config()
   cfg.update(fields)
   with pytest.raises(ValueError, match=field):
-    schedules.validate(schedules.default_config(), schedules.default_warmup_config(), cfg)
+    schedule_config.validate(
+      schedule_config.default_config(), schedule_config.default_warmup_config(), cfg
+    )
 
 
 @pytest.mark.parametrize(
@@ -557,17 +571,17 @@ def test_build_wraps_to_steps_errors_with_the_field():
 
 
 def test_default_configs_are_valid_and_typed():
-  schedules.validate(
-    schedules.default_config(),
-    schedules.default_warmup_config(),
-    schedules.default_plateau_config(),
+  schedule_config.validate(
+    schedule_config.default_config(),
+    schedule_config.default_warmup_config(),
+    schedule_config.default_plateau_config(),
   )
-  cfg = schedules.default_config()
+  cfg = schedule_config.default_config()
   cfg.alpha = 0.1  # placeholder(float) accepts floats ...
   with pytest.raises(TypeError):
     cfg.alpha = "0.1"  # ... and rejects other types.
   cfg.decay_length = "5 epochs"
-  assert schedules.default_plateau_config().enabled is False
+  assert schedule_config.default_plateau_config().enabled is False
 
 
 # ---------------------------------------------------------------------------
@@ -586,9 +600,9 @@ def load_plot_script():
 
 def test_plot_schedule_writes_png(tmp_path):
   plot = load_plot_script()
-  fn = schedules.build_schedule(
+  fn = schedule_build.build_schedule(
     config("onecycle"),
-    schedules.default_warmup_config(),
+    schedule_config.default_warmup_config(),
     peak_lr=PEAK,
     total_steps=T,
     to_steps=TO_STEPS,
@@ -605,7 +619,7 @@ def test_plot_schedule_writes_png(tmp_path):
 
 def test_docs_list_every_schedule_and_pytorch_scheduler():
   text = (ROOT / "docs" / "schedules.md").read_text()
-  for name in schedules.SCHEDULES:
+  for name in schedule_config.SCHEDULES:
     assert f"`{name}`" in text, name
   for torch_name in (
     "StepLR",
@@ -620,3 +634,97 @@ def test_docs_list_every_schedule_and_pytorch_scheduler():
     "ReduceLROnPlateau",
   ):
     assert torch_name in text, torch_name
+
+
+# ---------------------------------------------------------------------------
+# gamma ** t at float32 precision over 10**6 steps; milestones in order and in budget.
+# ---------------------------------------------------------------------------
+
+MILLION = np.unique(np.r_[np.arange(0, 2000), np.linspace(0, 10**6, 20001).astype(np.int64)])
+
+
+def _rel_err(got, want):
+  ok = (want > 1e-30) & (want < 1e30)  # inside float32's normal range
+  return np.max(np.abs(np.asarray(got, np.float64)[ok] / want[ok] - 1.0))
+
+
+@pytest.mark.parametrize("gamma", [0.999, 0.9999, 0.99999, 0.95, 1.00001])
+def test_exponential_step_exp_range_match_float64_over_a_million_steps(gamma):
+  t = MILLION.astype(np.float64)
+  run = dict(total=10**6 + 1, steps=MILLION)
+  exp = evaluate(config("exponential", gamma=gamma), **run)
+  assert _rel_err(exp, PEAK * np.exp(t * np.log(gamma))) < 1e-6
+  step = evaluate(config("step", step_size="7 steps", gamma=gamma), **run)
+  assert _rel_err(step, PEAK * np.exp(np.floor(t / 7) * np.log(gamma))) < 1e-6
+  cyc = evaluate(
+    config("cyclic", mode="exp_range", step_size_up="50 steps", gamma=gamma, alpha=0.0), **run
+  )
+  tri = 1.0 - np.abs((t % 100) / 50 - 1.0)
+  want = PEAK * tri * np.exp(t * np.log(gamma))
+  assert _rel_err(cyc[tri > 0], want[tri > 0]) < 1e-6
+  # The float32 pow it replaces drifts (the bug this guards against).
+  naive = PEAK * np.float32(gamma) ** MILLION.astype(np.float32)
+  assert _rel_err(naive, PEAK * np.exp(t * np.log(gamma))) > 1e-5
+
+
+def test_geometric_decay_to_alpha_is_exact_at_the_horizon():
+  h = 10**6
+  steps = np.array([0, 1, 85, 20000, h // 2, h - 1, h, h + 5])
+  got = evaluate(config("exponential", alpha=1e-4, decay_length=f"{h} steps"), total=h, steps=steps)
+  want = PEAK * 1e-4 ** (np.minimum(steps, h) / h)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+  "cfg,fix",
+  [
+    (
+      config("multistep", milestones=("3 epochs", "1 epochs")),
+      "write them sorted: ('1 epochs', '3 epochs')",
+    ),
+    (
+      config("piecewise_constant", boundaries=(9, 4), factors=(1.0, 0.5, 0.1)),
+      "write them sorted: (4, 9)",
+    ),
+    (
+      config("piecewise_linear", points=((8, 1.0), (2, 0.0))),
+      "write them sorted: ((2, 0.0), (8, 1.0))",
+    ),
+  ],
+)
+def test_out_of_order_milestones_are_rejected_with_the_sorted_fix(cfg, fix):
+  with pytest.raises(ValueError, match=re.escape(fix)):
+    evaluate(cfg)
+
+
+def test_a_repeated_multistep_milestone_still_counts_twice():
+  got = evaluate(config("multistep", milestones=(4, 4), gamma=0.5), steps=np.arange(6))
+  np.testing.assert_allclose(got, [PEAK] * 4 + [PEAK / 4] * 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+  "cfg,field",
+  [
+    (config("multistep", milestones=("1 epochs", "5 epochs")), "config.schedule.milestones[1]"),
+    (
+      config("piecewise_constant", boundaries=(4, TOTAL), factors=(1.0, 0.5, 0.1)),
+      "config.schedule.boundaries[1]",
+    ),
+  ],
+)
+def test_milestones_past_the_budget_are_field_errors(cfg, field):
+  with pytest.raises(ValueError, match=re.escape(field) + ".*lengthen config.budget"):
+    evaluate(cfg)  # TOTAL = 20 steps = 5 epochs of 4 steps
+
+
+def test_the_plan_holds_the_resolved_schedule():
+  cfg = config_lib.base_config()
+  cfg.schedule.name, cfg.schedule.milestones = "multistep", ("1 epochs",)
+  plan = config_lib.resolve(cfg, num_devices=1)
+  spe = math.ceil(plan.dataset.num_train / plan.batch_size)
+  assert dict(plan.schedule.lengths)["schedule.milestones[0]"] == spe
+  got = np.asarray(jax.vmap(lambda t: plan.lr_fn()(t, plan.lr))(jnp.arange(spe + 1)))
+  np.testing.assert_allclose(got, [plan.lr] * spe + [plan.lr * 0.1], rtol=1e-6)
+  cfg.budget = "1 epochs"  # the milestone would never apply: a resolve-time field error
+  with pytest.raises(ValueError, match=re.escape("config.schedule.milestones[0]")):
+    config_lib.resolve(cfg, num_devices=1)

@@ -17,12 +17,7 @@ STUDY_FILE = os.path.join(REPO, "configs", "studies", "default.py")
 
 
 def small_study(**overrides):
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location("study_cfg", STUDY_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  s = module.get_config()
+  s = config_lib.load_config_file(STUDY_FILE)
   s.base.parallel.num_devices = 1
   s.base.compilation_cache = ""
   s.base.tensorboard = False

@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from sklearn.datasets import load_digits
 
-from lrscale.data import digits_builder, stream, tfds_source
+from lrscale.data import digits_builder, order, stream, tfds_source
 
 DIGITS = digits_builder.NAME
 CATALOGUE_NAMES = ["mnist", "fashion_mnist", "cifar10", "imagenette", "imagenet2012", DIGITS]
@@ -325,30 +325,35 @@ def test_stream_is_a_pure_function_of_seed(digits_dir: str) -> None:
   _assert_same_batches(first, again)
   assert not np.array_equal(first[0][0], other[0][0])
   assert first[0][0].shape == (128, 8, 8, 1) and first[0][1].dtype == np.int32
-  # 11 steps per epoch: step 11 opens epoch 1, reshuffled.
-  assert not np.array_equal(first[0][0], first[11][0])
 
 
-def test_stream_epochs_are_permutations(digits_dir: str) -> None:
+def test_stream_reads_what_in_memory_training_reads(digits_dir: str) -> None:
+  """One epoch definition: step t of the stream = order.batch_indices at step t."""
   train_images, train_labels = _sklearn_split("train")
-  steps = stream.steps_per_epoch(1437, 100, drop_remainder=False)
-  batches = _take(2 * steps, data_dir=digits_dir, batch_size=100, seed=0, drop_remainder=False)
-  assert batches[steps - 1][0].shape[0] == 37  # The kept partial batch.
+  batches = _take(30, data_dir=digits_dir, batch_size=100, seed=4)
+  idx = order.batch_indices(seed=4, start_step=0, num_steps=30, batch_size=100, num_examples=1437)
+  for (x, y), ids in zip(batches, idx):
+    np.testing.assert_array_equal(x, train_images[ids])
+    np.testing.assert_array_equal(y, train_labels[ids])
+
+
+def test_stream_epochs_are_permutations_and_batches_straddle(digits_dir: str) -> None:
+  train_images, train_labels = _sklearn_split("train")
+  n = 1437
+  batches = _take(29, data_dir=digits_dir, batch_size=100, seed=0)  # 2900 >= 2 epochs
+  assert all(x.shape[0] == 100 for x, _ in batches)  # no partial batch: step 14 straddles
+  images = np.concatenate([x for x, _ in batches])
+  labels = np.concatenate([y for _, y in batches])
   for epoch in range(2):
-    part = batches[epoch * steps : (epoch + 1) * steps]
-    images = np.concatenate([x for x, _ in part])
-    labels = np.concatenate([y for _, y in part])
-    assert _rows(images) == _rows(train_images)
-    assert collections.Counter(labels.tolist()) == collections.Counter(train_labels.tolist())
-  first = np.concatenate([x for x, _ in batches[:steps]])
-  second = np.concatenate([x for x, _ in batches[steps:]])
-  assert not np.array_equal(first, second)
+    part = slice(epoch * n, (epoch + 1) * n)
+    assert _rows(images[part]) == _rows(train_images)
+    assert collections.Counter(labels[part].tolist()) == collections.Counter(train_labels.tolist())
+  assert not np.array_equal(images[:n], images[n : 2 * n])
 
 
 @pytest.mark.parametrize("num_threads", [0, 2])
 def test_stream_resume_equals_uninterrupted(digits_dir: str, num_threads: int) -> None:
-  # A 500-example slice at batch 64 has 7 steps per epoch; 16 steps cross
-  # two epoch boundaries while keeping the reads small.
+  # A 500-example slice at batch 64: 16 steps cross two epoch boundaries.
   common = dict(data_dir=digits_dir, batch_size=64, seed=3)
   full = list(itertools.islice(stream.stream_batches(DIGITS, "train[:500]", **common), 16))
   for start in (5, 7, 10, 15):
@@ -363,9 +368,8 @@ def test_stream_shards_are_disjoint_and_tile_global_batches(
   digits_dir: str, shard_count: int
 ) -> None:
   batch_size = 96
-  steps = stream.steps_per_epoch(1437, batch_size)
-  # Two steps into epoch 1 as well: hosts must agree on the epoch length.
-  n = steps + 2
+  steps = 1437 // batch_size  # whole steps inside epoch 0
+  n = steps + 2  # and across the boundary into epoch 1
   common = dict(data_dir=digits_dir, batch_size=batch_size, seed=9)
   global_batches = _take(n, **common)
   hosts = [_take(n, shard_index=h, shard_count=shard_count, **common) for h in range(shard_count)]
@@ -382,17 +386,10 @@ def test_stream_shards_are_disjoint_and_tile_global_batches(
   assert set(epoch) <= set(_rows(_sklearn_split("train")[0]))
 
 
-def test_epoch_seed_differs_from_shifted_seed() -> None:
-  assert stream.epoch_seed(0, 1) == stream.epoch_seed(0, 1)
-  assert stream.epoch_seed(0, 1) != stream.epoch_seed(1, 0)
-  assert 0 <= stream.epoch_seed(2**40, 3) < 2**32
-
-
 @pytest.mark.parametrize(
   "kwargs, match",
   [
     (dict(batch_size=10, shard_count=3), "divisible"),
-    (dict(batch_size=10, shard_count=2, drop_remainder=False), "drop_remainder"),
     (dict(batch_size=10, shard_index=2, shard_count=2), "shard_index"),
     (dict(batch_size=2000), "exceeds"),
     (dict(batch_size=10, start_step=-1), "start_step"),

@@ -45,10 +45,8 @@ def test_exact_division_does_not_round_up():
   assert units.to_steps("0.1 epochs", batch_size=30, num_train_examples=3000) == 10
 
 
-def test_many():
-  assert units.to_steps_many("30,60,80 epochs", batch_size=100, num_train_examples=1000) == [
-    300,
-    600,
-    800,
-  ]
-  assert units.to_steps_many(("1 epoch", 7), batch_size=100, num_train_examples=1000) == [10, 7]
+def test_a_string_must_name_its_unit():
+  """One grammar: ``"1000"`` is no length anywhere; the error gives the fix."""
+  with pytest.raises(ValueError, match=r"config\.budget='1000' has no unit: write '1000 steps'"):
+    units.parse_length("1000", field="budget")
+  assert units.parse_length(1000) == units.Length(1000.0, "steps")  # an int is steps

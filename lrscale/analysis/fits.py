@@ -54,11 +54,6 @@ def steps_model(batch_size: np.ndarray | float, s_min: float, b_crit: float) -> 
   return s_min * (1.0 + b_crit / np.asarray(batch_size, dtype=float))
 
 
-def examples_model(batch_size: np.ndarray | float, s_min: float, b_crit: float) -> np.ndarray:
-  """``E(B) = E_min (1 + B / B_crit)`` with ``E_min = S_min B_crit``."""
-  return s_min * b_crit * (1.0 + np.asarray(batch_size, dtype=float) / b_crit)
-
-
 def _validated(
   batch_sizes: Sequence[float], values: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,6 @@ exception, because one broken trial must not hide the other hundred.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from lrscale import errors
+from lrscale import errors, jsonio
 
 STATUS_COMPLETE = "complete"
 STATUS_DIVERGED = "diverged"
@@ -148,38 +147,12 @@ def as_float(value: Any) -> float | None:
     return None
 
 
-def read_json(path: str) -> dict[str, Any] | None:
-  """Parse a JSON object file; ``None`` if missing, truncated or not an object."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-  except (OSError, ValueError):
-    return None
-  return data if isinstance(data, dict) else None
+read_json = jsonio.read_json
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """Parse a JSON-lines file, skipping unparsable lines.
-
-  A running trial may be mid-write on its last line; dropping that line is
-  the correct reading of the file at this instant.
-  """
-  rows: list[dict[str, Any]] = []
-  try:
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        line = line.strip()
-        if not line:
-          continue
-        try:
-          row = json.loads(line)
-        except ValueError:
-          continue
-        if isinstance(row, dict) and as_float(row.get("step")) is not None:
-          rows.append(row)
-  except OSError:
-    return []
-  return rows
+  """The rows of a metrics.jsonl that carry a step (``jsonio.read_jsonl`` skips torn lines)."""
+  return [r for r in jsonio.read_jsonl(path) if as_float(r.get("step")) is not None]
 
 
 def split_rows(

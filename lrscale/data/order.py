@@ -8,6 +8,12 @@ epochs' worth of steps the run has seen every example exactly ``E`` times, which
 keeps lengths in epochs (``lrscale.units``) exact. Because the batch at a step
 depends only on (seed, step, B), a resumed run reads exactly what an
 uninterrupted one would, and any number of devices sees the same global batch.
+
+This is the one definition of an epoch: the streamed TFDS path
+(``lrscale.data.stream``) reads these same ids step for step, so a run reads
+the same examples in memory or streamed. (Dropping each epoch's partial last
+batch instead would make "1 epoch" fewer than N examples, so lengths in
+epochs or examples would no longer be what ``lrscale.units`` counts.)
 """
 
 from __future__ import annotations

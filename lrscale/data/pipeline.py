@@ -7,12 +7,11 @@ each one with ``lrscale.data.augment`` seeded by ``(seed, epoch, index)``,
 stack. ``mp_prefetch`` hands steps round-robin to ``workers`` processes and
 returns them in step order. Hence:
 
-* Epochs are those of ``lrscale.data.stream``: epoch ``e`` is the split
-  permuted by grain's shuffle with seed ``stream.epoch_seed(seed, e)``, cut to
-  ``N // B`` whole global batches (the remainder is dropped, as in
-  ``stream.epoch_batches``); step ``t`` is batch ``t % (N // B)`` of epoch
-  ``t // (N // B)``. (The in-memory path, ``lrscale.data.order``, instead lets
-  batches straddle epochs.)
+* Epochs are the one definition of ``lrscale.data.order`` (as in memory and in
+  ``lrscale.data.stream``): step ``t`` takes positions ``t*B .. t*B + B - 1``
+  of the endless sequence of per-epoch permutations, so a batch may straddle
+  two epochs and no example is dropped; each example is augmented with the
+  epoch of its own position.
 * Host ``shard_index`` of ``shard_count`` takes the elements
   ``shard_index::shard_count`` of each global batch, so hosts are disjoint
   and together see exactly the one-host batch.
@@ -28,7 +27,6 @@ exactly once whatever the device count.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +35,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from lrscale.data import augment, stream
+from lrscale.data import augment, order, stream
 
 TrainBatch = tuple[np.ndarray, np.ndarray]  # uint8 [b, H, W, C], int32 [b]
 EvalBatch = tuple[np.ndarray, np.ndarray, np.ndarray]  # + float32 weights [b]
@@ -54,12 +52,6 @@ def resolve_workers(workers: int) -> int:
   return workers
 
 
-@functools.lru_cache(maxsize=4)
-def _permutation(num_examples: int, seed: int, epoch: int) -> grain.MapDataset:
-  # Random access into grain's index shuffle: the same order as stream.epoch_batches.
-  return grain.MapDataset.range(num_examples).shuffle(seed=stream.epoch_seed(seed, epoch))
-
-
 def train_indices(
   step: int,
   *,
@@ -69,7 +61,7 @@ def train_indices(
   shard_index: int = 0,
   shard_count: int = 1,
 ) -> tuple[int, np.ndarray]:
-  """The epoch of global step ``step`` and this host's record indices in its batch.
+  """This host's record indices in the batch of global step ``step``, and their epochs.
 
   Args:
     step: Global step (0-based, counting across epochs).
@@ -80,12 +72,15 @@ def train_indices(
     shard_count: Number of hosts.
 
   Returns:
-    ``(epoch, indices)``, indices int64 of shape ``[batch_size // shard_count]``.
+    ``(epochs, indices)``, both int64 of shape ``[batch_size // shard_count]``
+    (a batch may straddle two epochs).
   """
-  epoch, k = divmod(step, stream.steps_per_epoch(num_examples, batch_size))
-  perm = _permutation(num_examples, seed, epoch)
-  positions = range(k * batch_size + shard_index, (k + 1) * batch_size, shard_count)
-  return epoch, np.asarray([perm[p] for p in positions], np.int64)
+  ids = order.stream_indices(
+    seed=seed, start=step * batch_size, count=batch_size, num_examples=num_examples
+  )
+  positions = step * batch_size + np.arange(batch_size, dtype=np.int64)
+  shard = slice(shard_index, None, shard_count)
+  return positions[shard] // num_examples, ids[shard].astype(np.int64)
 
 
 def _read(source: Sequence[dict[str, Any]], indices: Sequence[int]) -> list[dict[str, Any]]:
@@ -116,7 +111,7 @@ class StepBatch:
     self.num_examples = len(source)
 
   def __call__(self, step: int) -> TrainBatch:
-    epoch, indices = train_indices(
+    epochs, indices = train_indices(
       int(step),
       seed=self.seed,
       batch_size=self.batch_size,
@@ -127,8 +122,8 @@ class StepBatch:
     examples = _read(self.source, indices)
     images = np.stack(
       [
-        self.transform(ex[self.image_key], self.seed, epoch, int(i))
-        for ex, i in zip(examples, indices)
+        self.transform(ex[self.image_key], self.seed, int(e), int(i))
+        for ex, e, i in zip(examples, epochs, indices)
       ]
     )
     labels = np.asarray([ex[self.label_key] for ex in examples], np.int32)
@@ -238,7 +233,6 @@ def train_batches_from_source(
     start_step=start_step,
     shard_index=shard_index,
     shard_count=shard_count,
-    drop_remainder=True,
   )
   stop = sys.maxsize if num_steps is None else start_step + num_steps
   step_fn = StepBatch(

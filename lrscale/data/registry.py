@@ -144,7 +144,7 @@ def _read_resized(dataset_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]
   n = len(source) if dataset_cfg.eval_examples <= 0 else min(len(source), dataset_cfg.eval_examples)
   chunk = min(n, 256)
   it = stream.batches_from_source(
-    source, batch_size=chunk, seed=0, drop_remainder=False, preprocess=preprocess_for(dataset_cfg)
+    source, batch_size=chunk, seed=0, preprocess=preprocess_for(dataset_cfg)
   )
   xs, ys, got = [], [], 0
   while got < n:

@@ -17,6 +17,8 @@ from typing import Any
 
 from absl import logging
 
+from lrscale.jsonio import read_jsonl
+
 
 class _DropLibraryInfo:
   """Drops INFO records from libraries that log on every checkpoint (orbax)."""
@@ -53,20 +55,6 @@ def _json_default(obj: Any) -> Any:
   if hasattr(obj, "tolist"):
     return obj.tolist()
   return str(obj)
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """Reads a JSONL file, skipping a torn last line left by a killed writer."""
-  rows = []
-  if not os.path.exists(path):
-    return rows
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return rows
 
 
 class MetricsWriter:

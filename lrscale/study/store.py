@@ -22,7 +22,7 @@ from typing import Any
 
 from absl import logging
 
-from lrscale import errors, lockfile
+from lrscale import errors, jsonio, lockfile
 from lrscale.engine import workdir as workdir_lib
 from lrscale.engine.outputs import atomic_write_json
 
@@ -35,12 +35,7 @@ def trial_dir(workdir: str, trial_id: str) -> str:
   return os.path.join(workdir, "trials", trial_id)
 
 
-def read_json(path: str) -> dict[str, Any] | None:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (FileNotFoundError, json.JSONDecodeError):
-    return None
+read_json = jsonio.read_json
 
 
 def is_finished(workdir: str, trial_id: str) -> bool:
@@ -119,8 +114,4 @@ def record_attempt(workdir: str, trial_id: str, *, worker: str) -> None:
 
 
 def read_attempts(workdir: str, trial_id: str) -> list[dict[str, Any]]:
-  path = os.path.join(trial_dir(workdir, trial_id), "attempts.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return jsonio.read_jsonl(os.path.join(trial_dir(workdir, trial_id), "attempts.jsonl"))

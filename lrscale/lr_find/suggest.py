@@ -1,7 +1,7 @@
 """The LR range test's arithmetic: ramp, smoothing, divergence and suggestions.
 
 Pure numpy, so every rule is testable on curves made by hand or by a plain
-optimizer loop (``lrscale.lr_find`` runs the model and calls these).
+optimizer loop (``lrscale.lr_find.sweep`` runs the model and calls these).
 
 A range test (Smith 2017, "Cyclical Learning Rates for Training Neural
 Networks", section 3.3) trains for ``N`` steps while the lr grows from
