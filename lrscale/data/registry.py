@@ -8,6 +8,10 @@ Two kinds of dataset:
   TFDS array_record dataset) read through ``tfds.data_source`` from a prepared
   ``config.dataset.data_dir``; no TensorFlow is needed.
 
+``linreg`` is generated, not read: its examples are drawn on the device inside
+the compiled step (``GeneratedSource``) and it is evaluated exactly
+(``lrscale.data.linreg``).
+
 Datasets that fit in memory are read once into numpy arrays (``InMemoryData``);
 the train loop then keeps them on the device and gathers batches by index, so no
 per-example Python work happens during training. ``imagenet2012`` streams through
@@ -17,17 +21,19 @@ grain instead (``lrscale.data.stream``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
+import jax
 import numpy as np
 
-from lrscale.data import offline
+from lrscale.data import linreg, offline
 
 # Names read from TFDS and whether they are small enough to hold in memory.
 TFDS_IN_MEMORY = ("mnist", "fashion_mnist", "cifar10", "imagenette", "lrscale_digits")
 TFDS_STREAMED = ("imagenet2012",)
 OFFLINE = tuple(offline.OFFLINE_DATASETS)
-DATASET_NAMES = OFFLINE + TFDS_IN_MEMORY + TFDS_STREAMED
+GENERATED = (linreg.NAME,)
+DATASET_NAMES = OFFLINE + GENERATED + TFDS_IN_MEMORY + TFDS_STREAMED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +65,46 @@ class DatasetMeta:
   """What config resolution needs to know before any data is read."""
 
   name: str
-  num_train: int
+  num_train: int | None  # None: no finite training set (generated data has no epochs)
   num_eval: int
   num_classes: int
   input_shape: tuple[int, ...]
   streamed: bool
   task: str = "classification"  # lrscale.tasks: what the model's outputs are scored by
+  model: str = ""  # the one model the dataset's exact evaluation assumes ('' = any)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedSource:
+  """A dataset drawn on the device inside the step instead of gathered from memory.
+
+  ``RunSetup`` puts ``example_ids`` where an in-memory run puts row indices, so
+  the compiled segment, the vmapped study groups and the sharding over devices
+  are the same program either way; only the batch and the evaluation differ.
+
+  Attributes:
+    example_ids: ``(seed, start, count) -> ids [count, ...]`` (host numpy): the
+      ids of stream positions [start, start + count) for ``seed``.
+    sample: ``ids [..., id] -> (x [..., *input_shape], y [...])``, traced.
+    exact_metrics: ``predict -> {metric: scalar}``, the task's eval metrics
+      computed exactly from the model's ``predict(x)`` (traced).
+  """
+
+  example_ids: Callable[[int, int, int], np.ndarray]
+  sample: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+  exact_metrics: Callable[[Callable[[jax.Array], jax.Array]], dict[str, jax.Array]]
+
+
+def generated_source(dataset_cfg: Any) -> GeneratedSource | None:
+  """The on-device generator of ``config.dataset`` (None for data read from memory)."""
+  if dataset_cfg.name != linreg.NAME:
+    return None
+  spec = linreg.LinregSpec.from_config(dataset_cfg.linreg)
+  return GeneratedSource(
+    example_ids=linreg.example_ids,
+    sample=linreg.make_sampler(spec),
+    exact_metrics=linreg.make_exact_metrics(spec),
+  )
 
 
 def check_dataset(dataset_cfg: Any) -> DatasetMeta:
@@ -77,6 +117,8 @@ def check_dataset(dataset_cfg: Any) -> DatasetMeta:
   name = dataset_cfg.name
   if name in OFFLINE:
     return offline.meta(name)
+  if name == linreg.NAME:
+    return linreg.meta(dataset_cfg.linreg)
   if name not in DATASET_NAMES:
     raise ValueError(
       f"config.dataset.name={name!r} is not a known dataset; choose one of {DATASET_NAMES}."
@@ -151,6 +193,10 @@ def load_in_memory(dataset_cfg: Any) -> InMemoryData:
   """
   name = dataset_cfg.name
   streamed = is_streamed(dataset_cfg)
+  if name in GENERATED:  # no arrays: examples are drawn in the step (generated_source)
+    meta = check_dataset(dataset_cfg)
+    empty = np.zeros((0,) + meta.input_shape, np.float32)
+    return InMemoryData(name, empty, np.zeros((0,), np.float32), empty, empty[:, 0], 1)
   if name in OFFLINE:
     (tx, ty), (ex, ey), num_classes = offline.load(name)
   else:

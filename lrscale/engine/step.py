@@ -76,6 +76,8 @@ def make_step_fns(
   noise_splits: int = 0,
   noise_decay: float = 0.95,
   segment_len: int = 1,
+  sample: Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None = None,
+  exact_metrics: Callable[[Callable[[jax.Array], jax.Array]], dict[str, jax.Array]] | None = None,
 ) -> StepFns:
   """Builds the train step, the on-device segment loop and the evaluation.
 
@@ -90,11 +92,22 @@ def make_step_fns(
       many parts to estimate the gradient noise scale (same gradient, same update).
     noise_decay: EMA decay of the noise-scale estimates.
     segment_len: the largest number of steps ``train_segment`` runs per call.
+    sample: ``ids -> (x, y)``: batches are generated on the device from the
+      example ids in ``idx`` instead of gathered from ``data_x``/``data_y``
+      (``lrscale.data.registry.GeneratedSource``).
+    exact_metrics: ``predict -> metrics``: the eval metrics in closed form, in
+      place of the weighted means over eval batches.
 
   Returns:
     ``StepFns`` of jitted functions.
   """
   batch_spec = NamedSharding(mesh, P(None, AXIS))  # [microbatches, per_micro, ...]
+
+  def batch(data_x, data_y, ids):
+    """The examples ``ids`` name: rows of the device-resident data, or generated."""
+    if sample is not None:
+      return sample(ids)
+    return data_x[ids], data_y[ids]
 
   def loss_fn(params, batch_stats, x, y):
     # copy=True: batch_stats is not differentiated, so grad hands its Variables
@@ -190,14 +203,17 @@ def make_step_fns(
     )
     return new_state, metrics
 
-  def evaluate(state: TrainState, xs, ys, ws):
+  def evaluate(state: TrainState, xs=None, ys=None, ws=None):
     """Weighted means of the task's metrics over padded eval batches xs: [nb, eb, ...].
 
     ``ws`` is 1 for real examples and 0 for padding, so every example of the
-    split counts exactly once whatever the batch and device counts.
+    split counts exactly once whatever the batch and device counts. With
+    ``exact_metrics`` there are no eval batches: the metrics are closed-form.
     """
     params = optimizers.eval_params(optimizer_cfg, state.opt_state, state.params)
     model = nnx.merge(graphdef, params, state.batch_stats)
+    if exact_metrics is not None:
+      return exact_metrics(lambda x: model(x, train=False))
 
     def one(carry, xyw):
       x, y, w = xyw
@@ -212,7 +228,8 @@ def make_step_fns(
   def train_segment(
     state: TrainState, data_x, data_y, idx, n, eval_data, control: SegmentControl, ks=None
   ):
-    """Runs up to ``n <= segment_len`` steps on the device; batch i is ``data[idx[i]]``.
+    """Runs up to ``n <= segment_len`` steps on the device; batch i is ``data[idx[i]]``
+    (or the examples generated from the ids ``idx[i]``).
 
     Evaluation (every ``control.eval_every`` steps), the target check and the
     divergence check happen inside the loop, so a run that evaluates often
@@ -227,7 +244,7 @@ def make_step_fns(
       steps without evaluation, number of steps run, stop flag).
     """
     probe = jax.eval_shape(
-      train_step, state, data_x[idx[0]], data_y[idx[0]], None if ks is None else ks[0]
+      train_step, state, *batch(data_x, data_y, idx[0]), None if ks is None else ks[0]
     )[1]
     buf = {key: jnp.zeros((segment_len,), v.dtype) for key, v in probe.items()}
     nan = jnp.full((segment_len,), jnp.nan, jnp.float32)
@@ -241,7 +258,7 @@ def make_step_fns(
 
     def body(carry):
       st, bf, i, _ = carry
-      st, m = train_step(st, data_x[idx[i]], data_y[idx[i]], None if ks is None else ks[i])
+      st, m = train_step(st, *batch(data_x, data_y, idx[i]), None if ks is None else ks[i])
       loss = m["train_loss"]
       diverged = ~jnp.isfinite(loss) | (loss > control.max_loss)
       do_eval = ((st.step - control.eval_offset) % control.eval_every == 0) & ~diverged
