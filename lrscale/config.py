@@ -47,6 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
       # answer (lrscale.data.linreg): x ~ N(0, diag(i^-alpha)), i = 1..dim,
       # y = w*.x + noise * eps with w*_i = i^-teacher_power; needs model 'linear'.
       linreg=ml_collections.ConfigDict(dict(dim=100, alpha=1.0, teacher_power=0.0, noise=0.5)),
+      # dataset.name='mnist1d': Greydanus's MNIST-1D generated locally (lrscale.data.mnist1d);
+      # train_size + eval_size must be a multiple of 10.
+      mnist1d=ml_collections.ConfigDict(dict(train_size=200_000, eval_size=10_000)),
     )
   )
   c.model = ml_collections.ConfigDict(

@@ -2,7 +2,8 @@
 
 Two kinds of dataset:
 - offline: shipped inside an installed package (``digits``: scikit-learn's 1797
-  8x8 handwritten digits), so the default study needs no network;
+  8x8 handwritten digits), so the default study needs no network, or made by
+  one (``mnist1d``: Greydanus's 1-D digits, any train size, cached);
 - TFDS catalogue names (``mnist``, ``fashion_mnist``, ``cifar10``, ``imagenette``,
   ``imagenet2012``, and ``lrscale_digits``, the offline digits prepared as a real
   TFDS array_record dataset) read through ``tfds.data_source`` from a prepared
@@ -26,12 +27,12 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from lrscale.data import linreg, offline
+from lrscale.data import linreg, mnist1d, offline
 
 # Names read from TFDS and whether they are small enough to hold in memory.
 TFDS_IN_MEMORY = ("mnist", "fashion_mnist", "cifar10", "imagenette", "lrscale_digits")
 TFDS_STREAMED = ("imagenet2012",)
-OFFLINE = tuple(offline.OFFLINE_DATASETS)
+OFFLINE = tuple(offline.OFFLINE_DATASETS) + (mnist1d.NAME,)  # no TFDS, no network
 GENERATED = (linreg.NAME,)
 DATASET_NAMES = OFFLINE + GENERATED + TFDS_IN_MEMORY + TFDS_STREAMED
 
@@ -115,10 +116,12 @@ def check_dataset(dataset_cfg: Any) -> DatasetMeta:
       (the message says how to prepare it).
   """
   name = dataset_cfg.name
-  if name in OFFLINE:
+  if name in offline.OFFLINE_DATASETS:
     return offline.meta(name)
   if name == linreg.NAME:
     return linreg.meta(dataset_cfg.linreg)
+  if name == mnist1d.NAME:
+    return mnist1d.meta(dataset_cfg.mnist1d)
   if name not in DATASET_NAMES:
     raise ValueError(
       f"config.dataset.name={name!r} is not a known dataset; choose one of {DATASET_NAMES}."
@@ -197,7 +200,9 @@ def load_in_memory(dataset_cfg: Any) -> InMemoryData:
     meta = check_dataset(dataset_cfg)
     empty = np.zeros((0,) + meta.input_shape, np.float32)
     return InMemoryData(name, empty, np.zeros((0,), np.float32), empty, empty[:, 0], 1)
-  if name in OFFLINE:
+  if name == mnist1d.NAME:
+    (tx, ty), (ex, ey), num_classes = mnist1d.load(dataset_cfg.mnist1d)
+  elif name in OFFLINE:
     (tx, ty), (ex, ey), num_classes = offline.load(name)
   else:
     from lrscale.data import tfds_source  # pylint: disable=g-import-not-at-top
