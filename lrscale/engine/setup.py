@@ -20,7 +20,7 @@ from lrscale.data import order, registry
 from lrscale.engine import parallel
 from lrscale.engine.step import SegmentControl, StepFns, TrainState, make_step_fns
 from lrscale.models import build_model
-from lrscale.optim import optimizers
+from lrscale.optim import optimizers, precision
 
 
 class RunSetup:
@@ -32,6 +32,8 @@ class RunSetup:
     self.mesh = parallel.make_mesh(plan.num_devices)
     self.graphdef, params, _ = self._init_model(cfg.seed)
     self.tx = optimizers.build_optimizer(plan.optimizer, params=params)
+    if cfg.model.dtype == "float16":  # too little range without it (precision.py)
+      self.tx = precision.dynamic_loss_scale(self.tx, init_scale=cfg.model.loss_scale_init)
     self.segment_len = plan.sync_every
     # Generated data (linreg): drawn on the device from example ids, scored exactly.
     self.source = registry.generated_source(cfg.dataset)
@@ -47,6 +49,7 @@ class RunSetup:
       noise_decay=cfg.noise_scale.decay,
       sample=self.source.sample if self.source else None,
       exact_metrics=self.source.exact_metrics if self.source else None,
+      compute_dtype=cfg.model.dtype,
     )
     self.streamed = registry.is_streamed(cfg.dataset)
     # (seed, next step, iterator) of the stream being read; trials sharing this
