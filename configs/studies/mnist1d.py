@@ -26,9 +26,9 @@ def get_config():
   s.lr.rule = "linear"
   s.lr.base_lr = 0.05
   s.lr.reference_batch = 128
-  s.lr.grid = (2**-5, 2**-4, 2**-3, 0.25, 0.5, 1.0, 2.0)  # the linear rule overshoots at big B
+  s.lr.grid = (2**-5, 2**-4, 2**-3, 0.25, 0.5, 1.0, 2.0, 4.0)  # the linear rule overshoots at big B
   s.target.metric = "eval_accuracy"
-  s.target.value = 0.8
+  s.target.value = 0.8  # B=1024, lr 0.4: 0.80 at ~130 steps, 0.85 after 1 epoch (measured)
   s.target.mode = "max"
   s.budget = "6 epochs"  # 1.2M examples: 146 steps at B=8192
   s.eval_every = "0.005 epochs"  # 1000 examples: every step from B=1024
