@@ -46,6 +46,13 @@ def base_config() -> ml_collections.ConfigDict:
       # Variable-size images (imagenette, imagenet2012) are center-cropped and
       # resized to image_size x image_size; 0 = the dataset's own fixed size.
       image_size=0,
+      # dataset.name='linreg': synthetic single-pass regression with an exact
+      # answer (lrscale.data.linreg): x ~ N(0, diag(i^-alpha)), i = 1..dim,
+      # y = w*.x + noise * eps with w*_i = i^-teacher_power; needs model 'linear'.
+      linreg=ml_collections.ConfigDict(dict(dim=100, alpha=1.0, teacher_power=0.0, noise=0.5)),
+      # dataset.name='mnist1d': Greydanus's MNIST-1D generated locally (lrscale.data.mnist1d);
+      # train_size + eval_size must be a multiple of 10.
+      mnist1d=ml_collections.ConfigDict(dict(train_size=200_000, eval_size=10_000)),
       # Streamed-image augmentation (lrscale.data.augment.AUGMENT_NAMES):
       # none | flip | inception_crop_flip | cifar_crop_flip.
       augment="none",
@@ -54,7 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
   )
   c.model = ml_collections.ConfigDict(
     dict(
-      name="mlp",  # mlp | cnn | resnet8 | resnet20 | resnet18 | resnet50
+      name="mlp",  # linear | mlp | cnn | resnet8 | resnet20 | resnet18 | resnet50
       hidden=(128, 128),  # mlp widths
       channels=(32, 64),  # cnn conv widths
       dense=128,  # cnn dense width
@@ -167,7 +174,10 @@ class RunPlan:
   schedule: schedule_build.Schedule  # (step, peak_lr) -> lr, every length in steps
 
   @property
-  def steps_per_epoch(self) -> float:
+  def steps_per_epoch(self) -> float | None:
+    """None for a dataset without epochs (generated: every step draws fresh examples)."""
+    if self.dataset.num_train is None:
+      return None
     return self.dataset.num_train / self.batch_size
 
   @property
@@ -480,11 +490,16 @@ def resolve(
         "which are read through the stream: set config.dataset.stream=True."
       )
     meta = dataclasses.replace(meta, input_shape=(size, size, meta.input_shape[-1]))
+  if meta.model and cfg.model.name != meta.model:
+    raise ValueError(
+      f"config.model.name={cfg.model.name!r}: dataset {meta.name!r} is evaluated exactly "
+      f"for one model; set config.model.name={meta.model!r}."
+    )
   task = tasks.get_task(meta.task)
   task.check_metric(cfg.target.metric, cfg.target.mode, "target.metric")
   if cfg.plateau.enabled:
     task.check_metric(cfg.plateau.metric, cfg.plateau.mode, "plateau.metric")
-  if batch > meta.num_train:
+  if meta.num_train is not None and batch > meta.num_train:
     raise ValueError(
       f"config.batch_size={batch} exceeds the {meta.num_train} training "
       f"examples of {meta.name}; use at most the full training set."

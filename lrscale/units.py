@@ -13,6 +13,10 @@ in examples keeps a config correct when the global batch size changes: the same
 file gives 5 * N / 256 warmup steps at B=256 and 5 * N / 8192 at B=8192. A length
 in steps stays fixed in steps. This module is the one place where that
 conversion happens (big_vision's ``steps(...)`` idea).
+
+A dataset without a finite training set (generated: ``linreg``) has no epochs;
+its ``num_train_examples`` is None and a length in epochs is an error naming
+the field.
 """
 
 from __future__ import annotations
@@ -81,11 +85,23 @@ def parse_length(length: str | int | float, *, field: str = "length") -> Length:
   return Length(value, unit)
 
 
+def _epoch_examples(parsed: Length, num_train_examples: int | None, field: str) -> float:
+  """A length in epochs or examples as a number of examples."""
+  if parsed.unit != "epochs":
+    return parsed.value
+  if num_train_examples is None:
+    raise ValueError(
+      f"config.{field}={parsed.value:g} epochs: this dataset has no epochs (every step draws "
+      "fresh examples); give the length in steps or examples, e.g. '1000 steps'."
+    )
+  return parsed.value * num_train_examples
+
+
 def to_steps(
   length: str | int | float | Length,
   *,
   batch_size: int,
-  num_train_examples: int,
+  num_train_examples: int | None,
   field: str = "length",
 ) -> int:
   """Converts a length to optimizer steps for a global batch of ``batch_size``.
@@ -97,7 +113,8 @@ def to_steps(
   Args:
     length: a length as accepted by ``parse_length`` or a parsed ``Length``.
     batch_size: the global batch size B (examples per optimizer step).
-    num_train_examples: N, the number of training examples (one epoch).
+    num_train_examples: N, the number of training examples (one epoch); None
+      when the data has no epochs.
     field: the config field name, for error messages.
 
   Returns:
@@ -108,7 +125,7 @@ def to_steps(
     raise ValueError(f"batch size must be positive to resolve config.{field}, got {batch_size}.")
   if parsed.unit == "steps":
     return int(round(parsed.value))
-  examples = parsed.value * num_train_examples if parsed.unit == "epochs" else parsed.value
+  examples = _epoch_examples(parsed, num_train_examples, field)
   # A tiny tolerance keeps e.g. 0.1 * 3000 / 30 from rounding up to 11 by float error.
   return int(math.ceil(examples / batch_size - 1e-9))
 
@@ -123,7 +140,11 @@ class RampPhase(NamedTuple):
 
 
 def make_batch_ramp(
-  milestones: Sequence[str | int], *, factor: int, batch_size: int, num_train_examples: int
+  milestones: Sequence[str | int],
+  *,
+  factor: int,
+  batch_size: int,
+  num_train_examples: int | None,
 ) -> tuple[RampPhase, ...]:
   """Phases of Smith et al. 2017's "increase the batch size instead of decaying the lr".
 
@@ -141,7 +162,7 @@ def make_batch_ramp(
         "milestones in epochs or examples (the steps per epoch change with "
         "the batch)."
       )
-    examples = parsed.value * (num_train_examples if parsed.unit == "epochs" else 1)
+    examples = _epoch_examples(parsed, num_train_examples, f"batch_ramp.milestones[{i}]")
     prev = phases[-1]
     if examples <= prev.start_example:
       raise ValueError(f"config.batch_ramp.milestones must increase; {length!r} does not.")
@@ -175,7 +196,7 @@ def ramp_to_steps(
   *,
   phases: Sequence[RampPhase],
   batch_size: int,
-  num_train_examples: int,
+  num_train_examples: int | None,
   field: str = "length",
 ) -> int:
   """Like ``to_steps`` for a run whose batch follows ``phases``: a length in epochs
@@ -183,7 +204,7 @@ def ramp_to_steps(
   parsed = length if isinstance(length, Length) else parse_length(length, field=field)
   if parsed.unit == "steps":
     return int(round(parsed.value))
-  examples = parsed.value * (num_train_examples if parsed.unit == "epochs" else 1)
+  examples = _epoch_examples(parsed, num_train_examples, field)
   phase = max((p for p in phases if p.start_example <= examples + 1e-9), key=lambda p: p.start_step)
   return phase.start_step + int(
     math.ceil((examples - phase.start_example) / (batch_size * phase.multiplier) - 1e-9)

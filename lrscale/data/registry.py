@@ -2,11 +2,16 @@
 
 Two kinds of dataset:
 - offline: shipped inside an installed package (``digits``: scikit-learn's 1797
-  8x8 handwritten digits), so the default study needs no network;
+  8x8 handwritten digits), so the default study needs no network, or made by
+  one (``mnist1d``: Greydanus's 1-D digits, any train size, cached);
 - TFDS catalogue names (``mnist``, ``fashion_mnist``, ``cifar10``, ``imagenette``,
   ``imagenet2012``, and ``lrscale_digits``, the offline digits prepared as a real
   TFDS array_record dataset) read through ``tfds.data_source`` from a prepared
   ``config.dataset.data_dir``; no TensorFlow is needed.
+
+``linreg`` is generated, not read: its examples are drawn on the device inside
+the compiled step (``GeneratedSource``) and it is evaluated exactly
+(``lrscale.data.linreg``).
 
 Datasets that fit in memory are read once into numpy arrays (``InMemoryData``);
 the train loop then keeps them on the device and gathers batches by index, so no
@@ -19,17 +24,19 @@ stream through grain instead (``lrscale.data.stream``; with augmentation,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
+import jax
 import numpy as np
 
-from lrscale.data import offline
+from lrscale.data import linreg, mnist1d, offline
 
 # Names read from TFDS and whether they are small enough to hold in memory.
 TFDS_IN_MEMORY = ("mnist", "fashion_mnist", "cifar10", "imagenette", "lrscale_digits")
 TFDS_STREAMED = ("imagenet2012", "lrscale_synthetic_imagenet")
-OFFLINE = tuple(offline.OFFLINE_DATASETS)
-DATASET_NAMES = OFFLINE + TFDS_IN_MEMORY + TFDS_STREAMED
+OFFLINE = tuple(offline.OFFLINE_DATASETS) + (mnist1d.NAME,)  # no TFDS, no network
+GENERATED = (linreg.NAME,)
+DATASET_NAMES = OFFLINE + GENERATED + TFDS_IN_MEMORY + TFDS_STREAMED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +68,46 @@ class DatasetMeta:
   """What config resolution needs to know before any data is read."""
 
   name: str
-  num_train: int
+  num_train: int | None  # None: no finite training set (generated data has no epochs)
   num_eval: int
   num_classes: int
   input_shape: tuple[int, ...]
   streamed: bool
   task: str = "classification"  # lrscale.tasks: what the model's outputs are scored by
+  model: str = ""  # the one model the dataset's exact evaluation assumes ('' = any)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedSource:
+  """A dataset drawn on the device inside the step instead of gathered from memory.
+
+  ``RunSetup`` puts ``example_ids`` where an in-memory run puts row indices, so
+  the compiled segment, the vmapped study groups and the sharding over devices
+  are the same program either way; only the batch and the evaluation differ.
+
+  Attributes:
+    example_ids: ``(seed, start, count) -> ids [count, ...]`` (host numpy): the
+      ids of stream positions [start, start + count) for ``seed``.
+    sample: ``ids [..., id] -> (x [..., *input_shape], y [...])``, traced.
+    exact_metrics: ``predict -> {metric: scalar}``, the task's eval metrics
+      computed exactly from the model's ``predict(x)`` (traced).
+  """
+
+  example_ids: Callable[[int, int, int], np.ndarray]
+  sample: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+  exact_metrics: Callable[[Callable[[jax.Array], jax.Array]], dict[str, jax.Array]]
+
+
+def generated_source(dataset_cfg: Any) -> GeneratedSource | None:
+  """The on-device generator of ``config.dataset`` (None for data read from memory)."""
+  if dataset_cfg.name != linreg.NAME:
+    return None
+  spec = linreg.LinregSpec.from_config(dataset_cfg.linreg)
+  return GeneratedSource(
+    example_ids=linreg.example_ids,
+    sample=linreg.make_sampler(spec),
+    exact_metrics=linreg.make_exact_metrics(spec),
+  )
 
 
 def check_dataset(dataset_cfg: Any) -> DatasetMeta:
@@ -77,8 +118,12 @@ def check_dataset(dataset_cfg: Any) -> DatasetMeta:
       (the message says how to prepare it).
   """
   name = dataset_cfg.name
-  if name in OFFLINE:
+  if name in offline.OFFLINE_DATASETS:
     return offline.meta(name)
+  if name == linreg.NAME:
+    return linreg.meta(dataset_cfg.linreg)
+  if name == mnist1d.NAME:
+    return mnist1d.meta(dataset_cfg.mnist1d)
   if name not in DATASET_NAMES:
     raise ValueError(
       f"config.dataset.name={name!r} is not a known dataset; choose one of {DATASET_NAMES}."
@@ -164,7 +209,13 @@ def load_in_memory(dataset_cfg: Any) -> InMemoryData:
   """
   name = dataset_cfg.name
   streamed = is_streamed(dataset_cfg)
-  if name in OFFLINE:
+  if name in GENERATED:  # no arrays: examples are drawn in the step (generated_source)
+    meta = check_dataset(dataset_cfg)
+    empty = np.zeros((0,) + meta.input_shape, np.float32)
+    return InMemoryData(name, empty, np.zeros((0,), np.float32), empty, empty[:, 0], 1)
+  if name == mnist1d.NAME:
+    (tx, ty), (ex, ey), num_classes = mnist1d.load(dataset_cfg.mnist1d)
+  elif name in OFFLINE:
     (tx, ty), (ex, ey), num_classes = offline.load(name)
   else:
     from lrscale.data import tfds_source  # pylint: disable=g-import-not-at-top

@@ -36,6 +36,8 @@ class RunSetup:
     if cfg.model.dtype == "float16":  # too little range without it (precision.py)
       self.tx = precision.dynamic_loss_scale(self.tx, init_scale=cfg.model.loss_scale_init)
     self.segment_len = plan.sync_every
+    # Generated data (linreg): drawn on the device from example ids, scored exactly.
+    self.source = registry.generated_source(cfg.dataset)
     self.fns: StepFns = make_step_fns(
       graphdef=self.graphdef,
       task=plan.task,
@@ -46,6 +48,8 @@ class RunSetup:
       segment_len=self.segment_len,
       noise_splits=cfg.noise_scale.splits if cfg.noise_scale.enabled else 0,
       noise_decay=cfg.noise_scale.decay,
+      sample=self.source.sample if self.source else None,
+      exact_metrics=self.source.exact_metrics if self.source else None,
       compute_dtype=cfg.model.dtype,
     )
     self.streamed = registry.is_streamed(cfg.dataset)
@@ -54,10 +58,11 @@ class RunSetup:
 
       self.feeder = StreamFeeder(self.mesh, self.segment_len)
     else:
-      # The training set lives on every device; batches are gathered by index.
+      # The training set lives on every device; batches are gathered by index
+      # (generated data: empty arrays, the step never reads them).
       self.train_x = parallel.put_replicated(data.train_x, self.mesh)
       self.train_y = parallel.put_replicated(data.train_y, self.mesh)
-    self.eval_batches = self._eval_batches()
+    self.eval_batches = self._eval_batches() if self.source is None else ()
     micro = plan.batch_size // plan.microbatches
     rows = parallel.local_rows(self.mesh, micro)
     logging.info(
@@ -71,7 +76,7 @@ class RunSetup:
       jax.process_count(),
       rows.start,
       rows.stop,
-      tuple(self.eval_batches[0].shape),
+      tuple(self.eval_batches[0].shape) if self.eval_batches else "exact",
     )
 
   def _model(self, seed) -> nnx.Module:
@@ -163,29 +168,32 @@ class RunSetup:
     microbatches of each step [L] (else None).
     """
     micro = plan.batch_size // plan.microbatches
+    seed = plan.config.seed
     if len(plan.ramp) == 1:  # fixed batch: one vectorised lookup for the whole segment
-      idx = np.zeros((self.segment_len, plan.batch_size), np.int32)
-      idx[:n] = order.batch_indices(
-        seed=plan.config.seed,
-        start_step=start,
-        num_steps=n,
-        batch_size=plan.batch_size,
-        num_examples=self.data.num_train,
-      )
-      idx = idx.reshape(self.segment_len, plan.microbatches, micro)
+      ids = self._example_ids(seed, start * plan.batch_size, n * plan.batch_size)
+      idx = np.zeros((self.segment_len * plan.batch_size,) + ids.shape[1:], ids.dtype)
+      idx[: len(ids)] = ids
+      idx = idx.reshape((self.segment_len, plan.microbatches, micro) + ids.shape[1:])
       return parallel.put_batch(idx, self.mesh, axis=2), None
-    idx = np.zeros((self.segment_len, plan.max_microbatches, micro), np.int32)
+    probe = self._example_ids(seed, 0, 0)
+    shape = (self.segment_len, plan.max_microbatches, micro) + probe.shape[1:]
+    idx = np.zeros(shape, probe.dtype)
     ks = np.zeros((self.segment_len,), np.int32)
     for i in range(n):  # one slice per step: the batch of step s depends on its phase
       k = plan.microbatches_at(start + i)
-      idx[i, :k] = order.stream_indices(
-        seed=plan.config.seed,
-        start=plan.examples_at(start + i),
-        count=k * micro,
-        num_examples=self.data.num_train,
-      ).reshape(k, micro)
+      ids = self._example_ids(seed, plan.examples_at(start + i), k * micro)
+      idx[i, :k] = ids.reshape((k, micro) + ids.shape[1:])
       ks[i] = k
     return parallel.put_batch(idx, self.mesh, axis=2), parallel.put_replicated(ks, self.mesh)
+
+  def _example_ids(self, seed: int, start: int, count: int) -> np.ndarray:
+    """Ids of stream positions [start, start + count): rows of the shuffled
+    training set (``lrscale.data.order``), or a generated source's ids."""
+    if self.source is not None:
+      return self.source.example_ids(seed, start, count)
+    return order.stream_indices(
+      seed=seed, start=start, count=count, num_examples=self.data.num_train
+    )
 
   def control(
     self, plan: config_lib.RunPlan, *, max_loss: float, target_done: bool
@@ -204,6 +212,7 @@ class RunSetup:
     )
 
   def evaluate(self, state: TrainState) -> dict[str, float]:
+    """The task's eval metrics of ``state`` (exact for a generated source)."""
     return {k: float(v) for k, v in self.fns.evaluate(state, *self.eval_batches).items()}
 
 

@@ -83,6 +83,8 @@ def make_step_fns(
   noise_splits: int = 0,
   noise_decay: float = 0.95,
   segment_len: int = 1,
+  sample: Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None = None,
+  exact_metrics: Callable[[Callable[[jax.Array], jax.Array]], dict[str, jax.Array]] | None = None,
   compute_dtype: str = "float32",
 ) -> StepFns:
   """Builds the train step, the on-device segment loop and the evaluation.
@@ -98,6 +100,11 @@ def make_step_fns(
       many parts to estimate the gradient noise scale (same gradient, same update).
     noise_decay: EMA decay of the noise-scale estimates.
     segment_len: the largest number of steps ``train_segment`` runs per call.
+    sample: ``ids -> (x, y)``: batches are generated on the device from the
+      example ids in ``idx`` instead of gathered from ``data_x``/``data_y``
+      (``lrscale.data.registry.GeneratedSource``).
+    exact_metrics: ``predict -> metrics``: the eval metrics in closed form, in
+      place of the weighted means over eval batches.
     compute_dtype: activations and matmuls in this dtype, parameters, optimizer
       state, loss and BatchNorm statistics in float32 (``lrscale.optim.precision``);
       float16 needs ``tx`` wrapped in ``precision.dynamic_loss_scale``.
@@ -106,6 +113,12 @@ def make_step_fns(
     ``StepFns`` of jitted functions.
   """
   batch_spec = NamedSharding(mesh, P(None, AXIS))  # [microbatches, per_micro, ...]
+
+  def batch(data_x, data_y, ids):
+    """The examples ``ids`` name: rows of the device-resident data, or generated."""
+    if sample is not None:
+      return sample(ids)
+    return data_x[ids], data_y[ids]
 
   dtype = precision.compute_dtype(compute_dtype)
 
@@ -212,14 +225,17 @@ def make_step_fns(
     )
     return new_state, metrics
 
-  def evaluate(state: TrainState, xs, ys, ws):
+  def evaluate(state: TrainState, xs=None, ys=None, ws=None):
     """Weighted means of the task's metrics over padded eval batches xs: [nb, eb, ...].
 
     ``ws`` is 1 for real examples and 0 for padding, so every example of the
-    split counts exactly once whatever the batch and device counts.
+    split counts exactly once whatever the batch and device counts. With
+    ``exact_metrics`` there are no eval batches: the metrics are closed-form.
     """
     params = optimizers.eval_params(optimizer_cfg, state.opt_state, state.params)
     model = nnx.merge(graphdef, precision.cast_to_compute(params, dtype), state.batch_stats)
+    if exact_metrics is not None:
+      return exact_metrics(lambda x: model(precision.cast_to_compute(x, dtype), train=False))
 
     def one(carry, xyw):
       x, y, w = xyw
@@ -234,7 +250,8 @@ def make_step_fns(
   def train_segment(
     state: TrainState, data_x, data_y, idx, n, eval_data, control: SegmentControl, ks=None
   ):
-    """Runs up to ``n <= segment_len`` steps on the device; batch i is ``data[idx[i]]``.
+    """Runs up to ``n <= segment_len`` steps on the device; batch i is ``data[idx[i]]``
+    (or the examples generated from the ids ``idx[i]``).
 
     With ``idx=None`` the data is the segment's own batches, ``[segment_len, K, b,
     ...]`` sharded on ``b`` (streamed input, ``lrscale.engine.feed``): batch i is
@@ -253,11 +270,11 @@ def make_step_fns(
       steps without evaluation, number of steps run, stop flag).
     """
 
-    def batch(i):
-      x, y = (data_x[i], data_y[i]) if idx is None else (data_x[idx[i]], data_y[idx[i]])
+    def batch_at(i):
+      x, y = (data_x[i], data_y[i]) if idx is None else batch(data_x, data_y, idx[i])
       return as_float_images(x), y
 
-    probe = jax.eval_shape(train_step, state, *batch(0), None if ks is None else ks[0])[1]
+    probe = jax.eval_shape(train_step, state, *batch_at(0), None if ks is None else ks[0])[1]
     buf = {key: jnp.zeros((segment_len,), v.dtype) for key, v in probe.items()}
     nan = jnp.full((segment_len,), jnp.nan, jnp.float32)
     buf.update({k: nan for k in task.metric_names})
@@ -270,7 +287,7 @@ def make_step_fns(
 
     def body(carry):
       st, bf, i, _ = carry
-      st, m = train_step(st, *batch(i), None if ks is None else ks[i])
+      st, m = train_step(st, *batch_at(i), None if ks is None else ks[i])
       loss = m["train_loss"]
       diverged = ~jnp.isfinite(loss) | (loss > control.max_loss)
       do_eval = ((st.step - control.eval_offset) % control.eval_every == 0) & ~diverged

@@ -9,6 +9,7 @@ from typing import Any
 from flax import nnx
 
 from lrscale.models.cnn import SmallCNN
+from lrscale.models.linear import Linear
 from lrscale.models.mlp import MLP
 from lrscale.models.resnet import cifar_resnet, imagenet_resnet
 
@@ -33,6 +34,7 @@ def _without_bn(cls: Callable[..., nnx.Module]) -> Callable[..., nnx.Module]:
 
 
 _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
+  "linear": _without_bn(Linear),
   "mlp": _without_bn(MLP),
   "cnn": _without_bn(SmallCNN),
   "resnet8": functools.partial(cifar_resnet, 8),
@@ -56,7 +58,7 @@ def build_model(
   """Builds the model ``name`` for examples of ``input_shape`` and ``num_classes`` logits.
 
   Args:
-    name: One of ``MODEL_NAMES``: "mlp" (Shallue et al. 2018 MLP), "cnn" (Shallue et al.
+    name: One of ``MODEL_NAMES``: "linear" (no bias, zero init), "mlp" (Shallue et al. 2018 MLP), "cnn" (Shallue et al.
       2018 simple CNN, stride-2 variant), "resnet8" / "resnet20" (He et al. 2016 CIFAR),
       "resnet18" / "resnet50" (He et al. 2016 ImageNet; Goyal et al. 2017 used ResNet-50).
     input_shape: Shape of one example, without the batch axis.

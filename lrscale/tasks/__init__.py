@@ -2,9 +2,9 @@
 
 from lrscale.tasks.base import Task
 from lrscale.tasks.classification import CLASSIFICATION
-from lrscale.tasks.regression import REGRESSION
+from lrscale.tasks.regression import EXACT_REGRESSION, REGRESSION
 
-TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, REGRESSION)}
+TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, REGRESSION, EXACT_REGRESSION)}
 TASK_NAMES = tuple(TASKS)
 
 
@@ -15,4 +15,12 @@ def get_task(name: str) -> Task:
   return TASKS[name]
 
 
-__all__ = ["CLASSIFICATION", "REGRESSION", "TASKS", "TASK_NAMES", "Task", "get_task"]
+__all__ = [
+  "CLASSIFICATION",
+  "EXACT_REGRESSION",
+  "REGRESSION",
+  "TASKS",
+  "TASK_NAMES",
+  "Task",
+  "get_task",
+]

@@ -30,6 +30,9 @@ class Task:
       (the same function as ``loss``). Their order is the order the on-device
       loop stacks them in (a target is an index into it).
     modes: metric name -> ``"min"`` or ``"max"`` (which direction is better).
+    exact_metrics: metrics with no per-example form, computed only by a
+      dataset's exact evaluator (``registry.GeneratedSource.exact_metrics``);
+      they follow ``metrics`` in ``metric_names``.
     divergence_factor: the automatic divergence bound is this many times the
       initial eval loss (see ``auto_max_loss``).
   """
@@ -39,11 +42,12 @@ class Task:
   metrics: Mapping[str, PerExample]
   modes: Mapping[str, str]
   divergence_factor: float = 4.0
+  exact_metrics: tuple[str, ...] = ()
   loss_floor: Callable[[int], float] = lambda output_dim: 0.0
 
   @property
   def metric_names(self) -> tuple[str, ...]:
-    return tuple(self.metrics)
+    return tuple(self.metrics) + self.exact_metrics
 
   def metric_index(self, name: str) -> int:
     return self.metric_names.index(name)
@@ -58,7 +62,7 @@ class Task:
     Raises:
       ValueError: naming ``field``, the task's metrics and the fix.
     """
-    if metric not in self.metrics:
+    if metric not in self.metric_names:
       raise ValueError(
         f"config.{field}={metric!r} is not a metric of the {self.name} task; choose one of "
         f"{list(self.metric_names)}."
