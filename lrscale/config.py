@@ -43,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
       # Variable-size images (imagenette, imagenet2012) are center-cropped and
       # resized to image_size x image_size; 0 = the dataset's own fixed size.
       image_size=0,
+      # Sequence datasets (stdlib_chars): tokens per example; lengths may then
+      # be given in tokens (examples = tokens / context).
+      context=128,
     )
   )
   c.model = ml_collections.ConfigDict(
@@ -56,6 +59,12 @@ def base_config() -> ml_collections.ConfigDict:
       # number of devices: N > 0 = ghost batches of N examples (Goyal: 32);
       # 0 = per device (B / devices / microbatches); -1 = the whole (micro)batch.
       bn_group_size=32,
+      # transformer (decoder-only, pre-LN; lrscale.models.transformer)
+      depth=2,
+      width=128,
+      heads=4,
+      mlp_ratio=4,
+      positions="rotary",  # rotary | learned
     )
   )
   c.batch_size = 128  # global batch: examples per optimizer step
@@ -176,6 +185,7 @@ class RunPlan:
       batch_size=self.batch_size,
       num_train_examples=self.dataset.num_train,
       field=field,
+      tokens_per_example=self.dataset.tokens_per_example,
     )
 
   @property
@@ -203,6 +213,7 @@ class RunPlan:
       phases=(phase_batch,),
       batch_size=self.batch_size,
       num_train_examples=self.dataset.num_train,
+      tokens_per_example=self.dataset.tokens_per_example,
     )
     return phase.start_step, max(1, every)
 
@@ -246,6 +257,7 @@ class RunPlan:
       num_eval_examples=self.dataset.num_eval,
       optimizer=self.optimizer.to_dict(),
       batch_ramp=[p._asdict() for p in self.ramp],
+      dataset=self.dataset.summary(),
     )
 
 
@@ -412,11 +424,17 @@ def resolve(
     factor=int(ramp_cfg.factor),
     batch_size=batch,
     num_train_examples=meta.num_train,
+    tokens_per_example=meta.tokens_per_example,
   )
 
   def steps(field: str) -> int:
     return units.ramp_to_steps(
-      cfg[field], phases=ramp, batch_size=batch, num_train_examples=meta.num_train, field=field
+      cfg[field],
+      phases=ramp,
+      batch_size=batch,
+      num_train_examples=meta.num_train,
+      field=field,
+      tokens_per_example=meta.tokens_per_example,
     )
 
   total = steps("budget")

@@ -7,6 +7,11 @@ in examples keeps a config correct when the global batch size changes: the same
 file gives 5 * N / 256 warmup steps at B=256 and 5 * N / 8192 at B=8192. A length
 in steps stays fixed in steps. This module is the one place where that
 conversion happens (big_vision's ``steps(...)`` idea).
+
+For sequence data (language modelling) a length may also be given in
+``tokens``: an example is one sequence of ``tokens_per_example`` (the context)
+target tokens, so ``T tokens`` is ``T / tokens_per_example`` examples, the unit
+in which LM papers state budgets (Merrill et al. 2025; Bergsma et al. 2025).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import math
 import re
 from typing import NamedTuple, Sequence
 
-UNITS = ("steps", "epochs", "examples")
+UNITS = ("steps", "epochs", "examples", "tokens")
 _LENGTH_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]+)\s*$")
 
 
@@ -68,12 +73,33 @@ def parse_length(length: str | int | float, *, field: str = "length") -> Length:
   return Length(value, unit)
 
 
+def to_examples(
+  parsed: Length, *, num_train_examples: int, tokens_per_example: int = 0, field: str = "length"
+) -> float:
+  """Examples named by a length in epochs (x N), examples, or tokens (/ context).
+
+  Raises:
+    ValueError: a length in tokens for a dataset whose examples are not sequences.
+  """
+  if parsed.unit == "epochs":
+    return parsed.value * num_train_examples
+  if parsed.unit == "tokens":
+    if tokens_per_example <= 0:
+      raise ValueError(
+        f"config.{field}={parsed.value:g} tokens: this dataset's examples are not token "
+        "sequences; give the length in steps, epochs or examples."
+      )
+    return parsed.value / tokens_per_example
+  return parsed.value
+
+
 def to_steps(
   length: str | int | float | Length,
   *,
   batch_size: int,
   num_train_examples: int,
   field: str = "length",
+  tokens_per_example: int = 0,
 ) -> int:
   """Converts a length to optimizer steps for a global batch of ``batch_size``.
 
@@ -95,7 +121,9 @@ def to_steps(
     raise ValueError(f"batch size must be positive to resolve config.{field}, got {batch_size}.")
   if parsed.unit == "steps":
     return int(round(parsed.value))
-  examples = parsed.value * num_train_examples if parsed.unit == "epochs" else parsed.value
+  examples = to_examples(
+    parsed, num_train_examples=num_train_examples, tokens_per_example=tokens_per_example, field=field
+  )
   # A tiny tolerance keeps e.g. 0.1 * 3000 / 30 from rounding up to 11 by float error.
   return int(math.ceil(examples / batch_size - 1e-9))
 
@@ -133,7 +161,12 @@ class RampPhase(NamedTuple):
 
 
 def make_batch_ramp(
-  milestones: Sequence[str | int], *, factor: int, batch_size: int, num_train_examples: int
+  milestones: Sequence[str | int],
+  *,
+  factor: int,
+  batch_size: int,
+  num_train_examples: int,
+  tokens_per_example: int = 0,
 ) -> tuple[RampPhase, ...]:
   """Phases of Smith et al. 2017's "increase the batch size instead of decaying the lr".
 
@@ -148,10 +181,15 @@ def make_batch_ramp(
     if parsed.unit == "steps":
       raise ValueError(
         f"config.batch_ramp.milestones[{i}]={length!r}: give batch-ramp "
-        "milestones in epochs or examples (the steps per epoch change with "
+        "milestones in epochs, examples or tokens (the steps per epoch change with "
         "the batch)."
       )
-    examples = parsed.value * (num_train_examples if parsed.unit == "epochs" else 1)
+    examples = to_examples(
+      parsed,
+      num_train_examples=num_train_examples,
+      tokens_per_example=tokens_per_example,
+      field=f"batch_ramp.milestones[{i}]",
+    )
     prev = phases[-1]
     if examples <= prev.start_example:
       raise ValueError(f"config.batch_ramp.milestones must increase; {length!r} does not.")
@@ -187,13 +225,16 @@ def ramp_to_steps(
   batch_size: int,
   num_train_examples: int,
   field: str = "length",
+  tokens_per_example: int = 0,
 ) -> int:
   """Like ``to_steps`` for a run whose batch follows ``phases``: a length in epochs
   or examples becomes the first step at which that many examples are consumed."""
   parsed = length if isinstance(length, Length) else parse_length(length, field=field)
   if parsed.unit == "steps":
     return int(round(parsed.value))
-  examples = parsed.value * (num_train_examples if parsed.unit == "epochs" else 1)
+  examples = to_examples(
+    parsed, num_train_examples=num_train_examples, tokens_per_example=tokens_per_example, field=field
+  )
   phase = max((p for p in phases if p.start_example <= examples + 1e-9), key=lambda p: p.start_step)
   return phase.start_step + int(
     math.ceil((examples - phase.start_example) / (batch_size * phase.multiplier) - 1e-9)

@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from lrscale.data import offline
+from lrscale.data import offline, stdlib_chars
 
 # Names read from TFDS and whether they are small enough to hold in memory.
 TFDS_IN_MEMORY = ("mnist", "fashion_mnist", "cifar10", "imagenette", "lrscale_digits")
 TFDS_STREAMED = ("imagenet2012",)
-OFFLINE = tuple(offline.OFFLINE_DATASETS)
+# Token sequences for language modelling, read from the installed Python.
+SEQUENCE = stdlib_chars.NAMES
+OFFLINE = tuple(offline.OFFLINE_DATASETS) + SEQUENCE
 DATASET_NAMES = OFFLINE + TFDS_IN_MEMORY + TFDS_STREAMED
 
 
@@ -65,6 +67,14 @@ class DatasetMeta:
   input_shape: tuple[int, ...]
   streamed: bool
   task: str = "classification"  # lrscale.tasks: what the model's outputs are scored by
+  tokens_per_example: int = 0  # sequence data: target tokens per example (0 = not sequences)
+  # Identifies the exact data (e.g. the sha256 of a corpus read from the
+  # installed Python, which changes with the Python version); '' = fixed data.
+  fingerprint: str = ""
+
+  def summary(self) -> dict[str, Any]:
+    """The dataset facts recorded in config.json's resolved section."""
+    return dataclasses.asdict(self)
 
 
 def check_dataset(dataset_cfg: Any) -> DatasetMeta:
@@ -75,6 +85,8 @@ def check_dataset(dataset_cfg: Any) -> DatasetMeta:
       (the message says how to prepare it).
   """
   name = dataset_cfg.name
+  if name in SEQUENCE:
+    return stdlib_chars.meta(dataset_cfg)
   if name in OFFLINE:
     return offline.meta(name)
   if name not in DATASET_NAMES:
@@ -150,6 +162,8 @@ def load_in_memory(dataset_cfg: Any) -> InMemoryData:
   the train split's statistics without a pass over it.
   """
   name = dataset_cfg.name
+  if name in SEQUENCE:  # int32 token ids: nothing to standardise
+    return stdlib_chars.load(dataset_cfg)
   streamed = is_streamed(dataset_cfg)
   if name in OFFLINE:
     (tx, ty), (ex, ey), num_classes = offline.load(name)

@@ -201,7 +201,7 @@ def default_plateau_config() -> ml_collections.ConfigDict:
 # --------------------------------------------------------------------------
 
 _LENGTH_RE = re.compile(
-  r"^\s*[0-9]*\.?[0-9]+(e[+-]?[0-9]+)?\s*(steps?|epochs?|examples?)?\s*$", re.IGNORECASE
+  r"^\s*[0-9]*\.?[0-9]+(e[+-]?[0-9]+)?\s*(steps?|epochs?|examples?|tokens?)?\s*$", re.IGNORECASE
 )
 
 

@@ -2,9 +2,10 @@
 
 from lrscale.tasks.base import Task
 from lrscale.tasks.classification import CLASSIFICATION
+from lrscale.tasks.lm import LANGUAGE_MODELLING
 from lrscale.tasks.regression import REGRESSION
 
-TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, REGRESSION)}
+TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, REGRESSION, LANGUAGE_MODELLING)}
 TASK_NAMES = tuple(TASKS)
 
 
@@ -15,4 +16,7 @@ def get_task(name: str) -> Task:
   return TASKS[name]
 
 
-__all__ = ["CLASSIFICATION", "REGRESSION", "TASKS", "TASK_NAMES", "Task", "get_task"]
+__all__ = [
+  "CLASSIFICATION",
+  "LANGUAGE_MODELLING",
+  "REGRESSION", "TASKS", "TASK_NAMES", "Task", "get_task"]
