@@ -122,7 +122,10 @@ def to_steps(
   if parsed.unit == "steps":
     return int(round(parsed.value))
   examples = to_examples(
-    parsed, num_train_examples=num_train_examples, tokens_per_example=tokens_per_example, field=field
+    parsed,
+    num_train_examples=num_train_examples,
+    tokens_per_example=tokens_per_example,
+    field=field,
   )
   # A tiny tolerance keeps e.g. 0.1 * 3000 / 30 from rounding up to 11 by float error.
   return int(math.ceil(examples / batch_size - 1e-9))
@@ -233,7 +236,10 @@ def ramp_to_steps(
   if parsed.unit == "steps":
     return int(round(parsed.value))
   examples = to_examples(
-    parsed, num_train_examples=num_train_examples, tokens_per_example=tokens_per_example, field=field
+    parsed,
+    num_train_examples=num_train_examples,
+    tokens_per_example=tokens_per_example,
+    field=field,
   )
   phase = max((p for p in phases if p.start_example <= examples + 1e-9), key=lambda p: p.start_step)
   return phase.start_step + int(

@@ -19,4 +19,9 @@ def get_task(name: str) -> Task:
 __all__ = [
   "CLASSIFICATION",
   "LANGUAGE_MODELLING",
-  "REGRESSION", "TASKS", "TASK_NAMES", "Task", "get_task"]
+  "REGRESSION",
+  "TASKS",
+  "TASK_NAMES",
+  "Task",
+  "get_task",
+]
