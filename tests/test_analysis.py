@@ -332,3 +332,23 @@ def test_target_met_at_float32_precision_counts():
   assert logged < 0.95  # in float64 it falls short
   assert Target("eval_accuracy", 0.95, "max").is_reached(logged)
   assert not Target("eval_accuracy", 0.95, "max").is_reached(float(np.float32(341 / 360)))
+
+
+def test_b_simple_readings_named(written):
+  _, _, analysis = written
+  readings = analysis["noise_scale"]["readings"]
+  b_crit = analysis["fit"]["b_crit"]
+  # Synthetic B_simple rises linearly in progress from B_crit/2 to B_crit at the target.
+  assert readings["at_target"]["median"] == pytest.approx(256.0, rel=0.05)
+  assert 0.65 * 256 < readings["trajectory_mean"]["median"] < 0.85 * 256
+  assert readings["at_target"]["ratio_to_b_crit"] == pytest.approx(
+    readings["at_target"]["median"] / b_crit
+  )
+
+
+def test_regime_boundaries_carry_b_crit_interval(written):
+  _, _, analysis = written
+  fb, ci = analysis["regimes"]["fitted_boundaries"], analysis["fit"]["ci"]["b_crit"]
+  np.testing.assert_allclose(fb["ci"]["perfect_until"], np.array(ci) / 4)
+  np.testing.assert_allclose(fb["ci"]["maximal_from"], np.array(ci) * 9)
+  assert fb["ci"]["maximal_from"][0] < fb["maximal_from"] < fb["ci"]["maximal_from"][1]

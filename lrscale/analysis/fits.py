@@ -318,8 +318,20 @@ def regimes_summary(
   *,
   perfect_slope: float = -0.8,
   maximal_slope: float = -0.1,
+  b_crit_ci: Sequence[float | None] | None = None,
 ) -> dict[str, Any]:
-  """Measured intervals, fitted regime boundaries and the largest useful batch."""
+  """Measured intervals, fitted regime boundaries and the largest useful batch.
+
+  The regimes are read off the fitted curve, whose local slope is
+  ``-B_crit / (B + B_crit)``: perfect scaling up to
+  ``B = B_crit (1/|perfect_slope| - 1)`` (B_crit / 4 at -0.8), maximal data
+  parallelism from ``B = B_crit (1/|maximal_slope| - 1)`` (9 B_crit at -0.1).
+  Both are fixed multiples of B_crit, so their intervals are the B_crit
+  interval ``b_crit_ci`` times the same factors (a monotone map carries a
+  profile interval over exactly). The slopes between consecutive measured
+  batch sizes are kept as ``intervals`` for inspection; they are noisy and
+  are not used to place the boundaries.
+  """
   intervals = (
     regime_intervals(batch_sizes, steps, perfect_slope=perfect_slope, maximal_slope=maximal_slope)
     if len(batch_sizes) >= 2
@@ -327,10 +339,13 @@ def regimes_summary(
   )
   boundaries = None
   if fit is not None:
-    boundaries = {
-      "perfect_until": batch_at_fitted_slope(fit.b_crit, perfect_slope),
-      "maximal_from": batch_at_fitted_slope(fit.b_crit, maximal_slope),
-    }
+    factor = {"perfect_until": perfect_slope, "maximal_from": maximal_slope}
+    boundaries = {k: batch_at_fitted_slope(fit.b_crit, v) for k, v in factor.items()}
+    if b_crit_ci is not None:
+      boundaries["ci"] = {
+        k: [None if c is None else batch_at_fitted_slope(c, v) for c in b_crit_ci]
+        for k, v in factor.items()
+      }
   return {
     "thresholds": {"perfect_slope": perfect_slope, "maximal_slope": maximal_slope},
     "intervals": [dataclasses.asdict(iv) for iv in intervals],

@@ -76,6 +76,18 @@ def _per_batch_errorbars(
   return np.clip(np.array(err).T * np.array([scale(r) for r in rows]), 0.0, None)
 
 
+def _draw_theory(ax: Axes, analysis: dict[str, Any]) -> None:
+  """The exact expected best steps of a linreg study (``analysis["theory"]``), if any."""
+  th = analysis.get("theory")
+  if not th:
+    return
+  pts = [(r["batch_size"], r["exact_steps"]) for r in th["per_batch"] if r["exact_steps"]]
+  if pts:
+    fit = th.get("fit") or {}
+    extra = f": S_min={fit['s_min']:.3g}, B_crit={fit['b_crit']:.3g}" if fit else ""
+    ax.plot(*zip(*pts), "s--", color="C2", ms=4, lw=1, label=f"exact (theory){extra}", zorder=2)
+
+
 def plot_steps_to_result(analysis: dict[str, Any], path: str) -> str | None:
   """Log-log best steps vs B with the fitted S(B), S_min, B_crit, slope -1 and regimes."""
   b, s, rows = _usable_batches(analysis)
@@ -106,6 +118,7 @@ def plot_steps_to_result(analysis: dict[str, Any], path: str) -> str | None:
     )
     ax.axhline(fit["s_min"], color="C0", ls="--", lw=1, label="S_min")
     ax.axvline(fit["b_crit"], color="C3", ls="-.", lw=1, label="B_crit")
+  _draw_theory(ax, analysis)
   for row in analysis["excluded_batches"]:
     ax.axvline(row["batch_size"], color="C3", alpha=0.3, lw=3)
   ax.set(
@@ -337,7 +350,7 @@ def plot_noise_scale(analysis: dict[str, Any], path: str) -> str | None:
   if fit.get("ok"):
     ax.axhline(fit["b_crit"], color="k", ls="--", label=f"B_crit={fit['b_crit']:.3g}")
     ci = (fit.get("ci") or {}).get("b_crit")
-    if ci:
+    if ci and None not in ci:
       ax.axhspan(ci[0], ci[1], color="gray", alpha=0.2, label="B_crit CI")
   ax.set(
     xscale="log",

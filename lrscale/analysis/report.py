@@ -89,7 +89,7 @@ def _fmt(value: Any, spec: str = ".4g") -> str:
   return str(value)
 
 
-def _ci(ci: Sequence[float] | None) -> str:
+def _ci(ci: Sequence[float | None] | None) -> str:
   return "-" if not ci else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
 
 
@@ -142,19 +142,28 @@ def _fit_lines(analysis: Mapping[str, Any]) -> list[str]:
   fit = analysis["fit"]
   if not fit.get("ok"):
     return [f"Steps fit skipped: {fit['reason']}.", ""]
-  ci = fit["ci"]
+  ci, boot, corr = fit["ci"], fit["ci_seed_bootstrap"], fit["corrected"]
+  pct = int(100 * ci["level"])
   lines = [
-    f"Model: {fit['model']}; RMS log residual {fit['rmse_log']:.3f}; "
-    f"{ci['n_ok']}/{fit['n_bootstrap']} bootstrap refits "
-    f"(seeds resampled within each (B, lr) point), {int(100 * ci['level'])}% percentile CIs.",
+    f"Model: {fit['model']}; RMS log residual {fit['rmse_log']:.3f}. **{pct}% intervals**: "
+    f"profile likelihood on log S with the residual variance pooled across batch sizes "
+    f"(sigma_log {ci['sigma_log']:.3f}, {ci['dof']} dof, F(1, n-2) threshold; Bates & Watts 1988), "
+    "fitted to best steps corrected for the winner's curse of picking the best of several noisy "
+    "lrs (bootstrap bias estimate, scaled by sqrt(n/(n-1)) for n seeds). The seed-resampling "
+    f"bootstrap ({boot['n_ok']}/{fit['n_bootstrap']} refits) is shown for comparison; it is too "
+    "narrow (it sees neither the lr-grid error nor, with 2 seeds, the seed variance). "
+    "`-` marks an end the data do not bound.",
     "",
   ]
   lines += _table(
-    ["quantity", "estimate", "CI"],
+    ["quantity", "estimate", "corrected", f"{pct}% CI", "seed bootstrap"],
     [
-      ["S_min (steps)", fit["s_min"], _ci(ci["s_min"])],
-      ["B_crit (examples)", fit["b_crit"], _ci(ci["b_crit"])],
-      ["E_min (examples)", fit["e_min"], _ci(ci["e_min"])],
+      [f"{q} ({u})", fit[k], corr[k], _ci(ci[k]), _ci(boot[k])]
+      for q, u, k in (
+        ("S_min", "steps", "s_min"),
+        ("B_crit", "examples", "b_crit"),
+        ("E_min", "examples", "e_min"),
+      )
     ],
   )
   if fit["b_crit_at_bound"]:
@@ -183,9 +192,14 @@ def _regime_lines(analysis: Mapping[str, Any]) -> list[str]:
   )
   if reg.get("fitted_boundaries"):
     fb = reg["fitted_boundaries"]
+    fci = fb.get("ci") or {}
     lines += [
-      f"On the fitted curve: perfect scaling up to B = {_fmt(fb['perfect_until'])}, maximal data "
-      f"parallelism from B = {_fmt(fb['maximal_from'])}.",
+      f"**On the fitted curve** (slope -B_crit/(B + B_crit); intervals from the B_crit interval): "
+      f"perfect scaling up to B = {_fmt(fb['perfect_until'])} {_ci(fci.get('perfect_until'))} "
+      f"(B_crit/{1 / (-1 / th['perfect_slope'] - 1):.3g}), maximal data parallelism from B = "
+      f"{_fmt(fb['maximal_from'])} {_ci(fci.get('maximal_from'))} "
+      f"({-1 / th['maximal_slope'] - 1:.3g} B_crit), diminishing returns in between. The "
+      "consecutive-pair slopes above are noisy and do not place these boundaries.",
       "",
     ]
   lub = reg["largest_useful_batch"]
@@ -245,19 +259,68 @@ def _noise_lines(analysis: Mapping[str, Any]) -> list[str]:
   if not noise.get("available"):
     return ["No gradient-noise-scale data were logged.", ""]
   lines = [
-    f"{noise['definition']}. Median final B_simple over non-diverged trials: "
-    f"{_fmt(noise['median_final'])}; B_crit: {_fmt(noise['b_crit'])}; ratio "
-    f"{_fmt(noise['ratio_to_b_crit'])} (McCandlish et al. find B_crit ~ B_noise within about an "
-    "order of magnitude).",
+    f"{noise['definition']}. B_simple grows during training, so three readings are named: "
+    "`final` (last value, median over non-diverged trials), `at_target` (best trial, at its "
+    "steps to result) and `trajectory_mean` (best trial, mean up to the target). B_crit: "
+    f"{_fmt(noise['b_crit'])} (McCandlish et al. find B_crit ~ B_noise within about an order "
+    "of magnitude).",
     "",
   ]
+  readings = noise.get("readings") or {}
   lines += _table(
-    ["B", "median final B_simple", "best trial at target", "#trials"],
+    ["reading", "median over B", "ratio to B_crit"],
+    [[k, v["median"], v["ratio_to_b_crit"]] for k, v in readings.items()],
+  )
+  lines += _table(
+    ["B", "median final", "best trial at target", "best trial trajectory mean", "#trials"],
     [
-      [r["batch_size"], r["final_median"], r["best_trial_at_target"], r["n_trials"]]
+      [
+        r["batch_size"],
+        r["final_median"],
+        r["best_trial_at_target"],
+        r.get("best_trial_trajectory_mean"),
+        r["n_trials"],
+      ]
       for r in noise["per_batch"]
     ],
   )
+  return lines
+
+
+def _theory_lines(analysis: Mapping[str, Any]) -> list[str]:
+  th = analysis.get("theory")
+  if not th:
+    return []
+  p = th["problem"]
+  lines = [
+    "## Exact answer vs measured",
+    "",
+    f"Gaussian linear regression, dim {p['dim']}, h_i = i^-{p['alpha']:g}, w*_i = "
+    f"i^-{p['teacher_power']:g}, noise {p['noise']:g}: {th['definition']}. Target relative "
+    f"excess <= {th['target_rel']:g}. `exact at eval` rounds the exact step up to the study's "
+    "next evaluation.",
+    "",
+  ]
+  lines += _table(
+    ["B", "exact steps", "exact at eval", "measured steps", "exact best lr", "measured best lr"],
+    [
+      [
+        r["batch_size"],
+        r["exact_steps"],
+        r["exact_steps_at_eval"],
+        r["measured_steps"],
+        r["exact_best_lr"],
+        r["measured_best_lr"],
+      ]
+      for r in th["per_batch"]
+    ],
+  )
+  rows = []
+  for name, label in (("s_min", "S_min"), ("b_crit", "B_crit")):
+    c = th["comparison"][name]
+    inside = {True: "yes", False: "**no**", None: "-"}[c["exact_inside_ci"]]
+    rows.append([label, c["exact"], c["measured"], _ci(c["ci"]), inside])
+  lines += _table(["quantity", "exact fit", "measured fit", "measured CI", "exact inside CI"], rows)
   return lines
 
 
@@ -294,6 +357,7 @@ def render_report(analysis: Mapping[str, Any]) -> str:
     *_fit_lines(analysis),
     *img("examples_to_result.png", "examples to result"),
     *img("tradeoff.png", "trade-off"),
+    *_theory_lines(analysis),
     "## Regimes",
     "",
     *_regime_lines(analysis),

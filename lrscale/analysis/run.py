@@ -16,13 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from lrscale.analysis import fits, plots, report
+from lrscale.analysis import fits, intervals, plots, report
+from lrscale.analysis.ground_truth import theory_section
 from lrscale.analysis.steps_to_result import (
   BatchSummary,
   TrialOutcome,
   bootstrap_best_steps,
   config_results,
   policy_text,
+  seeds_per_point,
+  selection_bias_log,
   summarize_batches,
   trial_outcomes,
 )
@@ -37,9 +40,22 @@ def _usable(summaries: Sequence[BatchSummary]) -> list[BatchSummary]:
 
 
 def fit_section(
-  summaries: Sequence[BatchSummary], boot: dict[int, np.ndarray], *, level: float
+  summaries: Sequence[BatchSummary],
+  boot: dict[int, np.ndarray],
+  *,
+  level: float,
+  n_seeds: dict[int, int] | None = None,
 ) -> tuple[dict[str, Any], fits.ScalingFit | None]:
-  """The ``fit`` block: S_min, B_crit, E_min with bootstrap CIs, or the reason it was skipped."""
+  """The ``fit`` block: S_min, B_crit, E_min with intervals, or the reason it was skipped.
+
+  ``s_min, b_crit, e_min`` fit the measured best steps (Shallue's policy).
+  The intervals (``ci``) are :func:`intervals.profile_steps_intervals` on the best
+  steps corrected for the winner's curse,
+  ``log S_b - selection_bias_log_b`` (:func:`selection_bias_log`), whose fit
+  is ``corrected``; the seed-resampling percentile intervals of earlier
+  versions are kept as ``ci_seed_bootstrap`` (too narrow: they see neither
+  the lr-grid error nor, with 2 seeds, the seed variance).
+  """
   usable = _usable(summaries)
   b = [s.batch_size for s in usable]
   steps = [float(s.best_steps) for s in usable]
@@ -48,7 +64,10 @@ def fit_section(
     return {"ok": False, "reason": reason, "batch_sizes": b, "steps": steps}, None
   fit = fits.fit_steps_curve(b, steps)
   samples = np.stack([boot[x] for x in b], axis=1)
-  ci = fits.bootstrap_steps_fit(b, samples, level=level)
+  n_seeds = n_seeds or {}
+  bias = [selection_bias_log(boot[x], s, n_seeds.get(x, 1)) for x, s in zip(b, steps)]
+  corrected_steps = [s * math.exp(-d) for s, d in zip(steps, bias)]
+  corrected = fits.fit_steps_curve(b, corrected_steps)
   return {
     "ok": True,
     "reason": None,
@@ -58,7 +77,15 @@ def fit_section(
     "e_min": fit.e_min,
     "rmse_log": fit.rmse_log,
     "b_crit_at_bound": fit.b_crit_at_bound,
-    "ci": ci,
+    "ci": intervals.profile_steps_intervals(b, corrected_steps, level=level),
+    "corrected": {
+      "s_min": corrected.s_min,
+      "b_crit": corrected.b_crit,
+      "e_min": corrected.e_min,
+      "selection_bias_log": bias,
+      "steps": corrected_steps,
+    },
+    "ci_seed_bootstrap": fits.bootstrap_steps_fit(b, samples, level=level),
     "n_bootstrap": int(samples.shape[0]),
     "batch_sizes": b,
     "steps": steps,
@@ -113,10 +140,20 @@ def _thin(steps: list[int], values: list[float]) -> tuple[list[int], list[float]
 def noise_section(
   outcomes: Sequence[TrialOutcome], summaries: Sequence[BatchSummary], b_crit: float | None
 ) -> dict[str, Any]:
-  """B_simple per batch size (median over non-diverged trials) against B_crit.
+  """B_simple per batch size against B_crit, in three named readings.
 
-  McCandlish et al. 2018 find B_crit tracks B_noise within about an order of
-  magnitude; ``ratio_to_b_crit`` is that comparison for this study.
+  B_simple grows during training, so "the" noise scale needs a convention:
+
+  * ``final``: last logged value, median over non-diverged trials;
+  * ``at_target``: the best trial's value at its steps-to-result (the
+    moment the target is met);
+  * ``trajectory_mean``: the best trial's mean over its logged steps up to
+    the target (McCandlish et al. 2018 compare B_crit with B_noise averaged
+    over the run, Sec. 3 / Fig. 5, since the critical batch of a whole run
+    integrates the noise along it).
+
+  Each has a median over batch sizes and its ratio to B_crit; McCandlish et
+  al. find B_crit tracks B_noise within about an order of magnitude.
   """
   per_b: dict[int, list[float]] = defaultdict(list)
   for o in outcomes:
@@ -129,10 +166,12 @@ def noise_section(
   rows, series = [], []
   for s in summaries:
     best = by_id.get(s.best_trial_id) if s.best_trial_id else None
-    at_target = None
+    at_target = trajectory = None
     if best is not None:
       steps, values = noise_scale_series(best.trial)
       at_target = _value_at(steps, values, best.steps_or_inf)
+      upto = [v for st_, v in zip(steps, values) if st_ <= best.steps_or_inf]
+      trajectory = float(np.mean(upto)) if upto else None
       if steps:
         st, va = _thin(steps, values)
         series.append(
@@ -145,14 +184,27 @@ def noise_section(
         "n_trials": len(vals),
         "final_median": float(np.median(vals)) if vals else None,
         "best_trial_at_target": at_target,
+        "best_trial_trajectory_mean": trajectory,
       }
     )
   overall = float(np.median([v for vals in per_b.values() for v in vals]))
+  med = lambda key: (  # noqa: E731
+    float(np.median(v)) if (v := [r[key] for r in rows if r[key] is not None]) else None
+  )
+  readings = {
+    "final": overall,
+    "at_target": med("best_trial_at_target"),
+    "trajectory_mean": med("best_trial_trajectory_mean"),
+  }
   return {
     "available": True,
     "definition": "B_simple = tr(Sigma) / |G|^2, two-batch estimator (McCandlish et al. 2018, A.1)",
     "per_batch": rows,
     "median_final": overall,
+    "readings": {
+      k: {"median": v, "ratio_to_b_crit": None if not (b_crit and v) else v / b_crit}
+      for k, v in readings.items()
+    },
     "b_crit": b_crit,
     "ratio_to_b_crit": None if not b_crit else overall / b_crit,
     "series": series,
@@ -214,7 +266,7 @@ def build_analysis(
   outcomes = trial_outcomes(study.trials, spec.target)
   summaries = summarize_batches(outcomes, within_pct=within_pct)
   boot = bootstrap_best_steps(outcomes, n_bootstrap=n_bootstrap, rng=np.random.default_rng(seed))
-  fit_block, fit = fit_section(summaries, boot, level=level)
+  fit_block, fit = fit_section(summaries, boot, level=level, n_seeds=seeds_per_point(outcomes))
   usable = _usable(summaries)
   if len(usable) >= 2:
     regimes = fits.regimes_summary(
@@ -223,6 +275,7 @@ def build_analysis(
       fit,
       perfect_slope=perfect_slope,
       maximal_slope=maximal_slope,
+      b_crit_ci=fit_block["ci"]["b_crit"] if fit is not None else None,
     )
     regimes.update(ok=True, reason=None)
   else:
@@ -265,6 +318,7 @@ def build_analysis(
     "lr_fit": lr_block,
     "lr_rule": lr_rule,
     "noise_scale": noise_section(outcomes, summaries, None if fit is None else fit.b_crit),
+    "theory": theory_section(spec, outcomes, summaries, fit_block),
   }
 
 
