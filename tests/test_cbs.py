@@ -119,3 +119,24 @@ def test_cbs_end_to_end_on_digits(tmp_path):
   # rerun: every branch is read back, not retrained, and the numbers agree
   again = run_cbs(cfg, str(tmp_path))
   assert again["points"] == result["points"]
+
+
+def test_batch_ramp_plan_follows_the_cautious_cbs():
+  from lrscale import units
+  from lrscale.cbs.plan import plan_batch_ramp
+
+  def pt(examples, lo):
+    return {"examples": examples, "cbs": {"lo": lo}}
+
+  points = [pt(0, 64), pt(1000, 16), pt(2000, 40), pt(3000, 128), pt(4000, 64), pt(5000, 512)]
+  ramp = plan_batch_ramp(points, batch_size=16, factor=2)
+  # 32 first fits at 2000 (lo 40), 64 at 3000 (one step per point), 128 at 5000; step 0 never
+  assert ramp == dict(milestones=("2000 examples", "3000 examples", "5000 examples"), factor=2)
+  phases = units.make_batch_ramp(
+    ramp["milestones"], factor=2, batch_size=16, num_train_examples=10_000
+  )
+  assert [p.multiplier for p in phases] == [1, 2, 4, 8]
+  assert plan_batch_ramp(points, batch_size=16, factor=2, max_batch=64)["milestones"] == (
+    "2000 examples",
+    "3000 examples",
+  )

@@ -56,6 +56,15 @@ def write(result: dict[str, Any], workdir: str) -> None:
       f"{p['cbs']['median']:g} | [{p['cbs']['lo']:g}, {p['cbs']['hi']:g}] | "
       f"{'' if bsimple is None else f'{bsimple:.1f}'} |"
     )
+  ramp = result.get("batch_ramp")
+  if ramp:
+    lines += [
+      "",
+      "Planned batch warmup from B (lrscale.cbs.plan; cautious: the low end of the range):",
+      f"`config.batch_ramp.milestones = {tuple(ramp['milestones'])}`, "
+      f"`config.batch_ramp.factor = {ramp['factor']}` (not validated against fixed-batch "
+      "controls here).",
+    ]
   lines += ["", "![CBS(t)](cbs.png)", ""]
   with open(os.path.join(workdir, "report.md"), "w") as f:
     f.write("\n".join(lines))

@@ -42,6 +42,9 @@ def run_cbs(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   finally:
     ckpt.close()
   result = _results(cfg, plan, rows, ref_dir)
+  from lrscale.cbs.plan import plan_batch_ramp  # pylint: disable=g-import-not-at-top
+
+  result["batch_ramp"] = plan_batch_ramp(result["points"], batch_size=plan.batch_size)
   outputs.atomic_write_json(os.path.join(workdir, "cbs.json"), result)
   from lrscale.cbs import report  # pylint: disable=g-import-not-at-top  (matplotlib)
 
