@@ -140,3 +140,17 @@ def test_batch_ramp_plan_follows_the_cautious_cbs():
     "2000 examples",
     "3000 examples",
   )
+
+
+def test_batch_warmup_arms_share_everything_but_the_batch():
+  from experiments.batch_warmup import arms
+
+  cfg = _cfg()
+  out = arms(cfg, dict(milestones=("200 examples", "400 examples"), factor=2))
+  small, large, ramp = out.values()
+  assert (small.batch_size, large.batch_size, ramp.batch_size) == (16, 64, 16)
+  assert ramp.batch_ramp.milestones == ("200 examples", "400 examples")
+  plans = [config_lib.resolve(c) for c in (small, large, ramp)]
+  assert [p.examples_at(p.total_steps) >= 46 * 16 for p in plans] == [True] * 3
+  assert [p.ramp[-1].multiplier for p in plans] == [1, 1, 4]
+  assert len({p.lr for p in plans}) == 1  # the same lr in every arm
