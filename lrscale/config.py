@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
       # dataset.name='mnist1d': Greydanus's MNIST-1D generated locally (lrscale.data.mnist1d);
       # train_size + eval_size must be a multiple of 10.
       mnist1d=ml_collections.ConfigDict(dict(train_size=200_000, eval_size=10_000)),
+      # Sequence datasets (stdlib_chars): tokens per example; lengths may then
+      # be given in tokens (examples = tokens / context).
+      context=128,
       # Streamed-image augmentation (lrscale.data.augment.AUGMENT_NAMES):
       # none | flip | inception_crop_flip | cifar_crop_flip.
       augment="none",
@@ -70,6 +73,12 @@ def base_config() -> ml_collections.ConfigDict:
       # number of devices: N > 0 = ghost batches of N examples (Goyal: 32);
       # 0 = per device (B / devices / microbatches); -1 = the whole (micro)batch.
       bn_group_size=32,
+      # transformer (decoder-only, pre-LN; lrscale.models.transformer)
+      depth=2,
+      width=128,
+      heads=4,
+      mlp_ratio=4,
+      positions="rotary",  # rotary | learned
       # Mixed precision: activations and matmuls/convs in this dtype (float32 |
       # bfloat16 | float16); parameters, optimizer state, loss and BatchNorm
       # statistics stay float32. float16 adds dynamic loss scaling.
@@ -197,6 +206,7 @@ class RunPlan:
       batch_size=self.batch_size,
       num_train_examples=self.dataset.num_train,
       field=field,
+      tokens_per_example=self.dataset.tokens_per_example,
     )
 
   @property
@@ -224,6 +234,7 @@ class RunPlan:
       phases=(phase_batch,),
       batch_size=self.batch_size,
       num_train_examples=self.dataset.num_train,
+      tokens_per_example=self.dataset.tokens_per_example,
     )
     return phase.start_step, max(1, every)
 
@@ -255,6 +266,7 @@ class RunPlan:
       num_eval_examples=self.dataset.num_eval,
       optimizer=self.optimizer.to_dict(),
       batch_ramp=[p._asdict() for p in self.ramp],
+      dataset=self.dataset.summary(),
     )
 
 
@@ -521,11 +533,17 @@ def resolve(
     factor=int(ramp_cfg.factor),
     batch_size=batch,
     num_train_examples=meta.num_train,
+    tokens_per_example=meta.tokens_per_example,
   )
 
   def steps(field: str) -> int:
     return units.ramp_to_steps(
-      cfg[field], phases=ramp, batch_size=batch, num_train_examples=meta.num_train, field=field
+      cfg[field],
+      phases=ramp,
+      batch_size=batch,
+      num_train_examples=meta.num_train,
+      field=field,
+      tokens_per_example=meta.tokens_per_example,
     )
 
   total = steps("budget")
@@ -542,7 +560,11 @@ def resolve(
     raise ValueError("config.divergence.max_loss must be >= 0 (0 = automatic).")
   resolved = ml_collections.ConfigDict(cfg.to_dict())
   to_steps = functools.partial(
-    units.ramp_to_steps, phases=ramp, batch_size=batch, num_train_examples=meta.num_train
+    units.ramp_to_steps,
+    phases=ramp,
+    batch_size=batch,
+    num_train_examples=meta.num_train,
+    tokens_per_example=meta.tokens_per_example,
   )
   schedule = schedule_build.resolve_schedule(
     cfg.schedule, cfg.warmup, total_steps=total, to_steps=to_steps

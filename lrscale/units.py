@@ -17,6 +17,11 @@ conversion happens (big_vision's ``steps(...)`` idea).
 A dataset without a finite training set (generated: ``linreg``) has no epochs;
 its ``num_train_examples`` is None and a length in epochs is an error naming
 the field.
+
+For sequence data (language modelling) a length may also be given in
+``tokens``: an example is one sequence of ``tokens_per_example`` (the context)
+target tokens, so ``T tokens`` is ``T / tokens_per_example`` examples, the unit
+in which LM papers state budgets (Merrill et al. 2025; Bergsma et al. 2025).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import math
 import re
 from typing import NamedTuple, Sequence
 
-UNITS = ("steps", "epochs", "examples")
+UNITS = ("steps", "epochs", "examples", "tokens")
 _NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)"
 _LENGTH_RE = re.compile(rf"^\s*{_NUMBER}\s*([a-zA-Z]+)\s*$")
 _NUMBER_RE = re.compile(rf"^\s*{_NUMBER}\s*$")
@@ -85,16 +90,33 @@ def parse_length(length: str | int | float, *, field: str = "length") -> Length:
   return Length(value, unit)
 
 
-def _epoch_examples(parsed: Length, num_train_examples: int | None, field: str) -> float:
-  """A length in epochs or examples as a number of examples."""
-  if parsed.unit != "epochs":
-    return parsed.value
-  if num_train_examples is None:
-    raise ValueError(
-      f"config.{field}={parsed.value:g} epochs: this dataset has no epochs (every step draws "
-      "fresh examples); give the length in steps or examples, e.g. '1000 steps'."
-    )
-  return parsed.value * num_train_examples
+def to_examples(
+  parsed: Length,
+  *,
+  num_train_examples: int | None,
+  tokens_per_example: int = 0,
+  field: str = "length",
+) -> float:
+  """Examples named by a length in epochs (x N), examples, or tokens (/ context).
+
+  Raises:
+    ValueError: a length in tokens for a dataset whose examples are not sequences.
+  """
+  if parsed.unit == "epochs":
+    if num_train_examples is None:
+      raise ValueError(
+        f"config.{field}={parsed.value:g} epochs: this dataset has no epochs (every step draws "
+        "fresh examples); give the length in steps or examples, e.g. '1000 steps'."
+      )
+    return parsed.value * num_train_examples
+  if parsed.unit == "tokens":
+    if tokens_per_example <= 0:
+      raise ValueError(
+        f"config.{field}={parsed.value:g} tokens: this dataset's examples are not token "
+        "sequences; give the length in steps, epochs or examples."
+      )
+    return parsed.value / tokens_per_example
+  return parsed.value
 
 
 def to_steps(
@@ -103,6 +125,7 @@ def to_steps(
   batch_size: int,
   num_train_examples: int | None,
   field: str = "length",
+  tokens_per_example: int = 0,
 ) -> int:
   """Converts a length to optimizer steps for a global batch of ``batch_size``.
 
@@ -125,7 +148,12 @@ def to_steps(
     raise ValueError(f"batch size must be positive to resolve config.{field}, got {batch_size}.")
   if parsed.unit == "steps":
     return int(round(parsed.value))
-  examples = _epoch_examples(parsed, num_train_examples, field)
+  examples = to_examples(
+    parsed,
+    num_train_examples=num_train_examples,
+    tokens_per_example=tokens_per_example,
+    field=field,
+  )
   # A tiny tolerance keeps e.g. 0.1 * 3000 / 30 from rounding up to 11 by float error.
   return int(math.ceil(examples / batch_size - 1e-9))
 
@@ -145,6 +173,7 @@ def make_batch_ramp(
   factor: int,
   batch_size: int,
   num_train_examples: int | None,
+  tokens_per_example: int = 0,
 ) -> tuple[RampPhase, ...]:
   """Phases of Smith et al. 2017's "increase the batch size instead of decaying the lr".
 
@@ -159,10 +188,15 @@ def make_batch_ramp(
     if parsed.unit == "steps":
       raise ValueError(
         f"config.batch_ramp.milestones[{i}]={length!r}: give batch-ramp "
-        "milestones in epochs or examples (the steps per epoch change with "
+        "milestones in epochs, examples or tokens (the steps per epoch change with "
         "the batch)."
       )
-    examples = _epoch_examples(parsed, num_train_examples, f"batch_ramp.milestones[{i}]")
+    examples = to_examples(
+      parsed,
+      num_train_examples=num_train_examples,
+      tokens_per_example=tokens_per_example,
+      field=f"batch_ramp.milestones[{i}]",
+    )
     prev = phases[-1]
     if examples <= prev.start_example:
       raise ValueError(f"config.batch_ramp.milestones must increase; {length!r} does not.")
@@ -198,13 +232,19 @@ def ramp_to_steps(
   batch_size: int,
   num_train_examples: int | None,
   field: str = "length",
+  tokens_per_example: int = 0,
 ) -> int:
   """Like ``to_steps`` for a run whose batch follows ``phases``: a length in epochs
   or examples becomes the first step at which that many examples are consumed."""
   parsed = length if isinstance(length, Length) else parse_length(length, field=field)
   if parsed.unit == "steps":
     return int(round(parsed.value))
-  examples = _epoch_examples(parsed, num_train_examples, field)
+  examples = to_examples(
+    parsed,
+    num_train_examples=num_train_examples,
+    tokens_per_example=tokens_per_example,
+    field=field,
+  )
   phase = max((p for p in phases if p.start_example <= examples + 1e-9), key=lambda p: p.start_step)
   return phase.start_step + int(
     math.ceil((examples - phase.start_example) / (batch_size * phase.multiplier) - 1e-9)

@@ -541,6 +541,7 @@ LRS = {
   "lamb": 0.05,
   "schedule_free_sgd": 0.5,
   "schedule_free_adamw": 0.02,
+  "muon": 0.05,
 }
 
 

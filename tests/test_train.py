@@ -309,6 +309,7 @@ def test_streamed_tfds_training_learns_resumes_and_is_device_invariant(tmp_path,
     ("lamb", 0.03),
     ("schedule_free_sgd", 0.5),
     ("schedule_free_adamw", 3e-3),
+    ("muon", 0.02),
   ],
 )
 def test_every_optimizer_trains_end_to_end(tmp_path, name, lr):

@@ -29,12 +29,14 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from lrscale.data import linreg, mnist1d, offline
+from lrscale.data import linreg, mnist1d, offline, stdlib_chars
 
 # Names read from TFDS and whether they are small enough to hold in memory.
 TFDS_IN_MEMORY = ("mnist", "fashion_mnist", "cifar10", "imagenette", "lrscale_digits")
 TFDS_STREAMED = ("imagenet2012", "lrscale_synthetic_imagenet")
-OFFLINE = tuple(offline.OFFLINE_DATASETS) + (mnist1d.NAME,)  # no TFDS, no network
+# Token sequences for language modelling, read from the installed Python.
+SEQUENCE = stdlib_chars.NAMES
+OFFLINE = tuple(offline.OFFLINE_DATASETS) + (mnist1d.NAME,) + SEQUENCE  # no TFDS, no network
 GENERATED = (linreg.NAME,)
 DATASET_NAMES = OFFLINE + GENERATED + TFDS_IN_MEMORY + TFDS_STREAMED
 
@@ -75,6 +77,15 @@ class DatasetMeta:
   streamed: bool
   task: str = "classification"  # lrscale.tasks: what the model's outputs are scored by
   model: str = ""  # the one model the dataset's exact evaluation assumes ('' = any)
+
+  tokens_per_example: int = 0  # sequence data: target tokens per example (0 = not sequences)
+  # Identifies the exact data (e.g. the sha256 of a corpus read from the
+  # installed Python, which changes with the Python version); '' = fixed data.
+  fingerprint: str = ""
+
+  def summary(self) -> dict[str, Any]:
+    """The dataset facts recorded in config.json's resolved section."""
+    return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +129,8 @@ def check_dataset(dataset_cfg: Any) -> DatasetMeta:
       (the message says how to prepare it).
   """
   name = dataset_cfg.name
+  if name in SEQUENCE:
+    return stdlib_chars.meta(dataset_cfg)
   if name in offline.OFFLINE_DATASETS:
     return offline.meta(name)
   if name == linreg.NAME:
@@ -208,6 +221,8 @@ def load_in_memory(dataset_cfg: Any) -> InMemoryData:
   the train split's statistics without a pass over it.
   """
   name = dataset_cfg.name
+  if name in SEQUENCE:  # int32 token ids: nothing to standardise
+    return stdlib_chars.load(dataset_cfg)
   streamed = is_streamed(dataset_cfg)
   if name in GENERATED:  # no arrays: examples are drawn in the step (generated_source)
     meta = check_dataset(dataset_cfg)

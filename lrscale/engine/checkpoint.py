@@ -43,6 +43,25 @@ class Checkpointer:
     )
     self._manager.wait_until_finished()
 
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+    """(state, host) of the checkpoint at ``step``, read-only (another run's, to branch from).
+
+    Raises:
+      ValueError: no checkpoint at ``step``; the message lists the steps there are.
+    """
+    self._manager.reload()
+    if step not in self._manager.all_steps():
+      raise ValueError(
+        f"no checkpoint at step {step} in {self.directory}; it has {sorted(self._manager.all_steps())}."
+      )
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), host=ocp.args.JsonRestore()
+      ),
+    )
+    return restored.state, dict(restored.host)
+
   def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
     """Returns (step, state, host) of the newest readable checkpoint, or None.
 

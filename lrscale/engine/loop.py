@@ -55,7 +55,13 @@ class RunLoop:
   and a vmapped group of trials share every line of bookkeeping.
   """
 
-  def __init__(self, plan: config_lib.RunPlan, workdir: str, setup: RunSetup):
+  def __init__(
+    self,
+    plan: config_lib.RunPlan,
+    workdir: str,
+    setup: RunSetup,
+    initial_state: TrainState | None = None,
+  ):
     self.plan, self.workdir, self.setup = plan, workdir, setup
     self.t_start = time.perf_counter()
     workdir_lib.check_identity(workdir, json.loads(config_lib.to_json(plan)))
@@ -65,7 +71,9 @@ class RunLoop:
       outputs.atomic_write_text(os.path.join(workdir, "config.json"), config_lib.to_json(plan))
     logging.info("Run plan: %s", json.dumps(plan.summary(), default=str))
     logging.info("Scaling rule: %s", plan.scaled.description)
-    self.state = setup.initial_state(plan)
+    # initial_state: a branch started from another run's state (lrscale.cbs);
+    # this run's own checkpoint, if any, still wins below (resume).
+    self.state = setup.initial_state(plan) if initial_state is None else initial_state
     # Imported here: orbax costs ~0.5 s of start-up that lr_find does not need.
     from lrscale.engine.checkpoint import Checkpointer, abstract_like  # pylint: disable=g-import-not-at-top
 
@@ -266,6 +274,7 @@ def train(
   setup: RunSetup | None = None,
   data: registry.InMemoryData | None = None,
   stop_after_steps: int | None = None,
+  initial_state: TrainState | None = None,
 ) -> dict[str, Any]:
   """Trains one run to its budget or target and returns its summary.
 
@@ -277,6 +286,8 @@ def train(
     data: in-memory data to reuse.
     stop_after_steps: stop (as if killed) at the first host boundary at or after
       this step; for tests.
+    initial_state: start from this state instead of the seed's initialisation
+      (placed like ``setup.initial_state``'s); used to branch from another run.
 
   Returns:
     The summary dict also written to ``workdir/summary.json``.
@@ -295,13 +306,15 @@ def train(
     workdir_lib.hold(workdir, what="lrscale.train", enabled=is_lead),
     interrupt.catch_stop_signals() as stop,
   ):
-    return _train_loop(plan, workdir, setup, data, stop, stop_after_steps)
+    return _train_loop(plan, workdir, setup, data, stop, stop_after_steps, initial_state)
 
 
-def _train_loop(plan, workdir, setup, data, stop, stop_after_steps) -> dict[str, Any]:
+def _train_loop(
+  plan, workdir, setup, data, stop, stop_after_steps, initial_state=None
+) -> dict[str, Any]:
   data = data or (setup.data if setup else registry.load_in_memory(plan.config.dataset))
   setup = setup or RunSetup(plan, data)
-  loop = RunLoop(plan, workdir, setup)
+  loop = RunLoop(plan, workdir, setup, initial_state=initial_state)
   try:
     while not loop.finished:
       if stop.signum is not None:

@@ -130,10 +130,9 @@ class RunSetup:
     eb += -eb % self.plan.num_devices  # every device gets an equal share
     nb = -(-n // eb)
     pad = nb * eb - n
-    xs = np.concatenate(
-      [self.data.eval_x, np.zeros((pad,) + self.data.eval_x.shape[1:], np.float32)]
-    )
-    ys = np.concatenate([self.data.eval_y, np.zeros((pad,), np.int32)])
+    ex, ey = self.data.eval_x, self.data.eval_y  # padding keeps their dtypes (int tokens)
+    xs = np.concatenate([ex, np.zeros((pad,) + ex.shape[1:], ex.dtype)])
+    ys = np.concatenate([ey, np.zeros((pad,) + ey.shape[1:], ey.dtype)])
     ws = np.concatenate([np.ones((n,), np.float32), np.zeros((pad,), np.float32)])
     shape = (nb, eb)
     return tuple(
@@ -224,4 +223,7 @@ def _model_kwargs(model_cfg) -> dict[str, Any]:
     return dict(channels=tuple(model_cfg.channels), dense=model_cfg.dense)
   if name.startswith("resnet"):
     return dict(zero_init_last_bn=model_cfg.zero_init_last_bn)
+  if name == "transformer":
+    keys = ("depth", "width", "heads", "mlp_ratio", "positions")
+    return {k: model_cfg[k] for k in keys}
   return {}

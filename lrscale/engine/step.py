@@ -183,7 +183,7 @@ def make_step_fns(
     if noise_splits > 1 and x.shape[0] == 1:
       # Same examples, same mean gradient: only the split into parts is new.
       x = x.reshape((noise_splits, -1) + x.shape[2:])
-      y = y.reshape((noise_splits, -1))
+      y = y.reshape((noise_splits, -1) + y.shape[2:])
     x = jax.lax.with_sharding_constraint(x, batch_spec)
     y = jax.lax.with_sharding_constraint(y, batch_spec)
     scaling = precision.loss_scale_state(state.opt_state)

@@ -12,6 +12,7 @@ from lrscale.models.cnn import SmallCNN
 from lrscale.models.linear import Linear
 from lrscale.models.mlp import MLP
 from lrscale.models.resnet import cifar_resnet, imagenet_resnet
+from lrscale.models.transformer import Transformer
 
 __all__ = ["MODEL_NAMES", "build_model"]
 
@@ -41,6 +42,7 @@ _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
   "resnet20": functools.partial(cifar_resnet, 20),
   "resnet18": functools.partial(imagenet_resnet, 18),
   "resnet50": functools.partial(imagenet_resnet, 50),
+  "transformer": _without_bn(Transformer),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
@@ -60,7 +62,8 @@ def build_model(
   Args:
     name: One of ``MODEL_NAMES``: "linear" (no bias, zero init), "mlp" (Shallue et al. 2018 MLP), "cnn" (Shallue et al.
       2018 simple CNN, stride-2 variant), "resnet8" / "resnet20" (He et al. 2016 CIFAR),
-      "resnet18" / "resnet50" (He et al. 2016 ImageNet; Goyal et al. 2017 used ResNet-50).
+      "resnet18" / "resnet50" (He et al. 2016 ImageNet; Goyal et al. 2017 used ResNet-50),
+      "transformer" (decoder-only pre-LN LM over token sequences).
     input_shape: Shape of one example, without the batch axis.
     num_classes: Number of output logits.
     bn_group_size: Examples per ghost batch of every BN layer (``<= 0``: whole batch);

@@ -59,10 +59,13 @@ DEFAULTS: Mapping[str, Mapping[str, float]] = {
   # b1 here is schedule-free's interpolation weight, not a gradient EMA.
   "schedule_free_sgd": {"b1": 0.9},
   "schedule_free_adamw": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
+  # Muon (Jordan et al. 2024): momentum = Muon's beta on 2-D weights; b1, b2
+  # and eps are those of the AdamW that updates every other parameter.
+  "muon": {"momentum": 0.95, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
 }
 OPTIMIZERS: tuple[str, ...] = tuple(DEFAULTS)
 SCHEDULE_FREE: frozenset[str] = frozenset({"schedule_free_sgd", "schedule_free_adamw"})
-DECOUPLED_WEIGHT_DECAY: frozenset[str] = frozenset({"adamw", "lamb", "schedule_free_adamw"})
+DECOUPLED_WEIGHT_DECAY: frozenset[str] = frozenset({"adamw", "lamb", "schedule_free_adamw", "muon"})
 # Betas that are EMA decay rates of gradient moments (what Malladi et al.'s
 # SDE rule rescales); rmsprop's and lars' `momentum` is heavy-ball, and
 # schedule-free's b1 an interpolation weight, so neither is listed.
@@ -347,6 +350,8 @@ def _core(st: _Static, lr, hp: Mapping[str, Any]):
       _masked(optax.scale_by_trust_ratio(), st.trust_mask),
       lr_step,
     )
+  if name == "muon":
+    return _muon(lr, hp, st)
   if name == "schedule_free_sgd":
     return optax.chain(decay, lr_step)
   if name == "schedule_free_adamw":
@@ -354,6 +359,30 @@ def _core(st: _Static, lr, hp: Mapping[str, Any]):
     rms = optax.scale_by_rms(decay=hp["b2"], eps=hp["eps"], eps_in_sqrt=False, bias_correction=True)
     return optax.chain(rms, decay, lr_step)
   raise ValueError(f"{_field('name')}: unknown optimizer {name!r}.")
+
+
+def _muon(lr, hp: Mapping[str, Any], st: _Static) -> optax.GradientTransformation:
+  """``optax.contrib.muon``: orthogonalised momentum on 2-D weights, AdamW on the rest.
+
+  Muon (Jordan et al. 2024; Liu et al. 2025 for the weight decay) replaces the
+  momentum of each matrix by its nearest semi-orthogonal matrix (5 Newton-Schulz
+  steps), with Nesterov momentum as in optax's default. optax sends every
+  parameter that is not 2-D (biases, norm scales) to AdamW; with the default
+  ``decay_mask='no_bias_norm'`` those get no weight decay, with ``'all'`` the
+  same lambda as the matrices. Embedding and readout matrices are 2-D and get
+  Muon, as optax's default labelling does.
+  """
+  matrices_decay = st.decay_mask is not False
+  return optax_contrib.muon(
+    learning_rate=lr,
+    beta=hp["momentum"],
+    eps=hp["eps"],
+    weight_decay=hp["weight_decay"] if matrices_decay else 0.0,
+    adam_b1=hp["b1"],
+    adam_b2=hp["b2"],
+    adam_weight_decay=hp["weight_decay"] if st.decay_mask is True else 0.0,
+    nesterov=True,
+  )
 
 
 def _make_factory(st: _Static) -> Callable[..., optax.GradientTransformation]:

@@ -2,9 +2,12 @@
 
 from lrscale.tasks.base import Task
 from lrscale.tasks.classification import CLASSIFICATION
+from lrscale.tasks.lm import LANGUAGE_MODELLING
 from lrscale.tasks.regression import EXACT_REGRESSION, REGRESSION
 
-TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFICATION, REGRESSION, EXACT_REGRESSION)}
+TASKS: dict[str, Task] = {
+  t.name: t for t in (CLASSIFICATION, REGRESSION, EXACT_REGRESSION, LANGUAGE_MODELLING)
+}
 TASK_NAMES = tuple(TASKS)
 
 
@@ -18,6 +21,7 @@ def get_task(name: str) -> Task:
 __all__ = [
   "CLASSIFICATION",
   "EXACT_REGRESSION",
+  "LANGUAGE_MODELLING",
   "REGRESSION",
   "TASKS",
   "TASK_NAMES",
