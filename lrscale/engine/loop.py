@@ -27,6 +27,7 @@ from absl import logging
 from lrscale import config as config_lib
 from lrscale import noise_scale
 from lrscale.data import registry
+from lrscale.engine import early_stopping as early_lib
 from lrscale.engine import outputs, parallel
 from lrscale.engine.setup import RunSetup
 from lrscale.engine.step import TrainState
@@ -40,6 +41,9 @@ def _next_boundary(step: int, plan: config_lib.RunPlan, segment_len: int) -> int
     intervals.append(plan.eval_every)
   # A batch-ramp phase starts a segment of its own: its eval cadence differs.
   phase_starts = [p.start_step for p in plan.ramp if p.start_step > step]
+  if plan.config.early_stopping.enabled:  # decided on the host at each eval
+    offset, every = plan.eval_cadence_at(step)
+    phase_starts.append(step + every - (step - offset) % every)
   return min(
     [plan.total_steps] + phase_starts + [(step // every + 1) * every for every in intervals]
   )
@@ -97,11 +101,18 @@ class RunLoop:
       last_eval={},
       plateau=self.plateau.to_dict(),
     )
+    self.early = early_lib.init_early_stopping(plan.config.early_stopping)
+    self.host["early_stopping"] = self.early.to_dict()
+    self.best_ckpt = None
+    if plan.config.early_stopping.enabled and plan.config.early_stopping.restore_best:
+      self.best_ckpt = Checkpointer(os.path.join(workdir, "best"), keep=1)
     self.step = 0
     restored = self.ckpt.restore_latest(abstract_like(self.state))
     if restored is not None:
       self.step, self.state, self.host = restored
       self.plateau = plateau_lib.PlateauState.from_dict(self.host["plateau"])
+      if "early_stopping" in self.host:
+        self.early = early_lib.EarlyStoppingState.from_dict(self.host["early_stopping"])
       logging.info("Resumed %s from the checkpoint at step %d.", workdir, self.step)
     self.writer = outputs.MetricsWriter(
       workdir, resume_step=self.step, tensorboard=plan.config.tensorboard and self.is_lead
@@ -183,6 +194,9 @@ class RunLoop:
             cfg=plan.config.plateau,
             peak_lr=plan.lr,
           )
+        if self._early_stop(s, get_state):
+          done = i + 1  # the stop is at this eval (a segment boundary when enabled)
+          break
       if buf["reached"][i] and host["target_step"] is None:
         host["target_step"] = s
         self.control = self.control._replace(target_value=jnp.float32(jnp.nan))
@@ -198,9 +212,14 @@ class RunLoop:
       self.step, force=self.step == plan.total_steps, loss=self.last_loss, **host["last_eval"]
     )
     stop_now = plan.has_target and cfg_t.stop and host["target_step"] is not None
-    at_end = self.step >= plan.total_steps or stop_now
+    at_end = self.step >= plan.total_steps or stop_now or self.early.stopped
     if plan.config.plateau.enabled or at_end or self.step % plan.checkpoint_every == 0:
       self.state = get_state()
+    if self.early.stopped and self.best_ckpt is not None:  # the best evaluation's parameters
+      from lrscale.engine.checkpoint import abstract_like  # pylint: disable=g-import-not-at-top
+
+      self.state = self.best_ckpt.restore_latest(abstract_like(self.state))[1]
+      host["last_eval"] = dict(self.early.best_metrics)
     if plan.config.plateau.enabled:
       self.state = self.state._replace(
         lr_scale=parallel.put_replicated(
@@ -209,14 +228,38 @@ class RunLoop:
       )
     if self.step % plan.checkpoint_every == 0 or at_end:
       host["plateau"] = self.plateau.to_dict()
+      host["early_stopping"] = self.early.to_dict()
       host["wall_time_s"] = self.wall_before + time.perf_counter() - self.t_loop
       self.ckpt.save(self.step, self.state, host)
     if at_end:
-      self.status = "complete"
+      self.status = "stopped_early" if self.early.stopped else "complete"
+
+  def _early_stop(self, step: int, get_state: Callable[[], TrainState]) -> bool:
+    """Feeds this eval to early stopping; True when the run stops here."""
+    cfg = self.plan.config.early_stopping
+    if not cfg.enabled:
+      return False
+    before = self.early
+    self.early = early_lib.update_early_stopping(before, self.host["last_eval"], step=step, cfg=cfg)
+    if self.best_ckpt is not None and self.early.best_step != before.best_step:
+      self.best_ckpt.save(step, get_state(), {})
+    if not self.early.stopped:
+      return False
+    logging.info(
+      "Early stopping at step %d: %s has not improved on %.6g (step %d) for %d evaluations.",
+      step,
+      cfg.metric,
+      self.early.best,
+      self.early.best_step,
+      self.early.num_bad,
+    )
+    return True
 
   def close(self) -> None:
     self.writer.close()
     self.ckpt.close()
+    if self.best_ckpt is not None:
+      self.best_ckpt.close()
 
   def summary(self) -> dict[str, Any]:
     """Writes and returns summary.json (call once the run is finished)."""
@@ -231,6 +274,8 @@ class RunLoop:
       wall=self.wall_before + time.perf_counter() - self.t_loop,
       total_wall=time.perf_counter() - self.t_start,
     )
+    if self.plan.config.early_stopping.enabled:
+      summary["early_stopping"] = early_lib.summary(self.early, self.plan.config.early_stopping)
     if self.is_lead:
       outputs.atomic_write_json(os.path.join(self.workdir, "summary.json"), summary)
     logging.info(

@@ -2,7 +2,7 @@
 
 Layout: ``DIR/study.json``, ``DIR/trials/<id>/{trial.json, claim, config.json,
 metrics.jsonl, summary.json, checkpoints/}``. A trial is finished when its
-summary.json says complete or diverged.
+summary.json says complete, diverged or stopped_early.
 
 Claims make several workers (processes or hosts) share one study: a worker
 owns a trial while it holds ``claim``, created with ``O_CREAT | O_EXCL`` (atomic
@@ -24,7 +24,7 @@ from typing import Any
 
 from lrscale.engine.outputs import atomic_write_json
 
-FINISHED = ("complete", "diverged")
+FINISHED = ("complete", "diverged", "stopped_early")
 
 
 def trial_dir(workdir: str, trial_id: str) -> str:
