@@ -398,7 +398,7 @@ def resolve(
   if cfg.early_stopping.enabled:
     early_stopping.validate_config(cfg.early_stopping)
     task.check_metric(cfg.early_stopping.metric, cfg.early_stopping.mode, "early_stopping.metric")
-  init_from.validate_config(cfg.init)
+  init_from.validate_config(cfg.init, cfg.optimizer.name)
   if batch > meta.num_train:
     raise ValueError(
       f"config.batch_size={batch} exceeds the {meta.num_train} training "

@@ -17,7 +17,7 @@ from flax import nnx
 from lrscale import config as config_lib
 from lrscale import noise_scale
 from lrscale.data import order, registry
-from lrscale.engine import parallel
+from lrscale.engine import init_from, parallel
 from lrscale.engine.step import SegmentControl, StepFns, TrainState, make_step_fns
 from lrscale.models import build_model
 from lrscale.optim import optimizers
@@ -31,7 +31,9 @@ class RunSetup:
     self.plan, self.data = plan, data
     self.mesh = parallel.make_mesh(plan.num_devices)
     self.graphdef, params, _ = self._init_model(cfg.seed)
-    self.tx = optimizers.build_optimizer(plan.optimizer, params=params)
+    self.tx = init_from.with_frozen(
+      optimizers.build_optimizer(plan.optimizer, params=params), params, cfg.init.freeze
+    )
     self.segment_len = plan.sync_every
     self.fns: StepFns = make_step_fns(
       graphdef=self.graphdef,
@@ -84,6 +86,8 @@ class RunSetup:
   def initial_state(self, plan: config_lib.RunPlan) -> TrainState:
     """The state at step 0 for ``plan``'s seed and lr (the compiled fns are shared)."""
     _, params, batch_stats = self._init_model(plan.config.seed)
+    if plan.config.init.checkpoint:  # fine-tuning: another run's parameters
+      params, batch_stats = init_from.load_initial(plan.config.init, params, batch_stats)
     state = TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,
