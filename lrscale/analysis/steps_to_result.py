@@ -32,6 +32,7 @@ from lrscale.analysis.store_reader import (
   STATUS_DIVERGED,
   STATUS_ENDED,
   STATUS_MISSING,
+  STATUS_PRUNED,
   STATUS_RUNNING,
   Target,
   TrialRecord,
@@ -83,7 +84,7 @@ class TrialOutcome:
     reached the target say nothing about the hyperparameters, so they are
     left out of the comparison instead of being counted as failures.
     """
-    return self.reached or self.trial.status in (*STATUS_ENDED, STATUS_DIVERGED)
+    return self.reached or self.trial.status in (*STATUS_ENDED, STATUS_DIVERGED, STATUS_PRUNED)
 
   @property
   def steps_or_inf(self) -> float:

@@ -32,6 +32,10 @@ STATUS_MISSING = "missing"
 # Stopped by config.early_stopping: as final as complete (it ran as configured).
 STATUS_STOPPED_EARLY = "stopped_early"
 STATUS_ENDED = (STATUS_COMPLETE, STATUS_STOPPED_EARLY)
+# Left behind by successive halving: its point lost a rung, i.e. it is not among
+# the best. Settled as not reached (so a point's surviving seeds alone cannot
+# make it look better than it is), never counted as diverged or stable.
+STATUS_PRUNED = "pruned"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -119,6 +119,8 @@ class RunLoop:
     )
     self.progress = outputs.Progress(total_steps=plan.total_steps, start_step=self.step)
     self.status, self.diverged_step, self.last_loss = "running", None, float("nan")
+    # Pause (checkpoint, status "paused") at this step: successive halving's rungs.
+    self.pause_at: int | None = None
     self.wall_before = float(self.host["wall_time_s"])
     self.t_loop = time.perf_counter()
     if self.step == 0:
@@ -140,7 +142,8 @@ class RunLoop:
     """The end of the next segment; also sets the segment's eval cadence."""
     offset, every = self.plan.eval_cadence_at(self.step)
     self.control = self.control._replace(eval_every=jnp.int32(every), eval_offset=jnp.int32(offset))
-    return _next_boundary(self.step, self.plan, self.setup.segment_len)
+    end = _next_boundary(self.step, self.plan, self.setup.segment_len)
+    return end if self.pause_at is None or self.pause_at <= self.step else min(end, self.pause_at)
 
   def absorb(
     self, buf: dict[str, np.ndarray], done: int, get_state: Callable[[], TrainState]
@@ -213,7 +216,8 @@ class RunLoop:
     )
     stop_now = plan.has_target and cfg_t.stop and host["target_step"] is not None
     at_end = self.step >= plan.total_steps or stop_now or self.early.stopped
-    if plan.config.plateau.enabled or at_end or self.step % plan.checkpoint_every == 0:
+    paused = not at_end and self.pause_at is not None and self.step >= self.pause_at
+    if plan.config.plateau.enabled or at_end or paused or self.step % plan.checkpoint_every == 0:
       self.state = get_state()
     if self.early.stopped and self.best_ckpt is not None:  # the best evaluation's parameters
       from lrscale.engine.checkpoint import abstract_like  # pylint: disable=g-import-not-at-top
@@ -226,13 +230,15 @@ class RunLoop:
           jnp.asarray(self.plateau.scale, jnp.float32), self.setup.mesh
         )
       )
-    if self.step % plan.checkpoint_every == 0 or at_end:
+    if self.step % plan.checkpoint_every == 0 or at_end or paused:
       host["plateau"] = self.plateau.to_dict()
       host["early_stopping"] = self.early.to_dict()
       host["wall_time_s"] = self.wall_before + time.perf_counter() - self.t_loop
       self.ckpt.save(self.step, self.state, host)
     if at_end:
       self.status = "stopped_early" if self.early.stopped else "complete"
+    elif paused:
+      self.status = "paused"
 
   def _early_stop(self, step: int, get_state: Callable[[], TrainState]) -> bool:
     """Feeds this eval to early stopping; True when the run stops here."""
@@ -304,6 +310,7 @@ def train(
   setup: RunSetup | None = None,
   data: registry.InMemoryData | None = None,
   stop_after_steps: int | None = None,
+  pause_at_step: int | None = None,
 ) -> dict[str, Any]:
   """Trains one run to its budget or target and returns its summary.
 
@@ -315,6 +322,9 @@ def train(
     data: in-memory data to reuse.
     stop_after_steps: stop (as if killed) at the first host boundary at or after
       this step; for tests.
+    pause_at_step: checkpoint at exactly this step and return a summary with
+      status ``paused``; training the same config again continues from there
+      (the budget, hence every schedule's horizon, is unchanged).
 
   Returns:
     The summary dict also written to ``workdir/summary.json``.
@@ -324,6 +334,9 @@ def train(
   data = data or (setup.data if setup else registry.load_in_memory(plan.config.dataset))
   setup = setup or RunSetup(plan, data)
   loop = RunLoop(plan, workdir, setup)
+  loop.pause_at = pause_at_step
+  if pause_at_step is not None and pause_at_step <= loop.step < plan.total_steps:
+    loop.status = "paused"  # resumed at or past the pause: nothing to train
   try:
     while not loop.finished:
       end = loop.next_boundary()

@@ -87,6 +87,11 @@ def run_study(
   trials = [trial for trial, _ in resolved]
   if worker == 0:
     store.write_study_json(workdir, _study_info(study, meta))
+  if study.search.type == "halving":  # one process: each rung's choice reads the last
+    from lrscale.study import halving  # pylint: disable=g-import-not-at-top
+
+    halving.run_halving(study, workdir, resolved)
+    return _count_statuses(workdir, trials)
   groups: dict[str, list[space.Trial]] = {}
   for trial, plan in resolved:  # one compile per group, reused by its lrs and seeds
     groups.setdefault(program_key(plan), []).append(trial)
@@ -139,6 +144,14 @@ def run_study(
       _log_progress(workdir, trials, ran, t0)
       if max_trials is not None and ran >= max_trials:
         return counts
+  return counts
+
+
+def _count_statuses(workdir: str, trials: list[space.Trial]) -> dict[str, int]:
+  counts: dict[str, int] = {}
+  for t in trials:
+    summary = store.read_json(os.path.join(store.trial_dir(workdir, t.id), "summary.json")) or {}
+    counts[summary.get("status", "missing")] = counts.get(summary.get("status", "missing"), 0) + 1
   return counts
 
 

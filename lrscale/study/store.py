@@ -24,7 +24,8 @@ from typing import Any
 
 from lrscale.engine.outputs import atomic_write_json
 
-FINISHED = ("complete", "diverged", "stopped_early")
+# "pruned": left behind by successive halving (lrscale.study.halving), not to be resumed.
+FINISHED = ("complete", "diverged", "stopped_early", "pruned")
 
 
 def trial_dir(workdir: str, trial_id: str) -> str:
