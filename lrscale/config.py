@@ -24,7 +24,7 @@ from lrscale import tasks, units
 from lrscale.data import registry
 from lrscale.engine import early_stopping, init_from
 from lrscale.models import MODEL_NAMES
-from lrscale.optim import optimizers, scaling, schedules
+from lrscale.optim import optimizers, precision, scaling, schedules
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -44,6 +44,10 @@ def base_config() -> ml_collections.ConfigDict:
       # Variable-size images (imagenette, imagenet2012) are center-cropped and
       # resized to image_size x image_size; 0 = the dataset's own fixed size.
       image_size=0,
+      # Streamed-image augmentation (lrscale.data.augment.AUGMENT_NAMES):
+      # none | flip | inception_crop_flip | cifar_crop_flip.
+      augment="none",
+      workers=-1,  # input pipeline worker processes per host (-1 = one per core, 0 = inline)
     )
   )
   c.model = ml_collections.ConfigDict(
@@ -57,6 +61,11 @@ def base_config() -> ml_collections.ConfigDict:
       # number of devices: N > 0 = ghost batches of N examples (Goyal: 32);
       # 0 = per device (B / devices / microbatches); -1 = the whole (micro)batch.
       bn_group_size=32,
+      # Mixed precision: activations and matmuls/convs in this dtype (float32 |
+      # bfloat16 | float16); parameters, optimizer state, loss and BatchNorm
+      # statistics stay float32. float16 adds dynamic loss scaling.
+      dtype="float32",
+      loss_scale_init=2.0**15,  # float16: initial loss scale (halves on overflow)
     )
   )
   c.batch_size = 128  # global batch: examples per optimizer step
@@ -352,6 +361,11 @@ def resolve(
     raise ValueError(
       f"config.model.name={cfg.model.name!r} is not a known model; choose one of {MODEL_NAMES}."
     )
+  precision.compute_dtype(cfg.model.dtype)  # raises on an unknown dtype
+  if not cfg.model.loss_scale_init >= 1.0:
+    raise ValueError(
+      f"config.model.loss_scale_init={cfg.model.loss_scale_init!r} must be >= 1 (e.g. 2**15)."
+    )
   per_micro = batch // micro
   bn_group = _resolve_bn_group(cfg, per_micro, num_devices)
   if cfg.target.mode not in ("max", "min"):
@@ -367,6 +381,10 @@ def resolve(
   optimizers.validate(cfg.optimizer)
   scaling.validate(cfg.scaling, cfg.optimizer)
 
+  from lrscale.data import augment, pipeline  # pylint: disable=g-import-not-at-top
+
+  augment.validate(cfg.dataset.augment, cfg.dataset.image_size)
+  pipeline.resolve_workers(cfg.dataset.workers)
   meta = dataset_meta or registry.check_dataset(cfg.dataset)
   if cfg.dataset.stream and cfg.dataset.name in registry.OFFLINE:
     raise ValueError(

@@ -3,8 +3,9 @@
 ``center_crop_resize`` takes the central square of an image (the shorter side)
 and resizes it to ``size x size`` with bilinear filtering (PIL), returning
 float32 values in [0, 1]. It is deterministic, for training and evaluation
-alike: the random-resized-crop and flip augmentation of Goyal et al. 2017 is
-not implemented, so an ImageNet run here trains without augmentation.
+alike. The random-resized-crop and flip augmentation of Goyal et al. 2017, and
+the standard 256 -> 224 eval view, live in ``lrscale.data.augment`` and run in
+the worker pipeline ``lrscale.data.pipeline``.
 """
 
 from __future__ import annotations

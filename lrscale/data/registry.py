@@ -10,8 +10,10 @@ Two kinds of dataset:
 
 Datasets that fit in memory are read once into numpy arrays (``InMemoryData``);
 the train loop then keeps them on the device and gathers batches by index, so no
-per-example Python work happens during training. ``imagenet2012`` streams through
-grain instead (``lrscale.data.stream``).
+per-example Python work happens during training. ``imagenet2012`` and its offline
+stand-in ``lrscale_synthetic_imagenet`` (``lrscale.data.synthetic_imagenet``)
+stream through grain instead (``lrscale.data.stream``; with augmentation,
+``lrscale.data.pipeline``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from lrscale.data import offline
 
 # Names read from TFDS and whether they are small enough to hold in memory.
 TFDS_IN_MEMORY = ("mnist", "fashion_mnist", "cifar10", "imagenette", "lrscale_digits")
-TFDS_STREAMED = ("imagenet2012",)
+TFDS_STREAMED = ("imagenet2012", "lrscale_synthetic_imagenet")
 OFFLINE = tuple(offline.OFFLINE_DATASETS)
 DATASET_NAMES = OFFLINE + TFDS_IN_MEMORY + TFDS_STREAMED
 

@@ -40,6 +40,10 @@ CATALOGUE: Mapping[str, str] = {
     "imagenet2012 needs a manual download: put ILSVRC2012_img_train.tar and"
     " ILSVRC2012_img_val.tar in DIR/downloads/manual, then " + _BUILD_TEMPLATE
   ),
+  "lrscale_synthetic_imagenet": (
+    "run `python -m lrscale.data.synthetic_imagenet --data_dir=DIR` (works"
+    " offline) and set config.dataset.data_dir=DIR"
+  ),
   digits_builder.NAME: (
     "run `python -m lrscale.data.digits_builder --data_dir=DIR` (works"
     " offline) and set config.dataset.data_dir=DIR"
@@ -179,9 +183,34 @@ def open_split(name: str, split: str, *, data_dir: str | None) -> Sequence[dict[
   return _open(_builder(name, data_dir=data_dir), split)
 
 
-def _open(builder: tfds.core.DatasetBuilder, split: str) -> Sequence[dict[str, Any]]:
+def _open(
+  builder: tfds.core.DatasetBuilder, split: str, decoders: dict[str, Any] | None = None
+) -> Sequence[dict[str, Any]]:
   builder.info.splits[split]  # Raises ValueError naming the valid splits.
-  return builder.as_data_source(split=split)
+  return builder.as_data_source(split=split, decoders=decoders)
+
+
+def open_split_encoded(
+  name: str, split: str, *, data_dir: str | None, image_key: str = "image"
+) -> tuple[Sequence[dict[str, Any]], tuple[int | None, ...]]:
+  """Opens a split whose ``tfds.features.Image`` images stay encoded (JPEG/PNG bytes).
+
+  The input pipeline decodes in its own worker processes (and may crop before
+  resizing), so TFDS must not decode on read.
+
+  Returns:
+      The data source and the stored image shape (``None`` = variable).
+
+  Raises:
+      DatasetNotFoundError: if the dataset is not prepared there.
+      ValueError: if the split does not exist.
+  """
+  builder = _builder(name, data_dir=data_dir)
+  feature = builder.info.features[image_key]
+  decoders = None
+  if isinstance(feature, tfds.features.Image):
+    decoders = {image_key: tfds.decode.SkipDecoding()}
+  return _open(builder, split, decoders), tuple(feature.shape)
 
 
 def to_float_images(images: np.ndarray) -> np.ndarray:

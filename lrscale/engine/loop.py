@@ -184,7 +184,7 @@ class RunLoop:
           train_loss=host["loss_sum"] / host["loss_n"],
           grad_norm=float(buf["grad_norm"][i]),
         )
-        row.update({k: float(buf[k][i]) for k in buf if k.startswith("gns_")})
+        row.update({k: float(buf[k][i]) for k in buf if k.startswith("gns_") or k == "loss_scale"})
         self.writer.write(row)
         host["loss_sum"], host["loss_n"] = 0.0, 0
       if not math.isnan(buf["eval_loss"][i]):

@@ -20,7 +20,7 @@ from lrscale.data import order, registry
 from lrscale.engine import init_from, parallel
 from lrscale.engine.step import SegmentControl, StepFns, TrainState, make_step_fns
 from lrscale.models import build_model
-from lrscale.optim import optimizers
+from lrscale.optim import optimizers, precision
 
 
 class RunSetup:
@@ -34,6 +34,8 @@ class RunSetup:
     self.tx = init_from.with_frozen(
       optimizers.build_optimizer(plan.optimizer, params=params), params, cfg.init.freeze
     )
+    if cfg.model.dtype == "float16":  # too little range without it (precision.py)
+      self.tx = precision.dynamic_loss_scale(self.tx, init_scale=cfg.model.loss_scale_init)
     self.segment_len = plan.sync_every
     self.fns: StepFns = make_step_fns(
       graphdef=self.graphdef,
@@ -45,6 +47,7 @@ class RunSetup:
       segment_len=self.segment_len,
       noise_splits=cfg.noise_scale.splits if cfg.noise_scale.enabled else 0,
       noise_decay=cfg.noise_scale.decay,
+      compute_dtype=cfg.model.dtype,
     )
     self.streamed = registry.is_streamed(cfg.dataset)
     # (seed, next step, iterator) of the stream being read; trials sharing this

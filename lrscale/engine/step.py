@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from lrscale import noise_scale
 from lrscale.engine.parallel import AXIS
-from lrscale.optim import optimizers
+from lrscale.optim import optimizers, precision
 from lrscale.tasks import Task
 
 
@@ -76,6 +76,7 @@ def make_step_fns(
   noise_splits: int = 0,
   noise_decay: float = 0.95,
   segment_len: int = 1,
+  compute_dtype: str = "float32",
 ) -> StepFns:
   """Builds the train step, the on-device segment loop and the evaluation.
 
@@ -90,23 +91,30 @@ def make_step_fns(
       many parts to estimate the gradient noise scale (same gradient, same update).
     noise_decay: EMA decay of the noise-scale estimates.
     segment_len: the largest number of steps ``train_segment`` runs per call.
+    compute_dtype: activations and matmuls in this dtype, parameters, optimizer
+      state, loss and BatchNorm statistics in float32 (``lrscale.optim.precision``);
+      float16 needs ``tx`` wrapped in ``precision.dynamic_loss_scale``.
 
   Returns:
     ``StepFns`` of jitted functions.
   """
   batch_spec = NamedSharding(mesh, P(None, AXIS))  # [microbatches, per_micro, ...]
 
-  def loss_fn(params, batch_stats, x, y):
+  dtype = precision.compute_dtype(compute_dtype)
+
+  def loss_fn(params, batch_stats, x, y, scale):
+    """(loss x scale, (loss, new BN stats)); scale is None without loss scaling."""
     # copy=True: batch_stats is not differentiated, so grad hands its Variables
     # through from the outer trace, and BatchNorm may not mutate those in place.
-    model = nnx.merge(graphdef, params, batch_stats, copy=True)
-    logits = model(x, train=True)
+    model = nnx.merge(graphdef, precision.cast_to_compute(params, dtype), batch_stats, copy=True)
+    logits = model(precision.cast_to_compute(x, dtype), train=True)
     loss = jnp.mean(task.loss(logits, y))
-    return loss, nnx.state(model, nnx.BatchStat)
+    scaled = loss if scale is None else loss * scale
+    return scaled, (loss, nnx.state(model, nnx.BatchStat))
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def gradients(params, batch_stats, x, y, k=None):
+  def gradients(params, batch_stats, x, y, k=None, scale=None):
     """Mean gradient over microbatches x: [K, b, ...]; K == 1 is one plain step.
 
     Each microbatch starts from the same BatchNorm running statistics and the
@@ -116,14 +124,14 @@ def make_step_fns(
     between phases without recompiling.
     """
     if k is not None:
-      return _dynamic_gradients(params, batch_stats, x, y, k)
+      return _dynamic_gradients(params, batch_stats, x, y, k, scale)
     k = x.shape[0]
     if k == 1:
-      (loss, stats), grads = grad_fn(params, batch_stats, x[0], y[0])
+      (_, (loss, stats)), grads = grad_fn(params, batch_stats, x[0], y[0], scale)
       return loss, stats, grads, None
 
     def body(g_sum, xy):
-      (loss, stats), g = grad_fn(params, batch_stats, *xy)
+      (_, (loss, stats)), g = grad_fn(params, batch_stats, *xy, scale)
       return jax.tree.map(jnp.add, g_sum, g), (loss, stats, noise_scale.tree_sq_norm(g))
 
     zeros = jax.tree.map(jnp.zeros_like, params)
@@ -132,10 +140,10 @@ def make_step_fns(
     stats = jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)
     return jnp.mean(losses), stats, grads, jnp.mean(sq_norms)
 
-  def _dynamic_gradients(params, batch_stats, x, y, k):
+  def _dynamic_gradients(params, batch_stats, x, y, k, scale):
     def body(j, carry):
       g_sum, s_sum, l_sum = carry
-      (loss, stats), g = grad_fn(params, batch_stats, x[j], y[j])
+      (_, (loss, stats)), g = grad_fn(params, batch_stats, x[j], y[j], scale)
       return (jax.tree.map(jnp.add, g_sum, g), jax.tree.map(jnp.add, s_sum, stats), l_sum + loss)
 
     zeros = lambda t: jax.tree.map(jnp.zeros_like, t)  # noqa: E731
@@ -158,7 +166,12 @@ def make_step_fns(
       y = y.reshape((noise_splits, -1))
     x = jax.lax.with_sharding_constraint(x, batch_spec)
     y = jax.lax.with_sharding_constraint(y, batch_spec)
-    loss, batch_stats, grads, small_sq = gradients(state.params, state.batch_stats, x, y, k)
+    scaling = precision.loss_scale_state(state.opt_state)
+    scale = None if scaling is None else scaling.scale
+    loss, batch_stats, grads, small_sq = gradients(state.params, state.batch_stats, x, y, k, scale)
+    if scale is not None:  # true gradients for the optimizer, the norms and the noise scale
+      grads = jax.tree.map(lambda g: g / scale, grads)
+      small_sq = None if small_sq is None else small_sq / jnp.square(scale)
     lr = lr_fn(state.step, state.base_lr) * state.lr_scale
     opt_state = optimizers.set_learning_rate(state.opt_state, lr)
     updates, opt_state = tx.update(grads, opt_state, state.params)
@@ -169,6 +182,8 @@ def make_step_fns(
       "lr": jnp.asarray(lr, jnp.float32),
       "grad_norm": jnp.sqrt(grad_sq),
     }
+    if scaling is not None:  # the scale this step used; it halves when a step is skipped
+      metrics["loss_scale"] = scale
     noise = state.noise
     if small_sq is not None:
       b_small = x.shape[1]
@@ -197,11 +212,11 @@ def make_step_fns(
     split counts exactly once whatever the batch and device counts.
     """
     params = optimizers.eval_params(optimizer_cfg, state.opt_state, state.params)
-    model = nnx.merge(graphdef, params, state.batch_stats)
+    model = nnx.merge(graphdef, precision.cast_to_compute(params, dtype), state.batch_stats)
 
     def one(carry, xyw):
       x, y, w = xyw
-      out = model(x, train=False)
+      out = model(precision.cast_to_compute(x, dtype), train=False)
       sums = {k: jnp.sum(fn(out, y) * w) for k, fn in task.metrics.items()}
       return carry, (sums, jnp.sum(w))
 

@@ -1,0 +1,385 @@
+"""The streamed image input pipeline: TFDS array_record -> grain workers -> uint8 batches.
+
+Per host, a grain ``MapDataset`` over *global step numbers*; element ``t`` is
+this host's part of global batch ``t``, built by ``StepBatch``: look up the
+record indices of the step, read the encoded images, decode (PIL) and augment
+each one with ``lrscale.data.augment`` seeded by ``(seed, epoch, index)``,
+stack. ``mp_prefetch`` hands steps round-robin to ``workers`` processes and
+returns them in step order. Hence:
+
+* Epochs are those of ``lrscale.data.stream``: epoch ``e`` is the split
+  permuted by grain's shuffle with seed ``stream.epoch_seed(seed, e)``, cut to
+  ``N // B`` whole global batches (the remainder is dropped, as in
+  ``stream.epoch_batches``); step ``t`` is batch ``t % (N // B)`` of epoch
+  ``t // (N // B)``. (The in-memory path, ``lrscale.data.order``, instead lets
+  batches straddle epochs.)
+* Host ``shard_index`` of ``shard_count`` takes the elements
+  ``shard_index::shard_count`` of each global batch, so hosts are disjoint
+  and together see exactly the one-host batch.
+* Every batch is a pure function of ``(seed, step)`` and the host's shard:
+  resuming at ``start_step`` yields exactly the uninterrupted stream from
+  there, and the pixels do not depend on the number of workers.
+
+Evaluation (``eval_batches``) reads the whole split once, unshuffled, in
+global batches of ``batch_size * shard_count``; the last one is padded with
+zero images of weight 0, so weighted sums over all hosts count each example
+exactly once whatever the device count.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from lrscale.data import augment, stream
+
+TrainBatch = tuple[np.ndarray, np.ndarray]  # uint8 [b, H, W, C], int32 [b]
+EvalBatch = tuple[np.ndarray, np.ndarray, np.ndarray]  # + float32 weights [b]
+
+
+def resolve_workers(workers: int) -> int:
+  """``config.dataset.workers``: -1 = one per CPU core this process may use."""
+  if isinstance(workers, bool) or not isinstance(workers, int):
+    raise ValueError(f"config.dataset.workers={workers!r} must be an integer: -1, 0 or N > 0.")
+  if workers == -1:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  if workers < 0:
+    raise ValueError(f"config.dataset.workers={workers}: use -1 (all cores), 0 (inline) or N > 0.")
+  return workers
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(num_examples: int, seed: int, epoch: int) -> grain.MapDataset:
+  # Random access into grain's index shuffle: the same order as stream.epoch_batches.
+  return grain.MapDataset.range(num_examples).shuffle(seed=stream.epoch_seed(seed, epoch))
+
+
+def train_indices(
+  step: int,
+  *,
+  seed: int,
+  batch_size: int,
+  num_examples: int,
+  shard_index: int = 0,
+  shard_count: int = 1,
+) -> tuple[int, np.ndarray]:
+  """The epoch of global step ``step`` and this host's record indices in its batch.
+
+  Args:
+    step: Global step (0-based, counting across epochs).
+    seed: Run seed.
+    batch_size: Global batch size; ``shard_count`` must divide it.
+    num_examples: Examples in the split.
+    shard_index: This host's index.
+    shard_count: Number of hosts.
+
+  Returns:
+    ``(epoch, indices)``, indices int64 of shape ``[batch_size // shard_count]``.
+  """
+  epoch, k = divmod(step, stream.steps_per_epoch(num_examples, batch_size))
+  perm = _permutation(num_examples, seed, epoch)
+  positions = range(k * batch_size + shard_index, (k + 1) * batch_size, shard_count)
+  return epoch, np.asarray([perm[p] for p in positions], np.int64)
+
+
+def _read(source: Sequence[dict[str, Any]], indices: Sequence[int]) -> list[dict[str, Any]]:
+  keys = [int(i) for i in indices]
+  getitems = getattr(source, "__getitems__", None)
+  return list(getitems(keys)) if getitems else [source[i] for i in keys]
+
+
+class StepBatch:
+  """Global step -> this host's (uint8 images, int32 labels); picklable for workers."""
+
+  def __init__(
+    self,
+    source: Sequence[dict[str, Any]],
+    transform: augment.Transform,
+    *,
+    seed: int,
+    batch_size: int,
+    shard_index: int,
+    shard_count: int,
+    image_key: str = "image",
+    label_key: str = "label",
+  ):
+    self.source, self.transform = source, transform
+    self.seed, self.batch_size = seed, batch_size
+    self.shard_index, self.shard_count = shard_index, shard_count
+    self.image_key, self.label_key = image_key, label_key
+    self.num_examples = len(source)
+
+  def __call__(self, step: int) -> TrainBatch:
+    epoch, indices = train_indices(
+      int(step),
+      seed=self.seed,
+      batch_size=self.batch_size,
+      num_examples=self.num_examples,
+      shard_index=self.shard_index,
+      shard_count=self.shard_count,
+    )
+    examples = _read(self.source, indices)
+    images = np.stack(
+      [
+        self.transform(ex[self.image_key], self.seed, epoch, int(i))
+        for ex, i in zip(examples, indices)
+      ]
+    )
+    labels = np.asarray([ex[self.label_key] for ex in examples], np.int32)
+    return images, labels
+
+
+class EvalStep:
+  """Eval step -> this host's padded (images, labels, weights); picklable."""
+
+  def __init__(
+    self,
+    source: Sequence[dict[str, Any]],
+    transform: Callable[[Any], np.ndarray],
+    *,
+    num_examples: int,
+    batch_size: int,
+    shard_index: int,
+    shard_count: int,
+    image_shape: tuple[int, ...],
+    image_key: str = "image",
+    label_key: str = "label",
+  ):
+    self.source, self.transform, self.num_examples = source, transform, num_examples
+    self.batch_size, self.shard_index, self.shard_count = batch_size, shard_index, shard_count
+    self.image_shape = tuple(image_shape)
+    self.image_key, self.label_key = image_key, label_key
+
+  def __call__(self, step: int) -> EvalBatch:
+    global_batch = self.batch_size * self.shard_count
+    start = int(step) * global_batch + self.shard_index
+    positions = np.arange(start, start + global_batch, self.shard_count)[: self.batch_size]
+    valid = positions < self.num_examples
+    images = np.zeros((self.batch_size, *self.image_shape), np.uint8)
+    labels = np.zeros((self.batch_size,), np.int32)
+    for slot, ex in zip(np.flatnonzero(valid), _read(self.source, positions[valid])):
+      images[slot] = self.transform(ex[self.image_key])
+      labels[slot] = ex[self.label_key]
+    return images, labels, valid.astype(np.float32)
+
+
+def num_eval_steps(num_examples: int, batch_size: int, shard_count: int = 1) -> int:
+  """Eval steps covering ``num_examples`` with per-host ``batch_size``: ``ceil(N / (b S))``."""
+  return -(-num_examples // (batch_size * shard_count))
+
+
+def _iterate(ds: grain.MapDataset, workers: int) -> Iterator[Any]:
+  """Iterates ``ds`` in order, computing elements in ``workers`` processes (0: inline)."""
+  # One reader thread per process: parallelism is the worker count, and a
+  # thread still overlaps reading with the consumer when workers == 0.
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+  if workers > 0:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    if not flags.FLAGS.is_parsed():
+      # grain's worker pool reads its absl flags; outside an absl main (tests,
+      # notebooks) nobody parsed them, so take their defaults.
+      flags.FLAGS.mark_as_parsed()
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  it = iter(it_ds)
+  try:
+    for element in it:
+      # Worker results arrive in grain's shared-memory arrays; plain copies
+      # (cheap next to decoding) free the shared segments at once.
+      yield tuple(np.array(x) for x in element)
+  finally:
+    close = getattr(it, "close", None)
+    if close:
+      close()  # Stops worker processes now rather than at garbage collection.
+
+
+def train_batches_from_source(
+  source: Sequence[dict[str, Any]],
+  transform: augment.Transform,
+  *,
+  batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  num_steps: int | None = None,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  workers: int = 0,
+  image_key: str = "image",
+  label_key: str = "label",
+) -> Iterator[TrainBatch]:
+  """Training batches of global steps ``start_step, start_step + 1, ...`` for one host.
+
+  Args:
+    source: Random-access records (``tfds`` data source with undecoded images).
+    transform: ``augment.train_transform(...)``.
+    batch_size: Global batch size; ``shard_count`` must divide it.
+    seed: Run seed (order and augmentation).
+    start_step: First global step (resume point).
+    num_steps: Steps to yield; ``None``: endless.
+    shard_index: This host (``jax.process_index()``).
+    shard_count: Hosts (``jax.process_count()``).
+    workers: Worker processes (``-1``: one per core, ``0``: in this process).
+    image_key: Feature holding the encoded image.
+    label_key: Feature holding the label.
+
+  Yields:
+    ``(images, labels)``: uint8 ``[batch_size // shard_count, H, W, C]``, int32.
+  """
+  stream._validate(  # pylint: disable=protected-access
+    num_examples=len(source),
+    seed=seed,
+    batch_size=batch_size,
+    start_step=start_step,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    drop_remainder=True,
+  )
+  stop = sys.maxsize if num_steps is None else start_step + num_steps
+  step_fn = StepBatch(
+    source,
+    transform,
+    seed=seed,
+    batch_size=batch_size,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    image_key=image_key,
+    label_key=label_key,
+  )
+  ds = grain.MapDataset.range(start_step, stop).map(step_fn)
+  return _iterate(ds, resolve_workers(workers))
+
+
+def eval_batches_from_source(
+  source: Sequence[dict[str, Any]],
+  transform: Callable[[Any], np.ndarray],
+  *,
+  batch_size: int,
+  image_shape: tuple[int, ...],
+  num_examples: int | None = None,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  workers: int = 0,
+  image_key: str = "image",
+  label_key: str = "label",
+) -> Iterator[EvalBatch]:
+  """One pass over the first ``num_examples`` records, padded, for one host.
+
+  Args:
+    source: Random-access records.
+    transform: ``augment.eval_transform(...)``.
+    batch_size: Per-host batch size.
+    image_shape: Shape of a transformed image (the pads' shape).
+    num_examples: Records to evaluate (default: all).
+    shard_index: This host.
+    shard_count: Hosts.
+    workers: Worker processes (``-1``: one per core).
+    image_key: Feature holding the encoded image.
+    label_key: Feature holding the label.
+
+  Yields:
+    ``num_eval_steps(num_examples, batch_size, shard_count)`` batches
+    ``(images uint8 [b, *image_shape], labels int32 [b], weights float32 [b])``;
+    weight 1 for a real example, 0 for a pad. Global batch ``k`` (all hosts)
+    holds records ``k*b*S .. (k+1)*b*S - 1``; host ``h`` the ``h::S`` of them.
+  """
+  n = len(source) if num_examples is None else min(num_examples, len(source))
+  if batch_size <= 0 or n <= 0:
+    raise ValueError(f"need batch_size > 0 and examples > 0, got {batch_size}, {n}")
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}")
+  step_fn = EvalStep(
+    source,
+    transform,
+    num_examples=n,
+    batch_size=batch_size,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    image_shape=image_shape,
+    image_key=image_key,
+    label_key=label_key,
+  )
+  ds = grain.MapDataset.range(num_eval_steps(n, batch_size, shard_count)).map(step_fn)
+  return _iterate(ds, resolve_workers(workers))
+
+
+# --------------------------------------------------------------------------
+# Entry points from a config (``config.dataset``).
+# --------------------------------------------------------------------------
+
+
+def _open(dataset_cfg: Any, split: str) -> tuple[Sequence[dict[str, Any]], tuple]:
+  from lrscale.data import tfds_source  # pylint: disable=g-import-not-at-top
+
+  return tfds_source.open_split_encoded(
+    dataset_cfg.name, split, data_dir=dataset_cfg.data_dir or None
+  )
+
+
+def train_stream(
+  dataset_cfg: Any,
+  *,
+  batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  shard_index: int = 0,
+  shard_count: int = 1,
+) -> Iterator[TrainBatch]:
+  """Endless augmented training batches of ``config.dataset`` for one host.
+
+  Uses ``train_split``, ``augment``, ``image_size`` and ``workers`` of
+  ``dataset_cfg``; see ``train_batches_from_source`` for the rest.
+  """
+  source, shape = _open(dataset_cfg, dataset_cfg.train_split)
+  transform = augment.train_transform(dataset_cfg.augment, dataset_cfg.image_size, shape[-1])
+  return train_batches_from_source(
+    source,
+    transform,
+    batch_size=batch_size,
+    seed=seed,
+    start_step=start_step,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    workers=dataset_cfg.workers,
+  )
+
+
+def eval_stream(
+  dataset_cfg: Any, *, batch_size: int, shard_index: int = 0, shard_count: int = 1
+) -> tuple[int, Iterator[EvalBatch]]:
+  """The whole ``eval_split`` (or its first ``eval_examples``), padded, for one host.
+
+  Args:
+    dataset_cfg: ``config.dataset``.
+    batch_size: Per-host batch size (global eval batch / ``shard_count``).
+    shard_index: This host.
+    shard_count: Hosts.
+
+  Returns:
+    ``(num_steps, batches)``; see ``eval_batches_from_source``.
+  """
+  source, shape = _open(dataset_cfg, dataset_cfg.eval_split)
+  size = dataset_cfg.image_size
+  if size > 0:
+    shape = (size, size, shape[-1])
+  if any(d is None for d in shape):
+    raise ValueError(
+      f"config.dataset.image_size: {dataset_cfg.name!r} has variable-size images; set it (e.g. 224)."
+    )
+  n = len(source) if dataset_cfg.eval_examples <= 0 else min(len(source), dataset_cfg.eval_examples)
+  batches = eval_batches_from_source(
+    source,
+    augment.eval_transform(dataset_cfg.augment, size, shape[-1]),
+    batch_size=batch_size,
+    image_shape=shape,
+    num_examples=n,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    workers=dataset_cfg.workers,
+  )
+  return num_eval_steps(n, batch_size, shard_count), batches
