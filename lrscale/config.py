@@ -25,6 +25,7 @@ from ml_collections import config_dict
 
 from lrscale import errors, tasks, units
 from lrscale.data import registry
+from lrscale.engine import early_stopping, init_from
 from lrscale.models import MODEL_NAMES
 from lrscale.optim import optimizers, precision, scaling, schedule_build, schedule_config
 
@@ -121,6 +122,10 @@ def base_config() -> ml_collections.ConfigDict:
   # A run whose train loss is non-finite or above max_loss is stopped and
   # recorded as diverged (0 = automatic: 4 x the initial loss, at least 4 ln C).
   c.divergence = ml_collections.ConfigDict(dict(max_loss=0.0))
+  # Stop when an eval metric has not improved for `patience` evaluations.
+  c.early_stopping = early_stopping.default_config()
+  # Start from another run's parameters (fine-tuning); see lrscale.engine.init_from.
+  c.init = init_from.default_config()
   c.noise_scale = ml_collections.ConfigDict(
     dict(
       enabled=False,  # log McCandlish et al.'s B_simple during training
@@ -511,6 +516,10 @@ def resolve(
   task.check_metric(cfg.target.metric, cfg.target.mode, "target.metric")
   if cfg.plateau.enabled:
     task.check_metric(cfg.plateau.metric, cfg.plateau.mode, "plateau.metric")
+  if cfg.early_stopping.enabled:
+    early_stopping.validate_config(cfg.early_stopping)
+    task.check_metric(cfg.early_stopping.metric, cfg.early_stopping.mode, "early_stopping.metric")
+  init_from.validate_config(cfg.init, cfg.optimizer.name)
   if meta.num_train is not None and batch > meta.num_train:
     raise ValueError(
       f"config.batch_size={batch} exceeds the {meta.num_train} training "

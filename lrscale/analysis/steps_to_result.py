@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 
 from lrscale.analysis.store_reader import (
-  STATUS_COMPLETE,
   STATUS_DIVERGED,
+  STATUS_ENDED,
   STATUS_MISSING,
+  STATUS_PRUNED,
   STATUS_RUNNING,
   Target,
   TrialRecord,
@@ -83,7 +84,7 @@ class TrialOutcome:
     reached the target say nothing about the hyperparameters, so they are
     left out of the comparison instead of being counted as failures.
     """
-    return self.reached or self.trial.status in (STATUS_COMPLETE, STATUS_DIVERGED)
+    return self.reached or self.trial.status in (*STATUS_ENDED, STATUS_DIVERGED, STATUS_PRUNED)
 
   @property
   def steps_or_inf(self) -> float:
@@ -233,7 +234,7 @@ def summarize_batch(outcomes: Sequence[TrialOutcome], *, within_pct: float = 10.
     raise ValueError(f"expected one batch size, got {sorted(batch_sizes)}")
   configs = config_results(outcomes)
   best = best_config(configs)
-  finished = [o.trial for o in outcomes if o.trial.status in (STATUS_COMPLETE, STATUS_DIVERGED)]
+  finished = [o.trial for o in outcomes if o.trial.status in (*STATUS_ENDED, STATUS_DIVERGED)]
   diverged_lrs = sorted({t.lr for t in finished if t.diverged})
   stable_lrs = sorted({t.lr for t in finished} - set(diverged_lrs))
   tried = sorted({o.trial.lr for o in outcomes})

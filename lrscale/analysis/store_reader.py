@@ -32,6 +32,13 @@ STATUS_DIVERGED = "diverged"
 STATUS_RUNNING = "running"
 STATUS_FAILED = "failed"
 STATUS_MISSING = "missing"
+# Stopped by config.early_stopping: as final as complete (it ran as configured).
+STATUS_STOPPED_EARLY = "stopped_early"
+STATUS_ENDED = (STATUS_COMPLETE, STATUS_STOPPED_EARLY)
+# Left behind by successive halving: its point lost a rung, i.e. it is not among
+# the best. Settled as not reached (so a point's surviving seeds alone cannot
+# make it look better than it is), never counted as diverged or stable.
+STATUS_PRUNED = "pruned"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +96,7 @@ class TrialRecord:
     lr: Learning rate of the trial.
     seed: Random seed.
     params: Other swept hyperparameters, e.g. ``{"momentum": 0.9}``.
-    status: ``complete | diverged | running | failed | missing``; ``missing``
+    status: ``complete | stopped_early | diverged | running | failed | missing``; ``missing``
       means no readable ``summary.json`` (the trial never started).
     summary: Parsed ``summary.json`` or ``None``.
     train_rows: Metric rows with a ``train_loss`` key, sorted by step.
@@ -115,7 +122,7 @@ class TrialRecord:
       return True
     final = (self.summary or {}).get("final") or {}
     loss = as_float(final.get("train_loss"))
-    return self.status == STATUS_COMPLETE and loss is not None and not math.isfinite(loss)
+    return self.status in STATUS_ENDED and loss is not None and not math.isfinite(loss)
 
   @property
   def config_key(self) -> tuple[Any, ...]:

@@ -27,6 +27,7 @@ from absl import logging
 from lrscale import config as config_lib
 from lrscale import noise_scale
 from lrscale.data import registry
+from lrscale.engine import early_stopping as early_lib
 from lrscale.engine import interrupt, outputs, parallel
 from lrscale.engine import workdir as workdir_lib
 from lrscale.engine.setup import RunSetup
@@ -41,6 +42,9 @@ def _next_boundary(step: int, plan: config_lib.RunPlan, segment_len: int) -> int
     intervals.append(plan.eval_every)
   # A batch-ramp phase starts a segment of its own: its eval cadence differs.
   phase_starts = [p.start_step for p in plan.ramp if p.start_step > step]
+  if plan.config.early_stopping.enabled:  # decided on the host at each eval
+    offset, every = plan.eval_cadence_at(step)
+    phase_starts.append(step + every - (step - offset) % every)
   return min(
     [plan.total_steps] + phase_starts + [(step // every + 1) * every for every in intervals]
   )
@@ -89,12 +93,19 @@ class RunLoop:
       last_eval={},
       plateau=self.plateau.to_dict(),
     )
+    self.early = early_lib.init_early_stopping(plan.config.early_stopping)
+    self.host["early_stopping"] = self.early.to_dict()
+    self.best_ckpt = None
+    if plan.config.early_stopping.enabled and plan.config.early_stopping.restore_best:
+      self.best_ckpt = Checkpointer(os.path.join(workdir, "best"), keep=1)
     self.step = self.saved_step = 0
     restored = self.ckpt.restore_latest(abstract_like(self.state))
     if restored is not None:
       self.step, self.state, self.host = restored
       self.saved_step = self.step
       self.plateau = plateau_lib.PlateauState.from_dict(self.host["plateau"])
+      if "early_stopping" in self.host:
+        self.early = early_lib.EarlyStoppingState.from_dict(self.host["early_stopping"])
       logging.info("Resumed %s from the checkpoint at step %d.", workdir, self.step)
     self.writer = outputs.MetricsWriter(
       workdir,
@@ -109,6 +120,8 @@ class RunLoop:
     self.diverged_step = None
     last = self.host.get("last_loss")
     self.last_loss = float("nan") if last is None else float(last)
+    # Pause (checkpoint, status "paused") at this step: successive halving's rungs.
+    self.pause_at: int | None = None
     self.wall_before = float(self.host["wall_time_s"])
     self.t_loop = time.perf_counter()
     if self.step == 0:
@@ -130,7 +143,8 @@ class RunLoop:
     """The end of the next segment; also sets the segment's eval cadence."""
     offset, every = self.plan.eval_cadence_at(self.step)
     self.control = self.control._replace(eval_every=jnp.int32(every), eval_offset=jnp.int32(offset))
-    return _next_boundary(self.step, self.plan, self.setup.segment_len)
+    end = _next_boundary(self.step, self.plan, self.setup.segment_len)
+    return end if self.pause_at is None or self.pause_at <= self.step else min(end, self.pause_at)
 
   def absorb(
     self, buf: dict[str, np.ndarray], done: int, get_state: Callable[[], TrainState]
@@ -184,6 +198,9 @@ class RunLoop:
             cfg=plan.config.plateau,
             peak_lr=plan.lr,
           )
+        if self._early_stop(s, get_state):
+          done = i + 1  # the stop is at this eval (a segment boundary when enabled)
+          break
       if buf["reached"][i] and host["target_step"] is None:
         host["target_step"] = s
         self.control = self.control._replace(target_value=jnp.float32(jnp.nan))
@@ -199,21 +216,50 @@ class RunLoop:
       self.step, force=self.step == plan.total_steps, loss=self.last_loss, **host["last_eval"]
     )
     stop_now = plan.has_target and cfg_t.stop and host["target_step"] is not None
-    at_end = self.step >= plan.total_steps or stop_now
-    if plan.config.plateau.enabled or at_end or self.step % plan.checkpoint_every == 0:
+    at_end = self.step >= plan.total_steps or stop_now or self.early.stopped
+    paused = not at_end and self.pause_at is not None and self.step >= self.pause_at
+    if plan.config.plateau.enabled or at_end or paused or self.step % plan.checkpoint_every == 0:
       self.state = get_state()
+    if self.early.stopped and self.best_ckpt is not None:  # the best evaluation's parameters
+      from lrscale.engine.checkpoint import abstract_like  # pylint: disable=g-import-not-at-top
+
+      self.state = self.best_ckpt.restore_latest(abstract_like(self.state))[1]
+      host["last_eval"] = dict(self.early.best_metrics)
     if plan.config.plateau.enabled:
       self.state = self.state._replace(
         lr_scale=parallel.put_replicated(
           jnp.asarray(self.plateau.scale, jnp.float32), self.setup.mesh
         )
       )
-    if self.step % plan.checkpoint_every == 0 or at_end:
+    if self.step % plan.checkpoint_every == 0 or at_end or paused:
       if at_end:  # recorded in the checkpoint: a rerun must not train on
-        host["status"] = "complete"
+        host["status"] = "stopped_early" if self.early.stopped else "complete"
       self.save()
     if at_end:
-      self.status = "complete"
+      self.status = "stopped_early" if self.early.stopped else "complete"
+    elif paused:
+      self.status = "paused"
+
+  def _early_stop(self, step: int, get_state: Callable[[], TrainState]) -> bool:
+    """Feeds this eval to early stopping; True when the run stops here."""
+    cfg = self.plan.config.early_stopping
+    if not cfg.enabled:
+      return False
+    before = self.early
+    self.early = early_lib.update_early_stopping(before, self.host["last_eval"], step=step, cfg=cfg)
+    if self.best_ckpt is not None and self.early.best_step != before.best_step:
+      self.best_ckpt.save(step, get_state(), {})
+    if not self.early.stopped:
+      return False
+    logging.info(
+      "Early stopping at step %d: %s has not improved on %.6g (step %d) for %d evaluations.",
+      step,
+      cfg.metric,
+      self.early.best,
+      self.early.best_step,
+      self.early.num_bad,
+    )
+    return True
 
   def save(self) -> None:
     """Checkpoints the current step (once: a step already saved is not saved again)."""
@@ -221,6 +267,7 @@ class RunLoop:
       return
     host = self.host
     host["plateau"] = self.plateau.to_dict()
+    host["early_stopping"] = self.early.to_dict()
     host["wall_time_s"] = self.wall_before + time.perf_counter() - self.t_loop
     host["last_loss"] = None if math.isnan(self.last_loss) else self.last_loss
     self.ckpt.save(self.step, self.state, host)
@@ -229,6 +276,8 @@ class RunLoop:
   def close(self) -> None:
     self.writer.close()
     self.ckpt.close()
+    if self.best_ckpt is not None:
+      self.best_ckpt.close()
 
   def summary(self) -> dict[str, Any]:
     """Writes and returns summary.json (call once the run is finished)."""
@@ -243,6 +292,8 @@ class RunLoop:
       wall=self.wall_before + time.perf_counter() - self.t_loop,
       total_wall=time.perf_counter() - self.t_start,
     )
+    if self.plan.config.early_stopping.enabled:
+      summary["early_stopping"] = early_lib.summary(self.early, self.plan.config.early_stopping)
     if self.is_lead:
       outputs.atomic_write_json(os.path.join(self.workdir, "summary.json"), summary)
     logging.info(
@@ -275,6 +326,7 @@ def train(
   data: registry.InMemoryData | None = None,
   stop_after_steps: int | None = None,
   initial_state: TrainState | None = None,
+  pause_at_step: int | None = None,
 ) -> dict[str, Any]:
   """Trains one run to its budget or target and returns its summary.
 
@@ -288,6 +340,9 @@ def train(
       this step; for tests.
     initial_state: start from this state instead of the seed's initialisation
       (placed like ``setup.initial_state``'s); used to branch from another run.
+    pause_at_step: checkpoint at exactly this step and return a summary with
+      status ``paused``; training the same config again continues from there
+      (the budget, hence every schedule's horizon, is unchanged).
 
   Returns:
     The summary dict also written to ``workdir/summary.json``.
@@ -306,15 +361,20 @@ def train(
     workdir_lib.hold(workdir, what="lrscale.train", enabled=is_lead),
     interrupt.catch_stop_signals() as stop,
   ):
-    return _train_loop(plan, workdir, setup, data, stop, stop_after_steps, initial_state)
+    return _train_loop(
+      plan, workdir, setup, data, stop, stop_after_steps, initial_state, pause_at_step
+    )
 
 
 def _train_loop(
-  plan, workdir, setup, data, stop, stop_after_steps, initial_state=None
+  plan, workdir, setup, data, stop, stop_after_steps, initial_state=None, pause_at_step=None
 ) -> dict[str, Any]:
   data = data or (setup.data if setup else registry.load_in_memory(plan.config.dataset))
   setup = setup or RunSetup(plan, data)
   loop = RunLoop(plan, workdir, setup, initial_state=initial_state)
+  loop.pause_at = pause_at_step
+  if pause_at_step is not None and pause_at_step <= loop.step < plan.total_steps:
+    loop.status = "paused"  # resumed at or past the pause: nothing to train
   try:
     while not loop.finished:
       if stop.signum is not None:

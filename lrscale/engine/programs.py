@@ -33,6 +33,7 @@ _NOT_COMPILED = (
   "compilation_cache",
   "parallel",
   "plateau",
+  "early_stopping",
   "lr_find",
   "budget",
 )

@@ -18,7 +18,7 @@ from flax import nnx
 from lrscale import config as config_lib
 from lrscale import noise_scale
 from lrscale.data import order, registry
-from lrscale.engine import parallel
+from lrscale.engine import init_from, parallel
 from lrscale.engine.step import SegmentControl, StepFns, TrainState, make_step_fns
 from lrscale.models import build_model
 from lrscale.optim import optimizers, precision
@@ -32,7 +32,9 @@ class RunSetup:
     self.plan, self.data = plan, data
     self.mesh = parallel.make_mesh(plan.num_devices)
     self.graphdef, params, _ = self._init_model(cfg.seed)
-    self.tx = optimizers.build_optimizer(plan.optimizer, params=params)
+    self.tx = init_from.with_frozen(
+      optimizers.build_optimizer(plan.optimizer, params=params), params, cfg.init.freeze
+    )
     if cfg.model.dtype == "float16":  # too little range without it (precision.py)
       self.tx = precision.dynamic_loss_scale(self.tx, init_scale=cfg.model.loss_scale_init)
     self.segment_len = plan.sync_every
@@ -109,6 +111,8 @@ class RunSetup:
   def initial_state(self, plan: config_lib.RunPlan) -> TrainState:
     """The state at step 0 for ``plan``'s seed and lr (the compiled fns are shared)."""
     _, params, batch_stats = self._init_model(plan.config.seed)
+    if plan.config.init.checkpoint:  # fine-tuning: another run's parameters
+      params, batch_stats = init_from.load_initial(plan.config.init, params, batch_stats)
     state = TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,

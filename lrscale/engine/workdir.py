@@ -28,7 +28,7 @@ from lrscale import errors, lockfile
 
 LOCK_NAME = "lock"
 LOCK_STALE_S = 120.0  # heartbeat every 30 s; older than this = the holder is gone
-FINISHED = ("complete", "diverged")
+FINISHED = ("complete", "diverged", "stopped_early")
 _RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "summary.json")
 
 

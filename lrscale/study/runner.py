@@ -114,6 +114,11 @@ def run_study(
   for trial in trials:  # a finished trial whose record is corrupt is repaired, not dropped
     if parallel.is_lead() and store.is_finished(workdir, trial.id):
       store.write_trial_json(workdir, trial.to_json())
+  if study.search.type == "halving":  # one process: each rung's choice reads the last
+    from lrscale.study import halving  # pylint: disable=g-import-not-at-top
+
+    halving.run_halving(study, workdir, resolved)
+    return _count_statuses(workdir, trials)
   groups: dict[str, list[space.Trial]] = {}
   for trial, plan in resolved:  # one compile per group, reused by its lrs and seeds
     groups.setdefault(program_key(plan), []).append(trial)
@@ -186,6 +191,14 @@ def _claim(
 
 
 _CLAIM_STATUS = ("skipped", "busy", "claimed")
+
+
+def _count_statuses(workdir: str, trials: list[space.Trial]) -> dict[str, int]:
+  counts: dict[str, int] = {}
+  for t in trials:
+    summary = store.read_json(os.path.join(store.trial_dir(workdir, t.id), "summary.json")) or {}
+    counts[summary.get("status", "missing")] = counts.get(summary.get("status", "missing"), 0) + 1
+  return counts
 
 
 def _vmap_size(study: ml_collections.ConfigDict) -> int:

@@ -48,7 +48,12 @@ def default_study_config() -> ml_collections.ConfigDict:
   )
   # Other swept run-config fields: "optimizer.momentum=0.9,0.99; warmup.length=0 steps,1 epoch".
   s.params = ""
-  s.search = ml_collections.ConfigDict(dict(type="grid", num_trials=0, seed=0))
+  # type: grid | random | quasirandom | halving (successive halving over the grid's lrs,
+  # lrscale.study.halving: eta = 1 / fraction kept per rung, min_budget = first rung's
+  # length, '' = budget / eta^2, at least min_steps steps).
+  s.search = ml_collections.ConfigDict(
+    dict(type="grid", num_trials=0, seed=0, eta=3, min_budget="", min_steps=20)
+  )
   s.target = ml_collections.ConfigDict(dict(metric="eval_accuracy", value=0.95, mode="max"))
   s.budget = "30 epochs"  # per trial, in steps, epochs or examples
   s.eval_every = ""  # per trial ('' = the base config's)
@@ -133,9 +138,9 @@ def enumerate_trials(study: ml_collections.ConfigDict) -> list[Trial]:
   """All trials of a study, in a fixed order (batch size, params, lr, seed)."""
   if study.lr.mode not in ("relative", "absolute"):
     raise ValueError(f"config.lr.mode must be 'relative' or 'absolute', got {study.lr.mode!r}.")
-  if study.search.type not in ("grid", "random", "quasirandom"):
+  if study.search.type not in ("grid", "random", "quasirandom", "halving"):
     raise ValueError(
-      f"config.search.type must be grid, random or quasirandom, got {study.search.type!r}."
+      f"config.search.type must be grid, random, quasirandom or halving, got {study.search.type!r}."
     )
   if not study.batch_sizes or any(int(b) <= 0 for b in study.batch_sizes):
     raise ValueError(f"config.batch_sizes must be positive integers, got {study.batch_sizes}.")
@@ -152,7 +157,7 @@ def enumerate_trials(study: ml_collections.ConfigDict) -> list[Trial]:
   trials = []
   for b in sorted(int(x) for x in study.batch_sizes):
     for combo in combos:
-      if study.search.type == "grid":
+      if study.search.type in ("grid", "halving"):  # halving prunes the grid's points
         for lr in _lr_values(study, b, None, None):
           for seed in study.seeds:
             trials.append(Trial(trial_id(b, lr, seed, combo), b, lr, int(seed), combo))

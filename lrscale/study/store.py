@@ -2,7 +2,7 @@
 
 Layout: ``DIR/study.json``, ``DIR/trials/<id>/{trial.json, claim, config.json,
 metrics.jsonl, summary.json, checkpoints/}``. A trial is finished when its
-summary.json says complete or diverged.
+summary.json says complete, diverged or stopped_early.
 
 Claims make several workers (processes or hosts) share one study: a worker
 owns a trial while it holds ``claim``, created with ``O_CREAT | O_EXCL`` (atomic
@@ -26,7 +26,8 @@ from lrscale import errors, jsonio, lockfile
 from lrscale.engine import workdir as workdir_lib
 from lrscale.engine.outputs import atomic_write_json
 
-FINISHED = ("complete", "diverged")
+# "pruned": left behind by successive halving (lrscale.study.halving), not to be resumed.
+FINISHED = ("complete", "diverged", "stopped_early", "pruned")
 # Study fields that change how trials are run, not what they compute.
 OPERATIONAL_FIELDS = ("vmap", "vmap_size", "stale_claim_s")
 
