@@ -14,10 +14,13 @@ Data: imagenet2012 prepared by TFDS (manual download of the ILSVRC tars to
 DATA_DIR/downloads/manual, then `tfds build imagenet2012 --data_dir=DATA_DIR
 --file_format=array_record`). Goyal et al. report 23.74% top-1 error at 8k and
 23.60% at 256 (mean of 5 runs).
-Input: imagenet2012 streams through grain (lrscale.data.stream), one disjoint
-shard per host; images are center-cropped and resized to 224 x 224
-(config.dataset.image_size). Goyal et al.'s random-resized-crop and flip
-augmentation is not implemented, so expect a higher error than theirs.
+Input: imagenet2012 streams through grain worker processes (lrscale.data.pipeline),
+each host reading only its rows of every batch; training images get Inception-style
+random-resized-crop + flip at 224 (config.dataset.augment), a pure function of
+(seed, epoch, index); batches travel as uint8 and are scaled on the device.
+Compute in bfloat16 with float32 parameters, optimizer state and BN statistics.
+Offline stand-in (any machine): python -m lrscale.data.synthetic_imagenet --data_dir=DIR,
+then --config.dataset.name=lrscale_synthetic_imagenet --config.dataset.data_dir=DIR.
 """
 
 from lrscale.config import base_config
@@ -28,8 +31,10 @@ def get_config():
   c.dataset.name = "imagenet2012"
   c.dataset.eval_split = "validation"
   c.dataset.image_size = 224
-  c.dataset.eval_examples = 10000  # eval in memory: the first 10k of 50k
+  c.dataset.augment = "inception_crop_flip"
+  c.dataset.eval_examples = 10000  # eval set held on the devices: the first 10k of 50k
   c.model.name = "resnet50"
+  c.model.dtype = "bfloat16"
   c.model.bn_group_size = 32
   c.model.zero_init_last_bn = True
   c.batch_size = 256

@@ -255,6 +255,7 @@ class RunPlan:
     """The resolved numbers, for config.json and the log."""
     return dict(
       batch_size=self.batch_size,
+      schedule_truncated=self.schedule.truncated,
       microbatches=self.microbatches,
       num_devices=self.num_devices,
       bn_group_size=self.bn_group_size,
@@ -395,7 +396,7 @@ def _check_schedule(plan: RunPlan) -> None:
 
   cfg, total = plan.config, plan.total_steps
   warmup = plan.to_steps(cfg.warmup.length, "warmup.length")
-  if warmup > total:
+  if warmup > total and not plan.schedule.truncated:
     raise ValueError(
       f"config.warmup.length={cfg.warmup.length!r} is {warmup} steps, longer than the budget "
       f"of {total} steps (config.budget={cfg.budget!r}): shorten the warmup or raise the budget."
@@ -404,7 +405,7 @@ def _check_schedule(plan: RunPlan) -> None:
   if cfg.schedule.name == "multistep":
     for i, m in enumerate(cfg.schedule.milestones):
       step = plan.to_steps(m, f"schedule.milestones[{i}]")
-      if not 0 < step < horizon:
+      if step <= 0 or (step >= horizon and not plan.schedule.truncated):
         raise ValueError(
           f"config.schedule.milestones[{i}]={m!r} is step {step}, outside the run's schedule "
           f"(steps 1..{horizon - 1} of config.budget={cfg.budget!r}): move it inside the budget."
@@ -575,8 +576,11 @@ def resolve(
     num_train_examples=meta.num_train,
     tokens_per_example=meta.tokens_per_example,
   )
+  # A budget in steps may cut a recipe short on purpose (a smoke test of a 90-epoch
+  # schedule); in epochs or examples a milestone past the end is a mistake.
+  truncated = units.parse_length(cfg.budget, field="budget").unit == "steps"
   schedule = schedule_build.resolve_schedule(
-    cfg.schedule, cfg.warmup, total_steps=total, to_steps=to_steps
+    cfg.schedule, cfg.warmup, total_steps=total, to_steps=to_steps, truncated=truncated
   )
   plan = RunPlan(
     config=ml_collections.FrozenConfigDict(resolved),

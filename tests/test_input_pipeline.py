@@ -129,7 +129,7 @@ def test_train_order_equals_the_stream_epochs(shard_count: int) -> None:
       epochs, got = pipeline.train_indices(
         step, seed=4, batch_size=batch, num_examples=n, shard_index=shard, shard_count=shard_count
       )
-      positions = step * batch + np.arange(batch)[shard::shard_count]
+      positions = step * batch + stream.host_positions(batch, shard, shard_count)
       np.testing.assert_array_equal(epochs, positions // n)
       np.testing.assert_array_equal(got, labels)
 
@@ -160,9 +160,10 @@ def test_batches_do_not_depend_on_workers_shards_or_resume(data_dir: str) -> Non
     for s in range(2)
   ]
   for step, (x, y) in enumerate(ref):
-    for s in range(2):  # host s holds elements s::2 of the global batch
-      np.testing.assert_array_equal(shards[s][step][0], x[s::2])
-      np.testing.assert_array_equal(shards[s][step][1], y[s::2])
+    for s in range(2):  # host s holds its contiguous rows of the global batch
+      rows = stream.host_positions(8, s, 2)
+      np.testing.assert_array_equal(shards[s][step][0], x[rows])
+      np.testing.assert_array_equal(shards[s][step][1], y[rows])
   resumed = _train(source, transform, batch_size=8, start_step=3, num_steps=2)
   for (x, _), (rx, _) in zip(ref[3:], resumed, strict=True):
     np.testing.assert_array_equal(rx, x)

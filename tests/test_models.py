@@ -187,7 +187,7 @@ _jit_forward = jax.jit(_pure_forward, static_argnums=(0, 4))
 
 @pytest.mark.parametrize(
   "name, input_shape",
-  [(name, IMAGE) for name in MODEL_NAMES]
+  [(name, IMAGE) for name in MODEL_NAMES if name != "transformer"]  # sequences: test_lm.py
   + [("cnn", (7, 5, 3)), ("resnet8", (7, 5, 3)), ("resnet18", (7, 5, 3)), ("resnet8", (1, 1, 2))],
 )
 def test_output_shapes_and_stats_structure(name, input_shape):

@@ -12,8 +12,8 @@ returns them in step order. Hence:
   of the endless sequence of per-epoch permutations, so a batch may straddle
   two epochs and no example is dropped; each example is augmented with the
   epoch of its own position.
-* Host ``shard_index`` of ``shard_count`` takes the elements
-  ``shard_index::shard_count`` of each global batch, so hosts are disjoint
+* Host ``shard_index`` of ``shard_count`` takes its rows of each microbatch
+  of a global batch (``stream.host_positions``), so hosts are disjoint
   and together see exactly the one-host batch.
 * Every batch is a pure function of ``(seed, step)`` and the host's shard:
   resuming at ``start_step`` yields exactly the uninterrupted stream from
@@ -60,6 +60,7 @@ def train_indices(
   num_examples: int,
   shard_index: int = 0,
   shard_count: int = 1,
+  blocks: int = 1,
 ) -> tuple[int, np.ndarray]:
   """This host's record indices in the batch of global step ``step``, and their epochs.
 
@@ -70,6 +71,8 @@ def train_indices(
     num_examples: Examples in the split.
     shard_index: This host's index.
     shard_count: Number of hosts.
+    blocks: Microbatches per global batch: the host reads its rows of each
+      (``stream.host_positions``, the engine's device layout).
 
   Returns:
     ``(epochs, indices)``, both int64 of shape ``[batch_size // shard_count]``
@@ -79,7 +82,7 @@ def train_indices(
     seed=seed, start=step * batch_size, count=batch_size, num_examples=num_examples
   )
   positions = step * batch_size + np.arange(batch_size, dtype=np.int64)
-  shard = slice(shard_index, None, shard_count)
+  shard = stream.host_positions(batch_size, shard_index, shard_count, blocks)
   return positions[shard] // num_examples, ids[shard].astype(np.int64)
 
 
@@ -103,7 +106,9 @@ class StepBatch:
     shard_count: int,
     image_key: str = "image",
     label_key: str = "label",
+    blocks: int = 1,
   ):
+    self.blocks = blocks
     self.source, self.transform = source, transform
     self.seed, self.batch_size = seed, batch_size
     self.shard_index, self.shard_count = shard_index, shard_count
@@ -118,6 +123,7 @@ class StepBatch:
       num_examples=self.num_examples,
       shard_index=self.shard_index,
       shard_count=self.shard_count,
+      blocks=self.blocks,
     )
     examples = _read(self.source, indices)
     images = np.stack(
@@ -207,6 +213,7 @@ def train_batches_from_source(
   workers: int = 0,
   image_key: str = "image",
   label_key: str = "label",
+  blocks: int = 1,
 ) -> Iterator[TrainBatch]:
   """Training batches of global steps ``start_step, start_step + 1, ...`` for one host.
 
@@ -244,6 +251,7 @@ def train_batches_from_source(
     shard_count=shard_count,
     image_key=image_key,
     label_key=label_key,
+    blocks=blocks,
   )
   ds = grain.MapDataset.range(start_step, stop).map(step_fn)
   return _iterate(ds, resolve_workers(workers))
@@ -323,6 +331,7 @@ def train_stream(
   start_step: int = 0,
   shard_index: int = 0,
   shard_count: int = 1,
+  blocks: int = 1,
 ) -> Iterator[TrainBatch]:
   """Endless augmented training batches of ``config.dataset`` for one host.
 
@@ -340,6 +349,7 @@ def train_stream(
     shard_index=shard_index,
     shard_count=shard_count,
     workers=dataset_cfg.workers,
+    blocks=blocks,
   )
 
 

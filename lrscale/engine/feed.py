@@ -93,23 +93,30 @@ class StreamFeeder:
     from lrscale.data import stream  # pylint: disable=g-import-not-at-top
 
     if self._stream is None or self._stream[:2] != (seed, step):  # new run, or a jump
+      if self._stream is not None and hasattr(self._stream[2], "close"):
+        self._stream[2].close()  # stops the old stream's grain workers
       ds = plan.config.dataset
-      self._stream = (
-        seed,
-        step,
-        stream.stream_batches(
+      where = dict(
+        seed=seed,
+        start_step=step,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+        blocks=plan.microbatches,
+      )
+      if ds.augment != "none":  # decode + augment in grain workers (lrscale.data.pipeline)
+        from lrscale.data import pipeline  # pylint: disable=g-import-not-at-top
+
+        batches = pipeline.train_stream(ds, batch_size=plan.batch_size, **where)
+      else:
+        batches = stream.stream_batches(
           ds.name,
           ds.train_split,
           data_dir=ds.data_dir or None,
           batch_size=plan.batch_size,
-          seed=seed,
-          start_step=step,
-          shard_index=jax.process_index(),
-          shard_count=jax.process_count(),
-          blocks=plan.microbatches,
           preprocess=registry.preprocess_for(ds, scale=False),
-        ),
-      )
+          **where,
+        )
+      self._stream = (seed, step, batches)
     batch = next(self._stream[2])
     self._stream = (seed, step + 1, self._stream[2])
     return batch

@@ -81,6 +81,7 @@ class _Context:
   rest: int  # Default horizon: the rest of the run after the main clock starts.
   total_steps: int
   lengths: Mapping[str, int]
+  truncated: bool = False  # the budget cuts the schedule short on purpose
 
   def steps(self, field: str) -> int:
     return self.lengths[f"schedule.{field}"]
@@ -103,7 +104,7 @@ class _Context:
         f"config.schedule.{field}={values!r} is not in {'strictly ' if strict else ''}"
         f"increasing order (in steps: {steps}); write them sorted: {fix!r}"
       )
-    if within_budget:
+    if within_budget and not self.truncated:
       for i, step in enumerate(steps):
         if step >= self.total_steps:
           raise ValueError(
@@ -281,12 +282,16 @@ class Schedule:
     warmup: the ``config.warmup`` section.
     total_steps: optimizer updates in the run.
     lengths: ``(field, steps)`` of every length the schedule reads.
+    truncated: the run stops before parts of the schedule (a budget given in
+      steps, e.g. a smoke test of a 90-epoch recipe): milestones past the end
+      are allowed; recorded in config.json.
   """
 
   schedule: ml_collections.FrozenConfigDict
   warmup: ml_collections.FrozenConfigDict
   total_steps: int
   lengths: tuple[tuple[str, int], ...]
+  truncated: bool = False
 
   @property
   def warmup_steps(self) -> int:
@@ -296,7 +301,9 @@ class Schedule:
     """``schedule(count) -> lr`` for this peak lr (0-based optimizer step count)."""
     w, warmup_steps = self.warmup, self.warmup_steps
     rest = self.total_steps - warmup_steps if w.offset_main else self.total_steps
-    context = _Context(self.schedule, peak_lr, rest, self.total_steps, dict(self.lengths))
+    context = _Context(
+      self.schedule, peak_lr, rest, self.total_steps, dict(self.lengths), self.truncated
+    )
     schedule = S.warmup_schedule(
       _BUILDERS[self.schedule.name](context),
       warmup_steps,
@@ -318,6 +325,7 @@ def resolve_schedule(
   *,
   total_steps: int,
   to_steps: ToSteps,
+  truncated: bool = False,
 ) -> Schedule:
   """Checks the sections and resolves every length they use; does no compute.
 
@@ -327,6 +335,7 @@ def resolve_schedule(
     total_steps: number of optimizer updates in the run.
     to_steps: converts a length (``"5 epochs"``, int steps) to steps for this
       run's batch size.
+    truncated: allow milestones past the run's end (``Schedule.truncated``).
 
   Returns:
     The ``Schedule``.
@@ -345,6 +354,7 @@ def resolve_schedule(
     ml_collections.FrozenConfigDict(warmup_cfg),
     int(total_steps),
     lengths,
+    bool(truncated),
   )
   schedule.bind(1.0)  # the builders' own checks; building makes no arrays
   return schedule

@@ -215,7 +215,8 @@ def piecewise_constant_schedule(
   bounds, values = tuple(boundaries), tuple(factors)
 
   def schedule(step):  # arrays made here, when traced: building a schedule does no compute
-    index = jnp.sum(step_int(step) >= jnp.asarray(bounds, jnp.int32).reshape(-1))
+    # [..., None] against the boundaries: any shape of steps (also a vector of them).
+    index = jnp.sum(step_int(step)[..., None] >= jnp.asarray(bounds, jnp.int32), axis=-1)
     return peak_value * jnp.asarray(values, jnp.float32)[index]
 
   return schedule
