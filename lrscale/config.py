@@ -22,7 +22,7 @@ from ml_collections import config_dict
 
 from lrscale import optimizers, scaling, schedules, units
 from lrscale.data import registry
-from lrscale.models import MODEL_NAMES
+from lrscale.models import CONV_IMPLS, MODEL_NAMES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
       channels=(32, 64),  # cnn conv widths
       dense=128,  # cnn dense width
       zero_init_last_bn=True,  # resnet: last BN gamma of each block = 0 (Goyal et al.)
+      # cnn/resnet convolutions: auto (CPU: im2col + matmul where faster, else XLA;
+      # GPU/TPU: XLA) | xla | patches. Same parameters and results; only speed differs.
+      conv_impl="auto",
       # BatchNorm statistics group, in examples, so results do not depend on the
       # number of devices: N > 0 = ghost batches of N examples (Goyal: 32);
       # 0 = per device (B / devices / microbatches); -1 = the whole (micro)batch.
@@ -340,6 +343,11 @@ def resolve(
   if cfg.model.name not in MODEL_NAMES:
     raise ValueError(
       f"config.model.name={cfg.model.name!r} is not a known model; choose one of {MODEL_NAMES}."
+    )
+  if cfg.model.conv_impl not in CONV_IMPLS:
+    raise ValueError(
+      f"config.model.conv_impl={cfg.model.conv_impl!r} is not a convolution "
+      f"implementation; choose one of {CONV_IMPLS}."
     )
   per_micro = batch // micro
   bn_group = _resolve_bn_group(cfg, per_micro, num_devices)
