@@ -14,7 +14,6 @@ from jax import lax
 from lrscale import config as config_lib
 from lrscale.models import CONV_IMPLS, build_model, model_kwargs
 from lrscale.models.conv import (
-  _prefers_patches,
   conv_general_dilated_fn,
   cpu_auto_conv_general_dilated,
   patches_conv_general_dilated,
@@ -98,18 +97,6 @@ def test_auto_picks_per_backend_and_per_layer():
   assert conv_general_dilated_fn("auto", backend="tpu") is lax.conv_general_dilated
   assert conv_general_dilated_fn("auto", backend="cpu") is cpu_auto_conv_general_dilated
   assert conv_general_dilated_fn("xla") is lax.conv_general_dilated
-  # On CPU, per layer: im2col for small output maps (the small CNN's 4x4 and 2x2 outputs),
-  # XLA's conv for large ones (a CIFAR ResNet's 32x32 stage).
-  small = (
-    jax.ShapeDtypeStruct((32, 8, 8, 1), jnp.float32),
-    jax.ShapeDtypeStruct((5, 5, 1, 32), jnp.float32),
-  )
-  large = (
-    jax.ShapeDtypeStruct((32, 32, 32, 16), jnp.float32),
-    jax.ShapeDtypeStruct((3, 3, 16, 16), jnp.float32),
-  )
-  assert _prefers_patches(*small, (2, 2), "SAME", dimension_numbers=DIMS)
-  assert not _prefers_patches(*large, (1, 1), CENTRED_3, dimension_numbers=DIMS)
   assert conv_general_dilated_fn("patches") is patches_conv_general_dilated
   with pytest.raises(ValueError, match=r"config.model.conv_impl='im2col'"):
     conv_general_dilated_fn("im2col")

@@ -1,20 +1,21 @@
 """2-D convolutions with a choice of implementation: XLA's native conv or im2col + one matmul.
 
-XLA's CPU convolutions are slow on the small images of batch-size studies, most of all
-where the output has few pixels: a 5x5 stride-2 conv of a 4x4x32 map (the small CNN's
-second layer on 8x8 digits) took 24 ms forward at B=256 on this team's 2-core machine,
-against 1.7 ms as im2col + matmul (docs/benchmarks.md, "Convolutions on CPU"). Im2col
-(Chellapilla et al. 2006, "High Performance Convolutional Neural Networks for Document
-Processing") writes every receptive field as one row,
+XLA's CPU convolutions are slow where lrscale trains: inside the ``lax.scan`` of a train
+segment. A ResNet-8 gradient step at B=32 took 87 ms as a plain jitted call but 1.7 s
+per step inside a 10-step ``lax.scan`` on this team's 2-core machine, while the same model
+with im2col convolutions took 128 ms per step in the scan (docs/benchmarks.md,
+"Convolutions on CPU"). Outside loops XLA's conv is also slow where the output has few
+pixels (the small CNN's 5x5 stride-2 conv of a 4x4x32 map: 24 ms forward at B=256 vs 1.7
+ms as im2col). Im2col (Chellapilla et al. 2006, "High Performance Convolutional Neural
+Networks for Document Processing") writes every receptive field as one row,
 
   P[n, (i, j, c)] = x_pad[b, s_h * h + i, s_w * w + j, c],   n = (b, h, w),
   y = P @ K.reshape(kh * kw * C_in, C_out),
 
 so forward, input gradient (``dy @ K^T`` scattered back by the slices' transposes, pads)
-and weight gradient (``P^T @ dy``) are all one matmul plus data movement. The patches are
-``kh * kw / (s_h * s_w)`` times the input, so on this memory-bound machine im2col loses to
-XLA's tiled conv where the feature map is large (e.g. 3x3 stride-1 convs of 32x32 maps);
-``auto`` therefore picks per layer, from the output size (``_prefers_patches``).
+and weight gradient (``P^T @ dy``) are each one matmul plus data movement; XLA's CPU
+matmuls (YNNPACK) stay fast inside loops. The patches are ``kh * kw / (s_h * s_w)`` times
+the input, so they cost memory traffic on large maps.
 
 Every implementation is used through ``nnx.Conv``'s own ``conv_general_dilated`` hook, so
 parameter names, shapes and initialisation are ``nnx.Conv``'s whatever the choice:
@@ -32,12 +33,8 @@ from jax import lax
 
 __all__ = ["CONV_IMPLS", "ConvFn", "conv_general_dilated_fn", "patches_conv_general_dilated"]
 
-# "auto": fastest per layer on CPU, XLA's native conv on GPU/TPU (chosen at model build).
+# "auto": patches on CPU, XLA's native conv on GPU/TPU (chosen at model build).
 CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "patches")
-
-# ``auto`` on CPU uses patches when a layer's output has at most this many pixels per
-# example; measured crossover on the team's machine (docs/benchmarks.md).
-_PATCHES_MAX_OUTPUT_PIXELS = 64
 
 # NHWC activations, HWIO kernels: what nnx.Conv passes for 2-D convs.
 _NHWC_HWIO = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
@@ -126,18 +123,8 @@ def patches_conv_general_dilated(
   return y.reshape(batch, out_h, out_w, c_out)
 
 
-def _output_pixels(lhs_shape: Sequence[int], rhs_shape: Sequence[int], strides, padding) -> int:
-  """Output pixels per example of a 2-D NHWC/HWIO convolution."""
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs_shape[1:3], rhs_shape[:2], strides, padding)
-  pixels = 1
-  for size, k, s, (lo, hi) in zip(lhs_shape[1:3], rhs_shape[:2], strides, padding):
-    pixels *= (size + lo + hi - k) // s + 1
-  return pixels
-
-
-def _prefers_patches(lhs: jax.Array, rhs: jax.Array, strides, padding, **kwargs: Any) -> bool:
-  """Whether im2col beats XLA's CPU conv here: a supported conv with a small output map."""
+def _supports_patches(lhs: jax.Array, rhs: jax.Array, **kwargs: Any) -> bool:
+  """Whether ``patches_conv_general_dilated`` computes this convolution."""
   try:
     _check_supported(
       lhs,
@@ -150,14 +137,14 @@ def _prefers_patches(lhs: jax.Array, rhs: jax.Array, strides, padding, **kwargs:
     )
   except ValueError:
     return False
-  return _output_pixels(lhs.shape, rhs.shape, strides, padding) <= _PATCHES_MAX_OUTPUT_PIXELS
+  return True
 
 
 def cpu_auto_conv_general_dilated(
   lhs: jax.Array, rhs: jax.Array, window_strides, padding, **kwargs: Any
 ) -> jax.Array:
-  """Per layer, at trace time: im2col for small output maps, XLA's conv otherwise."""
-  if _prefers_patches(lhs, rhs, window_strides, padding, **kwargs):
+  """Im2col where it applies (every conv of lrscale's models), XLA's conv otherwise."""
+  if _supports_patches(lhs, rhs, **kwargs):
     return patches_conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
 
@@ -167,7 +154,7 @@ def conv_general_dilated_fn(impl: str, backend: str | None = None) -> ConvFn:
 
   Args:
     impl: ``"xla"`` (``lax.conv_general_dilated``), ``"patches"`` (im2col + matmul) or
-      ``"auto"`` (on CPU the faster of the two per layer, elsewhere ``"xla"``).
+      ``"auto"`` (on CPU ``"patches"`` wherever it applies, elsewhere ``"xla"``).
     backend: Platform ``auto`` decides for; default ``jax.default_backend()`` (at model
       build time, not per call: the model is built where it runs).
 
