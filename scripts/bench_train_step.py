@@ -554,15 +554,17 @@ class TorchRow(NamedTuple):
   times: dict[str, list[float]]  # wall seconds per repetition, by contender
 
 
-def measure_vs_torch(row: str, batch_size: int, reps: int, target_s: float) -> TorchRow:
-  """Interleaved repetitions of lrscale (conv_impl auto and xla) and the PyTorch loop."""
+def measure_vs_torch(
+  row: str, batch_size: int, reps: int, target_s: float, conv_impls: Sequence[str]
+) -> TorchRow:
+  """Interleaved repetitions of lrscale (each of ``conv_impls``) and the PyTorch loop."""
   import torch_baselines  # pylint: disable=g-import-not-at-top  # needs torch
 
   from lrscale.data import order  # pylint: disable=g-import-not-at-top
 
   name, _, fields = TORCH_ROWS[row]
   steps = 100 if row == "mlp" else 10  # one segment per run() for conv models
-  impls = ("auto",) if name == "mlp" else ("auto", "xla")
+  impls = ("auto",) if name == "mlp" else tuple(conv_impls)
   contenders = []
   for impl in impls:
     setup, plan = lrscale_model_setup(row, batch_size, steps, impl)
@@ -802,6 +804,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument(
     "--torch_batch_sizes", default="32,256,1024", help="Batch sizes of the PyTorch table."
   )
+  p.add_argument(
+    "--conv_impls",
+    default="auto,xla",
+    help="config.model.conv_impl values timed for conv models (the first is 'lrscale'); "
+    "'auto' alone skips XLA's conv, which is slow inside lrscale's scan on CPU.",
+  )
   p.add_argument("--torch_threads", type=int, default=os.cpu_count(), help="torch.set_num_threads.")
   p.add_argument(
     "--baseline_run",
@@ -841,7 +849,9 @@ def main(argv: Sequence[str]) -> None:
     torch_rows = []
     for row in args.models.split(","):
       for b in args.torch_batch_sizes.split(","):
-        torch_rows.append(measure_vs_torch(row, int(b), args.reps, args.rep_seconds))
+        torch_rows.append(
+          measure_vs_torch(row, int(b), args.reps, args.rep_seconds, args.conv_impls.split(","))
+        )
         print_vs_torch(torch_rows[-1:])
     print_vs_torch(torch_rows)
   if args.launch_reps > 0:
