@@ -4,6 +4,8 @@ Usage (from the repo root, no install needed):
   python scripts/bench_train_step.py                   # everything, ~4-5 min on 2 busy cores
   python scripts/bench_train_step.py --batch_sizes=32 --reps=15 --launch_reps=0
   python scripts/bench_train_step.py --baseline_run    # only the minimal hand-written run
+  python scripts/bench_train_step.py --models=mlp,cnn,cnn28,resnet8,resnet20 \
+      --skip_throughput --launch_reps=0                # lrscale vs PyTorch (needs torch)
 
 Throughput, all in this one process, on the same MLP (64-128-128-10, ReLU), the
 same digits batches (same example order) and momentum SGD (0.9):
@@ -41,6 +43,15 @@ first progress line at its first host sync (step N is printed: the first
 segment's steps cost milliseconds, the start-up seconds), after the step-0
 evaluation, so its time includes compiling evaluation too; the baseline
 evaluates nothing before training.
+
+lrscale vs PyTorch (``--models``; torch is in the ``bench`` extra), per model and batch
+size: lrscale's segment loop (as above) with ``config.model.conv_impl`` = ``auto`` and,
+for conv models, ``xla`` (XLA's native convolutions), against a hand-written PyTorch
+loop (``scripts/torch_baselines.py``: the same layers in NCHW, ``torch.optim.SGD``
+momentum 0.9, batches pre-sliced) using ``--torch_threads`` threads. Models: ``mlp``
+and ``cnn`` (the small CNN) on the 8x8 digits, ``cnn28`` (Shallue et al.'s CNN of
+``configs/mnist_cnn.py``: 32/64 channels, dense 1024) on random 28x28x1 images and
+``resnet8``/``resnet20`` on random 32x32x3 images (a step costs the same on any data).
 """
 
 from __future__ import annotations
@@ -242,25 +253,36 @@ def load_default_config(
   return cfg, config_lib.resolve(cfg)
 
 
-def lrscale_contenders(setup: Any, plan: Any, steps: int) -> list[Contender]:
-  """lrscale's segment loop as ``train()`` calls it, and its bare jitted step."""
-  from lrscale.data import order  # pylint: disable=g-import-not-at-top
-
+def segment_runner(setup: Any, plan: Any, steps: int) -> Callable[[], None]:
+  """``steps`` steps of lrscale's on-device segment loop, indices precomputed."""
   seg = setup.segment_len
-  starts = range(0, steps, seg)
-  idx = [setup.indices(plan, s, seg) for s in starts]  # (idx [L, K, b], ks or None)
+  idx = [setup.indices(plan, s, seg) for s in range(0, steps, seg)]  # (idx, ks or None)
   n_seg = jnp.int32(seg)
   # No target and no divergence bound: the checks still run every step, as in a real run.
   control = setup.control(plan, max_loss=math.inf, target_done=True)
   box: dict[str, Any] = {"state": setup.initial_state(plan)}
 
-  def run_lrscale() -> None:
+  def run() -> None:
     state = box["state"]
     for i, ks in idx:
       state, *_ = setup.fns.train_segment(
         state, setup.train_x, setup.train_y, i, n_seg, setup.eval_batches, control, ks
       )
     box["state"] = jax.block_until_ready(state)
+
+  return run
+
+
+def lrscale_contenders(setup: Any, plan: Any, steps: int) -> list[Contender]:
+  """lrscale's segment loop as ``train()`` calls it, and its bare jitted step."""
+  from lrscale.data import order  # pylint: disable=g-import-not-at-top
+
+  seg = setup.segment_len
+  starts = range(0, steps, seg)
+  # No target and no divergence bound: the checks still run every step, as in a real run.
+  control = setup.control(plan, max_loss=math.inf, target_done=True)
+  box: dict[str, Any] = {"state": setup.initial_state(plan)}
+  run_lrscale = segment_runner(setup, plan, steps)
 
   def run_lrscale_loop() -> None:
     # train()'s per-segment host work: indices built and uploaded, metrics fetched.
@@ -475,6 +497,127 @@ def print_throughput(rows: Sequence[ThroughputRow]) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# lrscale vs PyTorch, per model, in this process.
+# --------------------------------------------------------------------------------------
+
+# name -> (lrscale model name, image shape or None for the digits, model fields).
+TORCH_ROWS: dict[str, tuple[str, tuple[int, ...] | None, dict[str, Any]]] = {
+  "mlp": ("mlp", None, {"hidden": (128, 128)}),
+  "cnn": ("cnn", None, {"channels": (32, 64), "dense": 128}),
+  "cnn28": ("cnn", (28, 28, 1), {"channels": (32, 64), "dense": 1024}),  # configs/mnist_cnn.py
+  "resnet8": ("resnet8", (32, 32, 3), {}),
+  "resnet20": ("resnet20", (32, 32, 3), {}),
+}
+
+
+def synthetic_data(shape: tuple[int, ...], num_train: int) -> Any:
+  """Random images (a step costs the same on any data), 10 classes, a tiny eval split."""
+  from lrscale.data import registry  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(num_train + 64, *shape)).astype(np.float32)
+  y = rng.integers(0, 10, num_train + 64).astype(np.int32)
+  return registry.InMemoryData("synthetic", x[:num_train], y[:num_train], x[-64:], y[-64:], 10)
+
+
+def lrscale_model_setup(row: str, batch_size: int, steps: int, conv_impl: str) -> tuple[Any, Any]:
+  """(RunSetup, RunPlan) of ``configs/default.py`` with the model and data of ``row``."""
+  from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
+  from lrscale import train as train_lib  # pylint: disable=g-import-not-at-top
+  from lrscale.data import registry  # pylint: disable=g-import-not-at-top
+  from lrscale.models import registry as models  # pylint: disable=g-import-not-at-top
+
+  # Until train.py builds its model kwargs with models.model_kwargs (conv_impl included).
+  train_lib._model_kwargs = models.model_kwargs  # pylint: disable=protected-access
+  name, shape, fields = TORCH_ROWS[row]
+  cfg, _ = load_default_config(batch_size, steps, steps)
+  cfg.model.name, cfg.model.conv_impl = name, conv_impl
+  cfg.model.update(fields)
+  if shape is None:
+    data = registry.load_in_memory(cfg.dataset)
+    return train_lib.RunSetup(config_lib.resolve(cfg), data), config_lib.resolve(cfg)
+  data = synthetic_data(shape, max(2048, 2 * batch_size))
+  meta = registry.DatasetMeta("synthetic", data.num_train, data.num_eval, 10, shape, False)
+  plan = config_lib.resolve(cfg, dataset_meta=meta)
+  return train_lib.RunSetup(plan, data), plan
+
+
+class TorchRow(NamedTuple):
+  model: str
+  batch_size: int
+  steps: int  # steps per repetition
+  times: dict[str, list[float]]  # wall seconds per repetition, by contender
+
+
+def measure_vs_torch(
+  row: str, batch_size: int, reps: int, target_s: float, conv_impls: Sequence[str]
+) -> TorchRow:
+  """Interleaved repetitions of lrscale (each of ``conv_impls``) and the PyTorch loop."""
+  import torch_baselines  # pylint: disable=g-import-not-at-top  # needs torch
+
+  from lrscale.data import order  # pylint: disable=g-import-not-at-top
+
+  name, _, fields = TORCH_ROWS[row]
+  steps = 100 if row == "mlp" else 10  # one segment per run() for conv models
+  impls = ("auto",) if name == "mlp" else tuple(conv_impls)
+  contenders = []
+  for impl in impls:
+    setup, plan = lrscale_model_setup(row, batch_size, steps, impl)
+    label = "lrscale" if impl == "auto" else f"lrscale {impl}"
+    contenders.append(Contender(label, segment_runner(setup, plan, steps)))
+  flat = order.batch_indices(
+    seed=plan.config.seed,
+    start_step=0,
+    num_steps=steps,
+    batch_size=batch_size,
+    num_examples=setup.data.num_train,
+  )
+  torch_model = torch_baselines.build(name, setup.data.input_shape, 10, **fields)
+  run_torch = torch_baselines.train_loop(
+    torch_model, plan.lr, setup.data.train_x, setup.data.train_y, flat
+  )
+  contenders.append(Contender("torch", run_torch))
+  for c in contenders:  # compile and warm up outside the timed repetitions
+    c.run()
+  probe = min(time_once(contenders[0].run) for _ in range(2))
+  passes = max(1, round(target_s / max(probe, 1e-9)))
+  times: dict[str, list[float]] = {c.name: [] for c in contenders}
+  for r in range(reps):
+    for c in contenders if r % 2 == 0 else contenders[::-1]:
+      times[c.name].append(time_once(lambda c=c: [c.run() for _ in range(passes)]))
+  return TorchRow(row, batch_size, steps * passes, times)
+
+
+def print_vs_torch(rows: Sequence[TorchRow]) -> None:
+  """Examples/s (medians) and lrscale / torch throughput ratios (median per repetition)."""
+  print("\nlrscale vs PyTorch CPU: examples/s (median of interleaved repetitions), ratios")
+  head = (
+    f"{'model':>9} {'B':>5} | {'lrscale':>9} {'lrs xla':>9} {'torch':>9} | "
+    f"{'lrscale/torch':>13} {'xla/torch':>9} {'lrscale/xla':>11}"
+  )
+  print(head)
+  print("-" * len(head))
+  for row in rows:
+
+    def thr(name: str, row: TorchRow = row) -> str:
+      if name not in row.times:
+        return f"{'-':>9}"
+      return f"{row.batch_size * row.steps / statistics.median(row.times[name]):>9.0f}"
+
+    def ratio(a: str, b: str, width: int, row: TorchRow = row) -> str:
+      if a not in row.times or b not in row.times:
+        return f"{'-':>{width}}"
+      return f"{median_ratio(row.times[a], row.times[b]):>{width}.2f}"
+
+    print(
+      f"{row.model:>9} {row.batch_size:>5} | {thr('lrscale')} {thr('lrscale xla')} "
+      f"{thr('torch')} | {ratio('lrscale', 'torch', 13)} {ratio('lrscale xla', 'torch', 9)} "
+      f"{ratio('lrscale', 'lrscale xla', 11)}",
+      flush=True,
+    )
+
+
+# --------------------------------------------------------------------------------------
 # Launch to first step, in fresh processes.
 # --------------------------------------------------------------------------------------
 
@@ -648,6 +791,22 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   )
   p.add_argument("--skip_throughput", action="store_true")
   p.add_argument(
+    "--models",
+    default="",
+    help=f"Comma-separated rows of the lrscale-vs-PyTorch table, from {sorted(TORCH_ROWS)} "
+    "(empty = skip it; needs torch, the bench extra).",
+  )
+  p.add_argument(
+    "--torch_batch_sizes", default="32,256,1024", help="Batch sizes of the PyTorch table."
+  )
+  p.add_argument(
+    "--conv_impls",
+    default="auto,xla",
+    help="config.model.conv_impl values timed for conv models (the first is 'lrscale'); "
+    "'auto' alone skips XLA's conv, which is slow inside lrscale's scan on CPU.",
+  )
+  p.add_argument("--torch_threads", type=int, default=os.cpu_count(), help="torch.set_num_threads.")
+  p.add_argument(
     "--baseline_run",
     action="store_true",
     help="Only run the minimal hand-written training loop (used as a subprocess).",
@@ -677,6 +836,19 @@ def main(argv: Sequence[str]) -> None:
       for b in args.batch_sizes.split(",")
     ]
     print_throughput(rows)
+  if args.models:
+    import torch  # pylint: disable=g-import-not-at-top
+
+    torch.set_num_threads(args.torch_threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    torch_rows = []
+    for row in args.models.split(","):
+      for b in args.torch_batch_sizes.split(","):
+        torch_rows.append(
+          measure_vs_torch(row, int(b), args.reps, args.rep_seconds, args.conv_impls.split(","))
+        )
+        print_vs_torch(torch_rows[-1:])
+    print_vs_torch(torch_rows)
   if args.launch_reps > 0:
     print_launch(measure_launch(args.launch_reps))
 

@@ -7,8 +7,6 @@ study, the seeds of a range test. Per-run state comes from ``initial_state``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +19,7 @@ from lrscale.data import order, registry
 from lrscale.engine import init_from, parallel
 from lrscale.engine.step import SegmentControl, StepFns, TrainState, make_step_fns
 from lrscale.models import build_model
+from lrscale.models.registry import model_kwargs
 from lrscale.optim import optimizers, precision
 
 
@@ -89,7 +88,7 @@ class RunSetup:
       num_classes=data.num_classes,
       bn_group_size=self.plan.bn_group_size,
       rngs=nnx.Rngs(seed),
-      **_model_kwargs(cfg.model),
+      **model_kwargs(cfg.model),
     )
 
   def _init_model(self, seed: int):
@@ -217,17 +216,3 @@ class RunSetup:
   def evaluate(self, state: TrainState) -> dict[str, float]:
     """The task's eval metrics of ``state`` (exact for a generated source)."""
     return {k: float(v) for k, v in self.fns.evaluate(state, *self.eval_batches).items()}
-
-
-def _model_kwargs(model_cfg) -> dict[str, Any]:
-  name = model_cfg.name
-  if name == "mlp":
-    return dict(hidden=tuple(model_cfg.hidden))
-  if name == "cnn":
-    return dict(channels=tuple(model_cfg.channels), dense=model_cfg.dense)
-  if name.startswith("resnet"):
-    return dict(zero_init_last_bn=model_cfg.zero_init_last_bn)
-  if name == "transformer":
-    keys = ("depth", "width", "heads", "mlp_ratio", "positions")
-    return {k: model_cfg[k] for k in keys}
-  return {}

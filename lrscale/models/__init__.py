@@ -5,7 +5,8 @@ its batch-norm running statistics (if any) as ``nnx.BatchStat`` variables, so a 
 ``nnx.split(model, nnx.Param, nnx.BatchStat)`` and ``nnx.merge`` inside ``jax.jit``.
 """
 
+from lrscale.models.conv import CONV_IMPLS
 from lrscale.models.norm import GhostBatchNorm
-from lrscale.models.registry import MODEL_NAMES, build_model
+from lrscale.models.registry import MODEL_NAMES, build_model, model_kwargs
 
-__all__ = ["MODEL_NAMES", "GhostBatchNorm", "build_model"]
+__all__ = ["CONV_IMPLS", "MODEL_NAMES", "GhostBatchNorm", "build_model", "model_kwargs"]

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lrscale.models.conv import conv_general_dilated_fn
+
 __all__ = ["SmallCNN"]
 
 
@@ -29,6 +31,7 @@ class SmallCNN(nnx.Module):
     channels: Sequence[int] = (32, 64),
     dense: int = 128,
     kernel_size: int = 5,
+    conv_impl: str = "auto",
     rngs: nnx.Rngs,
   ) -> None:
     """Creates the network.
@@ -39,6 +42,8 @@ class SmallCNN(nnx.Module):
       channels: Output channels of each stride-2 convolution.
       dense: Width of the hidden dense layer.
       kernel_size: Spatial size of every convolution kernel.
+      conv_impl: Convolution implementation, see ``lrscale.models.conv`` (same
+        parameters and results for every choice; only speed differs).
       rngs: Key source for the initialisers.
 
     Raises:
@@ -48,9 +53,18 @@ class SmallCNN(nnx.Module):
       raise ValueError(f"SmallCNN needs (H, W, C) inputs, got input_shape={input_shape}.")
     height, width, in_ch = input_shape
     ins = (in_ch, *channels)
+    conv_fn = conv_general_dilated_fn(conv_impl)
     self.convs = nnx.List(
       [
-        nnx.Conv(i, o, (kernel_size, kernel_size), strides=2, padding="SAME", rngs=rngs)
+        nnx.Conv(
+          i,
+          o,
+          (kernel_size, kernel_size),
+          strides=2,
+          padding="SAME",
+          conv_general_dilated=conv_fn,
+          rngs=rngs,
+        )
         for i, o in zip(ins[:-1], ins[1:])
       ]
     )

@@ -14,7 +14,7 @@ from lrscale.models.mlp import MLP
 from lrscale.models.resnet import cifar_resnet, imagenet_resnet
 from lrscale.models.transformer import Transformer
 
-__all__ = ["MODEL_NAMES", "build_model"]
+__all__ = ["MODEL_NAMES", "build_model", "model_kwargs"]
 
 
 def _without_bn(cls: Callable[..., nnx.Module]) -> Callable[..., nnx.Module]:
@@ -46,6 +46,32 @@ _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def model_kwargs(model_cfg: Any) -> dict[str, Any]:
+  """``build_model``'s model-specific keyword arguments from the ``config.model`` section.
+
+  Args:
+    model_cfg: ``config.model`` (an ml-collections ConfigDict or any object with its
+      fields as attributes): ``name`` and the fields the named model reads.
+
+  Returns:
+    ``hidden`` (mlp); ``channels``, ``dense``, ``conv_impl`` (cnn);
+    ``zero_init_last_bn``, ``conv_impl`` (resnets); ``{}`` for an unknown name, which
+    ``build_model`` rejects.
+  """
+  name = model_cfg.name
+  if name == "mlp":
+    return dict(hidden=tuple(model_cfg.hidden))
+  if name == "cnn":
+    return dict(
+      channels=tuple(model_cfg.channels), dense=model_cfg.dense, conv_impl=model_cfg.conv_impl
+    )
+  if name.startswith("resnet"):
+    return dict(zero_init_last_bn=model_cfg.zero_init_last_bn, conv_impl=model_cfg.conv_impl)
+  if name == "transformer":
+    return {k: model_cfg[k] for k in ("depth", "width", "heads", "mlp_ratio", "positions")}
+  return {}
 
 
 def build_model(

@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import initializers
+from jax import lax
 
+from lrscale.models.conv import ConvFn, conv_general_dilated_fn
 from lrscale.models.norm import GhostBatchNorm
 
 __all__ = [
@@ -65,8 +67,18 @@ def _centred_padding(size: int) -> tuple[tuple[int, int], tuple[int, int]]:
   return ((size // 2, size // 2), (size // 2, size // 2))
 
 
-def _conv(in_ch: int, out_ch: int, size: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
-  """Bias-free centred convolution (a BN follows, whose beta plays the bias)."""
+def _conv(
+  in_ch: int,
+  out_ch: int,
+  size: int,
+  stride: int,
+  rngs: nnx.Rngs,
+  conv_fn: ConvFn = lax.conv_general_dilated,
+) -> nnx.Conv:
+  """Bias-free centred convolution (a BN follows, whose beta plays the bias).
+
+  ``conv_fn`` computes it (``lrscale.models.conv``); parameters do not depend on it.
+  """
   return nnx.Conv(
     in_ch,
     out_ch,
@@ -75,6 +87,7 @@ def _conv(in_ch: int, out_ch: int, size: int, stride: int, rngs: nnx.Rngs) -> nn
     padding=_centred_padding(size),
     use_bias=False,
     kernel_init=_conv_init,
+    conv_general_dilated=conv_fn,
     rngs=rngs,
   )
 
@@ -96,6 +109,7 @@ class Shortcut(nnx.Module):
     kind: ShortcutKind,
     norm: NormFactory,
     rngs: nnx.Rngs,
+    conv_fn: ConvFn = lax.conv_general_dilated,
   ) -> None:
     """Creates the shortcut from ``[.., in_ch]`` to ``[.., out_ch]`` at ``stride``."""
     if kind not in ("pad", "projection"):
@@ -105,7 +119,7 @@ class Shortcut(nnx.Module):
     self.stride = stride
     self.extra_channels = out_ch - in_ch
     self.project = kind == "projection" and (stride != 1 or in_ch != out_ch)
-    self.proj_conv = _conv(in_ch, out_ch, 1, stride, rngs) if self.project else None
+    self.proj_conv = _conv(in_ch, out_ch, 1, stride, rngs, conv_fn) if self.project else None
     self.proj_norm = norm(out_ch) if self.project else None
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -134,14 +148,17 @@ class BasicBlock(nnx.Module):
     norm: NormFactory,
     zero_init_last_bn: bool,
     rngs: nnx.Rngs,
+    conv_fn: ConvFn = lax.conv_general_dilated,
   ) -> None:
     """Creates a block from ``in_ch`` to ``width`` channels, first conv at ``stride``."""
     last_init = initializers.zeros_init() if zero_init_last_bn else initializers.ones_init()
-    self.conv1 = _conv(in_ch, width, 3, stride, rngs)
+    self.conv1 = _conv(in_ch, width, 3, stride, rngs, conv_fn)
     self.norm1 = norm(width)
-    self.conv2 = _conv(width, width, 3, 1, rngs)
+    self.conv2 = _conv(width, width, 3, 1, rngs, conv_fn)
     self.norm2 = norm(width, scale_init=last_init)
-    self.shortcut = Shortcut(in_ch, width, stride=stride, kind=shortcut, norm=norm, rngs=rngs)
+    self.shortcut = Shortcut(
+      in_ch, width, stride=stride, kind=shortcut, norm=norm, rngs=rngs, conv_fn=conv_fn
+    )
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """Applies the block to ``x`` ``[B, H, W, in_ch]``."""
@@ -165,17 +182,20 @@ class BottleneckBlock(nnx.Module):
     norm: NormFactory,
     zero_init_last_bn: bool,
     rngs: nnx.Rngs,
+    conv_fn: ConvFn = lax.conv_general_dilated,
   ) -> None:
     """Creates a block from ``in_ch`` to ``4 * width`` channels, downsampling by ``stride``."""
     out_ch = width * self.expansion
     last_init = initializers.zeros_init() if zero_init_last_bn else initializers.ones_init()
-    self.conv1 = _conv(in_ch, width, 1, 1, rngs)
+    self.conv1 = _conv(in_ch, width, 1, 1, rngs, conv_fn)
     self.norm1 = norm(width)
-    self.conv2 = _conv(width, width, 3, stride, rngs)
+    self.conv2 = _conv(width, width, 3, stride, rngs, conv_fn)
     self.norm2 = norm(width)
-    self.conv3 = _conv(width, out_ch, 1, 1, rngs)
+    self.conv3 = _conv(width, out_ch, 1, 1, rngs, conv_fn)
     self.norm3 = norm(out_ch, scale_init=last_init)
-    self.shortcut = Shortcut(in_ch, out_ch, stride=stride, kind=shortcut, norm=norm, rngs=rngs)
+    self.shortcut = Shortcut(
+      in_ch, out_ch, stride=stride, kind=shortcut, norm=norm, rngs=rngs, conv_fn=conv_fn
+    )
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """Applies the block to ``x`` ``[B, H, W, in_ch]``."""
@@ -211,6 +231,7 @@ class ResNet(nnx.Module):
     bn_group_size: int,
     zero_init_last_bn: bool = True,
     bn_momentum: float = 0.9,
+    conv_impl: str = "auto",
     rngs: nnx.Rngs,
   ) -> None:
     """Creates the network.
@@ -228,6 +249,8 @@ class ResNet(nnx.Module):
       bn_group_size: Examples per ghost batch of every BN; ``<= 0`` means whole batch.
       zero_init_last_bn: Start each block's last BN gamma at 0 (Goyal et al. 2017).
       bn_momentum: Running-statistics decay of every BN.
+      conv_impl: Convolution implementation, see ``lrscale.models.conv`` (same
+        parameters and results for every choice; only speed differs).
       rngs: Key source for the initialisers.
 
     Raises:
@@ -245,9 +268,10 @@ class ResNet(nnx.Module):
       GhostBatchNorm, group_size=bn_group_size, momentum=bn_momentum, rngs=rngs
     )
     block_cls = _BLOCKS[block]
+    conv_fn = conv_general_dilated_fn(conv_impl)
     self.stem_kind = stem
     kernel, stride = (7, 2) if stem == "imagenet" else (3, 1)
-    self.stem_conv = _conv(input_shape[-1], widths[0], kernel, stride, rngs)
+    self.stem_conv = _conv(input_shape[-1], widths[0], kernel, stride, rngs, conv_fn)
     self.stem_norm = norm(widths[0])
     blocks = []
     in_ch = widths[0]
@@ -263,6 +287,7 @@ class ResNet(nnx.Module):
             norm=norm,
             zero_init_last_bn=zero_init_last_bn,
             rngs=rngs,
+            conv_fn=conv_fn,
           )
         )
         in_ch = width * block_cls.expansion
@@ -288,6 +313,7 @@ def cifar_resnet(
   rngs: nnx.Rngs,
   zero_init_last_bn: bool = True,
   bn_momentum: float = 0.9,
+  conv_impl: str = "auto",
 ) -> ResNet:
   """CIFAR ResNet-(6n+2) of He et al. 2016 Sec. 4.2 (ResNet-20: 0.27M params at 10 classes).
 
@@ -308,6 +334,7 @@ def cifar_resnet(
     bn_group_size=bn_group_size,
     zero_init_last_bn=zero_init_last_bn,
     bn_momentum=bn_momentum,
+    conv_impl=conv_impl,
     rngs=rngs,
   )
 
@@ -321,6 +348,7 @@ def imagenet_resnet(
   rngs: nnx.Rngs,
   zero_init_last_bn: bool = True,
   bn_momentum: float = 0.9,
+  conv_impl: str = "auto",
 ) -> ResNet:
   """ImageNet ResNet of He et al. 2016 Table 1 (ResNet-50: 25.6M params at 1000 classes).
 
@@ -343,5 +371,6 @@ def imagenet_resnet(
     bn_group_size=bn_group_size,
     zero_init_last_bn=zero_init_last_bn,
     bn_momentum=bn_momentum,
+    conv_impl=conv_impl,
     rngs=rngs,
   )
