@@ -105,6 +105,10 @@ def base_config() -> ml_collections.ConfigDict:
   # microbatches of the same size, so one compiled step serves every phase.
   c.batch_ramp = ml_collections.ConfigDict(dict(milestones=(), factor=5))
   c.budget = "30 epochs"  # training length: steps, epochs or examples
+  # True lets the budget stop a run before parts of its schedule (a warmup or
+  # milestones past the end): a short smoke test of a long recipe. Otherwise
+  # such a schedule is an error, since it would never reach what it describes.
+  c.allow_truncated_schedule = False
   c.log_every = "10 steps"
   # How often the host syncs with the device (progress line, checkpoint checks).
   # Logging, evaluation, target and divergence checks see every step regardless:
@@ -403,7 +407,8 @@ def _check_schedule(plan: RunPlan) -> None:
   if warmup > total and not plan.schedule.truncated:
     raise ValueError(
       f"config.warmup.length={cfg.warmup.length!r} is {warmup} steps, longer than the budget "
-      f"of {total} steps (config.budget={cfg.budget!r}): shorten the warmup or raise the budget."
+      f"of {total} steps (config.budget={cfg.budget!r}): shorten the warmup or raise the budget "
+      "(or set config.allow_truncated_schedule=True for a smoke test)."
     )
   horizon = total - warmup if cfg.warmup.offset_main else total
   if cfg.schedule.name == "multistep":
@@ -412,7 +417,8 @@ def _check_schedule(plan: RunPlan) -> None:
       if step <= 0 or (step >= horizon and not plan.schedule.truncated):
         raise ValueError(
           f"config.schedule.milestones[{i}]={m!r} is step {step}, outside the run's schedule "
-          f"(steps 1..{horizon - 1} of config.budget={cfg.budget!r}): move it inside the budget."
+          f"(steps 1..{horizon - 1} of config.budget={cfg.budget!r}): move it inside the budget "
+          "(or set config.allow_truncated_schedule=True for a smoke test)."
         )
   steps = np.unique(np.linspace(0, total, num=min(total + 1, 513)).astype(np.int64))
   lrs = np.asarray(plan.lr_fn()(steps, plan.lr), np.float64)
@@ -585,9 +591,7 @@ def resolve(
     num_train_examples=meta.num_train,
     tokens_per_example=meta.tokens_per_example,
   )
-  # A budget in steps may cut a recipe short on purpose (a smoke test of a 90-epoch
-  # schedule); in epochs or examples a milestone past the end is a mistake.
-  truncated = units.parse_length(cfg.budget, field="budget").unit == "steps"
+  truncated = bool(cfg.allow_truncated_schedule)  # a bool field: ConfigDict checks the type
   schedule = schedule_build.resolve_schedule(
     cfg.schedule, cfg.warmup, total_steps=total, to_steps=to_steps, truncated=truncated
   )

@@ -728,3 +728,22 @@ def test_the_plan_holds_the_resolved_schedule():
   cfg.budget = "1 epochs"  # the milestone would never apply: a resolve-time field error
   with pytest.raises(ValueError, match=re.escape("config.schedule.milestones[0]")):
     config_lib.resolve(cfg, num_devices=1)
+
+
+def test_a_truncated_schedule_is_only_accepted_when_asked_for():
+  # A smoke test of Goyal's recipe in 20 steps: the warmup (5 epochs) and every
+  # milestone lie past the budget. Without the flag that is an error naming the
+  # field and the flag; with it the run follows the recipe's first 20 steps.
+  cfg = config_lib.base_config()
+  cfg.schedule.name, cfg.schedule.milestones = "multistep", ("30 epochs", "60 epochs")
+  cfg.warmup.length, cfg.budget = "5 epochs", "20 steps"
+  with pytest.raises(
+    ValueError, match=r"config.schedule.milestones\[0\].*allow_truncated_schedule"
+  ):
+    config_lib.resolve(cfg, num_devices=1)
+  cfg.allow_truncated_schedule = True
+  plan = config_lib.resolve(cfg, num_devices=1)
+  assert plan.summary()["schedule_truncated"] is True
+  warmup = plan.schedule.warmup_steps
+  got = np.asarray(jax.vmap(lambda t: plan.lr_fn()(t, plan.lr))(jnp.arange(20)))
+  np.testing.assert_allclose(got, plan.lr * np.arange(20) / warmup, rtol=1e-5, atol=1e-9)

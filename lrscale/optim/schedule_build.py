@@ -110,7 +110,7 @@ class _Context:
           raise ValueError(
             f"config.schedule.{key.format(i)}={values[i]!r} is step {step}, at or past "
             f"the run's {self.total_steps} steps (config.budget), so it never applies; "
-            "remove it or lengthen config.budget"
+            "remove it or lengthen config.budget (or set config.allow_truncated_schedule=True)"
           )
     return steps
 
@@ -282,9 +282,9 @@ class Schedule:
     warmup: the ``config.warmup`` section.
     total_steps: optimizer updates in the run.
     lengths: ``(field, steps)`` of every length the schedule reads.
-    truncated: the run stops before parts of the schedule (a budget given in
-      steps, e.g. a smoke test of a 90-epoch recipe): milestones past the end
-      are allowed; recorded in config.json.
+    truncated: the run may stop before parts of the schedule
+      (``config.allow_truncated_schedule``, a smoke test of a 90-epoch recipe):
+      warmup and milestones past the end are allowed; recorded in config.json.
   """
 
   schedule: ml_collections.FrozenConfigDict
