@@ -251,3 +251,30 @@ def test_smith_smoke(tmp_path):
 def test_smith_full_validates_then_names_the_missing_dataset(tmp_path, empty_tfds_dir):
   with pytest.raises(DatasetNotFoundError, match="cifar10"):
     smith2017.run(mode="full", workdir=str(tmp_path / "w"))
+
+
+@pytest.mark.parametrize("lead", [True, False])
+def test_only_the_lead_process_writes_the_report(tmp_path, monkeypatch, lead):
+  from experiments.common import template
+  from lrscale.engine import parallel
+
+  monkeypatch.setattr(parallel, "is_lead", lambda: lead)
+  seen = []
+
+  def execute(outdir):
+    seen.append(outdir)
+    with open(os.path.join(outdir, "fig.png"), "wb") as f:
+      f.write(b"x")
+    return template.Outcome(sections=lambda runtime: ["**Held**"], results=dict(x=1))
+
+  out = tmp_path / "out"
+  out.mkdir()
+  got = template.run_experiment(
+    "t", "T", execute, mode="analogue", workdir=str(tmp_path), outdir=str(out), smoke=True
+  )
+  assert got["results"] == dict(x=1)
+  names = sorted(os.listdir(out))
+  if lead:
+    assert seen == [str(out)] and names == ["fig.png", "report.md", "results.json"]
+  else:  # a follower wrote into a private directory, since removed
+    assert seen[0] != str(out) and names == [] and not os.path.exists(seen[0])
