@@ -17,9 +17,8 @@ study runner uses it only where it pays (``study.vmap``).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import os
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
