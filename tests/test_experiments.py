@@ -150,14 +150,23 @@ def test_shallue_analogue_study_is_the_promised_grid():
   assert s.base.noise_scale.enabled
   assert round(s.target.value * 360) != s.target.value * 360  # no accuracy sits on the target
   assert space.trial_config(s, trials[0]).optimizer.name == "nesterov"
+  cnn = shallue2018.analogue_study(model="cnn")
+  trials = runner.validate_study(cnn)
+  assert len(trials) == 9 * 10 * 2 and cnn.target.value == s.target.value
+  assert space.trial_config(cnn, trials[0]).model.name == "cnn"
 
 
 def test_shallue_and_mccandlish_smoke_share_one_study(tmp_path):
   study_dir = tmp_path / "shallue" / shallue2018.STUDY_SUBDIR
   shallue2018.run(workdir=str(tmp_path / "shallue"), outdir=str(tmp_path / "s_out"), smoke=True)
-  report, results = _check_outputs(tmp_path / "s_out", ["steps_to_result.png", "optimal_lr.png"])
-  per_batch = results["workloads"]["digits MLP"]["per_batch"]
-  assert [r["batch_size"] for r in per_batch] == [16, 64, 256]
+  report, results = _check_outputs(
+    tmp_path / "s_out",
+    ["steps_to_result.png", "optimal_lr.png", "cnn_steps_to_result.png", "cnn_optimal_lr.png"],
+  )
+  for workload in ("digits MLP", "digits simple CNN"):
+    per_batch = results["workloads"][workload]["per_batch"]
+    assert [r["batch_size"] for r in per_batch] == [16, 64, 256]
+  assert "## digits simple CNN" in report
   assert "perfect scaling" in report and "maximal data parallelism" in report
 
   out = tmp_path / "m_out"
