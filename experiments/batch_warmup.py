@@ -17,16 +17,17 @@ et al. 2017's ramp).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from lrscale import errors, jsonio
 from lrscale.cbs import branch
+from lrscale.engine import launch
 from lrscale.engine import loop as loop_lib
 
 
@@ -83,12 +84,17 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds per arm.")
 def main(argv):
   del argv
   f = flags.FLAGS
-  with open(os.path.join(f.cbs_dir, "cbs.json")) as fh:
-    ramp = json.load(fh)["batch_ramp"]
   branch.validate(f.cbs_config)
+  result = jsonio.read_json(os.path.join(f.cbs_dir, "cbs.json"))
+  if result is None or "batch_ramp" not in result:
+    raise errors.MissingInput(
+      f"--cbs_dir={f.cbs_dir} holds no finished CBS measurement (cbs.json with a batch_ramp): "
+      "run python -m lrscale.cbs there first."
+    )
+  ramp = result["batch_ramp"]
   os.makedirs(f.workdir, exist_ok=True)
   print(run(f.cbs_config, ramp, f.workdir, [int(s) for s in f.seeds]))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

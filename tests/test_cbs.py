@@ -14,6 +14,8 @@ from lrscale.engine.outputs import read_jsonl
 from lrscale.engine.step import TrainState
 from lrscale.optim import optimizers
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def test_critical_multiplier_and_summary():
   assert measure.critical_multiplier({1: 1.0, 2: 1.005, 4: 1.02, 8: 1.0}, 0.01) == 2
@@ -154,3 +156,49 @@ def test_batch_warmup_arms_share_everything_but_the_batch():
   assert [p.examples_at(p.total_steps) >= 46 * 16 for p in plans] == [True] * 3
   assert [p.ramp[-1].multiplier for p in plans] == [1, 1, 4]
   assert len({p.lr for p in plans}) == 1  # the same lr in every arm
+
+
+def _linreg_cfg():
+  return config_lib.load_config_file(os.path.join(REPO, "configs", "cbs", "linreg.py"))
+
+
+def test_cbs_on_linreg_falls_where_the_exact_recursion_puts_it(tmp_path):
+  import numpy as np
+
+  from lrscale.analysis import theory
+  from lrscale.cbs import exact
+  from lrscale.cbs.run import run_cbs
+
+  cfg = _linreg_cfg()
+  result = run_cbs(cfg, str(tmp_path))
+  assert [p["step"] for p in result["points"]] == [0, 200]
+  for p in result["points"]:
+    ex = {int(k): v for k, v in p["exact_metric"].items()}
+    assert ex[32] > 100 * ex[1]  # past the edge the risk explodes, in expectation and in runs
+    for k in cfg.multipliers:
+      got = [r["metric"] for r in result["branches"] if r["step"] == p["step"] and r["k"] == k]
+      if k == 32:
+        assert all(not v < 10 * ex[1] for v in got), got  # NaN (diverged) or exploded
+      elif k <= 8:  # away from the edge the seeds' mean estimates the expectation
+        se = np.std(got, ddof=1) / math.sqrt(len(got))
+        assert abs(np.mean(got) - ex[k]) < 4 * se + 1e-4, (p["step"], k, got, ex[k])
+    # The exact CBS lies in the measured range over seeds (near the edge the
+    # k = 16 risk is heavy-tailed, so few seeds tend to overstate the CBS).
+    assert p["cbs"]["lo"] <= p["exact_cbs"] <= p["cbs"]["hi"], p
+  assert "exact CBS" in (tmp_path / "report.md").read_text()
+
+  # The recursion from a known w against an independent numpy Monte Carlo of SGD.
+  plan = branch.validate(cfg)
+  problem = theory.LinregProblem(dim=32)
+  rng = np.random.default_rng(0)
+  w0 = problem.teacher * rng.uniform(0.5, 1.5, 32)  # some point along the way
+  bplan = branch.branch_plan(cfg, plan, step=0, k=8, seed=0)
+  reps, h = 3000, problem.spectrum
+  w = np.tile(w0, (reps, 1))
+  for _ in range(bplan.total_steps):
+    x = rng.standard_normal((reps, bplan.batch_size, 32)) * np.sqrt(h)
+    y = x @ problem.teacher + problem.noise * rng.standard_normal((reps, bplan.batch_size))
+    w -= bplan.lr / bplan.batch_size * np.einsum("rbd,rb->rd", x, np.einsum("rbd,rd->rb", x, w) - y)
+  rel = 0.5 * ((w - problem.teacher) ** 2 @ h) / problem.initial_excess
+  want = exact.expected_metric(cfg, plan, step=0, k=8, w=w0)
+  assert abs(rel.mean() - want) < 4 * rel.std() / math.sqrt(reps), (rel.mean(), want)

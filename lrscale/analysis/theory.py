@@ -93,8 +93,9 @@ def _run(
   lrs: np.ndarray | Sequence[float],
   steps: int,
   target: float | None,
+  initial: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray]:
-  """Iterate the moment recursion for every (B, lr) at once.
+  """Iterate the moment recursion for every (B, lr) at once, from ``m = initial``.
 
   The (B, lr) pairs are flattened into rows; with a target, rows that have
   reached it or diverged are dropped every few steps, so a grid whose slow
@@ -115,11 +116,12 @@ def _run(
   # Per-step constants of the linear map m -> m * decay + gain * (h . m + noise^2).
   decay = 1.0 - 2.0 * a * h + a**2 * (1.0 + 1.0 / b) * h**2
   gain = a**2 / b * h
-  m = np.broadcast_to(problem.teacher**2, decay.shape).copy()
+  m0 = problem.teacher**2 if initial is None else np.asarray(initial, np.float64)
+  m = np.broadcast_to(m0, decay.shape).copy()
   first = np.full(len(a), np.inf)
   curves = None if target is not None else np.full((len(a), steps + 1), np.nan)
   if curves is not None:
-    curves[valid, 0] = 1.0
+    curves[valid, 0] = 0.5 * (m0 @ h) / r0
   rows = np.flatnonzero(valid)
   decay, gain, m = decay[rows], gain[rows], m[rows]
   done = np.zeros(len(rows), dtype=bool)
@@ -146,19 +148,27 @@ def risk_curves(
   batch_sizes: Sequence[float],
   lrs: np.ndarray | Sequence[float],
   steps: int,
+  *,
+  initial: np.ndarray | None = None,
 ) -> np.ndarray:
   """Expected relative excess risk ``R_t / R_0`` for t = 0..steps.
+
+  ``R_0`` is always the risk at ``w = 0``, so curves from different starts
+  share one scale (the metric ``eval_relative_excess``).
 
   Args:
     problem: The regression problem.
     batch_sizes: Batch sizes, length ``n_batch``.
     lrs: Shared grid ``(n_lr,)`` or per-B grids ``(n_batch, n_lr)`` (NaN pads).
     steps: Number of SGD steps.
+    initial: ``m_i = (w_i - w*_i)^2`` at step 0 (default ``w = 0``: ``w*^2``).
+      From a known ``w`` the recursion is still exact: the diagonal moments'
+      update involves only the diagonal, whatever the off-diagonal terms.
 
   Returns:
     Array ``(n_batch, n_lr, steps + 1)``; NaN where the lr is NaN.
   """
-  curves, _ = _run(problem, batch_sizes, lrs, int(steps), None)
+  curves, _ = _run(problem, batch_sizes, lrs, int(steps), None, initial)
   assert curves is not None
   return curves
 

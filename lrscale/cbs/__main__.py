@@ -1,7 +1,9 @@
 """python -m lrscale.cbs --config=configs/cbs/digits_mlp.py --workdir=runs/cbs_digits"""
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from lrscale.engine import launch
 
 config_flags.DEFINE_config_file("config", None, "A CBS config (configs/cbs/*.py).")
 flags.DEFINE_string("workdir", None, "Output directory (resumable).")
@@ -20,4 +22,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

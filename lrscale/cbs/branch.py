@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from lrscale import config as config_lib
+from lrscale import errors
 from lrscale.engine.step import TrainState
 from lrscale.optim import optimizers
 
@@ -36,6 +37,7 @@ def default_rule(optimizer_cfg: Any) -> str:
   return "sqrt" if "b2" in optimizers.DEFAULTS.get(optimizer_cfg.name, {}) else "linear"
 
 
+@errors.as_user_errors
 def validate(cfg: ml_collections.ConfigDict) -> config_lib.RunPlan:
   """Checks the CBS fields and resolves the reference; returns its plan (no compute).
 
@@ -77,7 +79,7 @@ def validate(cfg: ml_collections.ConfigDict) -> config_lib.RunPlan:
       f"{plan.total_steps} steps; raise config.reference.budget or lower num_points."
     )
   biggest = ks[-1] * plan.batch_size
-  if biggest > plan.dataset.num_train:
+  if plan.dataset.num_train is not None and biggest > plan.dataset.num_train:
     raise ValueError(
       f"{_F}.multipliers: {ks[-1]} x {plan.batch_size} = {biggest} exceeds the "
       f"{plan.dataset.num_train} training examples; drop the largest multipliers."

@@ -24,6 +24,9 @@ def write(result: dict[str, Any], workdir: str) -> None:
   ax.errorbar(
     x, med, yerr=err, marker="o", capsize=3, label="local CBS (branching), range over seeds"
   )
+  exact = [(p["examples"], p["exact_cbs"]) for p in pts if "exact_cbs" in p]
+  if exact:
+    ax.plot(*zip(*exact), "k^:", label="exact CBS (expected losses, linreg)")
   bs = [(p["examples"], p["b_simple"]) for p in pts if p["b_simple"]]
   if bs:
     ax.plot(*zip(*bs), "s--", label="B_simple (gradient noise scale)")
@@ -45,8 +48,9 @@ def write(result: dict[str, Any], workdir: str) -> None:
     f"{result['tolerance']:g} of the k = 1 branch (every smaller k too). "
     f"A CBS equal to {result['max_batch']} is a lower bound (the largest batch tried).",
     "",
-    "| step | examples | reference metric | CBS median | CBS range over seeds | B_simple |",
-    "|---:|---:|---:|---:|---:|---:|",
+    "| step | examples | reference metric | CBS median | CBS range over seeds | exact CBS "
+    "| B_simple |",
+    "|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for p in pts:
     ref = p["reference_metric"]
@@ -54,7 +58,7 @@ def write(result: dict[str, Any], workdir: str) -> None:
     lines.append(
       f"| {p['step']} | {p['examples']} | {'' if ref is None else f'{ref:.4f}'} | "
       f"{p['cbs']['median']:g} | [{p['cbs']['lo']:g}, {p['cbs']['hi']:g}] | "
-      f"{'' if bsimple is None else f'{bsimple:.1f}'} |"
+      f"{p.get('exact_cbs', '')} | {'' if bsimple is None else f'{bsimple:.1f}'} |"
     )
   ramp = result.get("batch_ramp")
   if ramp:

@@ -10,7 +10,7 @@ import ml_collections
 from absl import logging
 
 from lrscale import config as config_lib
-from lrscale.cbs import branch, measure
+from lrscale.cbs import branch, exact, measure
 from lrscale.data import registry
 from lrscale.engine import loop as loop_lib
 from lrscale.engine import outputs
@@ -34,14 +34,22 @@ def run_cbs(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   ckpt = Checkpointer(ref_dir, keep=cfg.num_points + 1)
   setups: dict[Any, RunSetup] = {}
   rows = []
+  weights = {}
   try:
     for step in branch.branch_points(cfg, plan):
       for seed in cfg.seeds:
         for k in cfg.multipliers:
           rows.append(_run_branch(cfg, plan, ckpt, setups, data, workdir, step, k, seed))
+      if exact.applies(cfg, plan):
+        weights[step] = _start_state(cfg, plan, ckpt, setups, data, step, 1, cfg.seeds[0]).params
   finally:
     ckpt.close()
   result = _results(cfg, plan, rows, ref_dir)
+  if weights:  # linreg: the exact CBS beside the measured one
+    for point, (step, ex) in zip(result["points"], exact.exact_points(cfg, plan, weights).items()):
+      assert point["step"] == step
+      point["exact_cbs"] = ex["cbs"]
+      point["exact_metric"] = {str(k): v for k, v in ex["expected"].items()}
   from lrscale.cbs.plan import plan_batch_ramp  # pylint: disable=g-import-not-at-top
 
   result["batch_ramp"] = plan_batch_ramp(result["points"], batch_size=plan.batch_size)
@@ -52,23 +60,33 @@ def run_cbs(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return result
 
 
-def _run_branch(cfg, plan, ckpt, setups, data, workdir, step, k, seed) -> dict[str, Any]:
-  bplan = branch.branch_plan(cfg, plan, step=step, k=k, seed=seed)
+def _setup(setups, bplan, data) -> RunSetup:
   key = program_key(bplan)
   if key not in setups:
     setups[key] = RunSetup(bplan, data)
-  setup = setups[key]
+  return setups[key]
+
+
+def _start_state(cfg, plan, ckpt, setups, data, step, k, seed):
+  """A branch's first state: its fresh state, with the reference's at ``step`` > 0."""
+  bplan = branch.branch_plan(cfg, plan, step=step, k=k, seed=seed)
+  fresh = _setup(setups, bplan, data).initial_state(bplan)
+  if step == 0:
+    return fresh
+  restored, _ = ckpt.restore(step, abstract_like(fresh))
+  return branch.branch_state(fresh, restored)
+
+
+def _run_branch(cfg, plan, ckpt, setups, data, workdir, step, k, seed) -> dict[str, Any]:
+  bplan = branch.branch_plan(cfg, plan, step=step, k=k, seed=seed)
+  setup = _setup(setups, bplan, data)
   out = branch.branch_dir(workdir, step, k, seed)
   summary_path = os.path.join(out, "summary.json")
   if os.path.exists(summary_path):
     with open(summary_path) as f:
       summary = json.load(f)
   else:
-    fresh = setup.initial_state(bplan)
-    start = fresh
-    if step > 0:
-      restored, _ = ckpt.restore(step, abstract_like(fresh))
-      start = branch.branch_state(fresh, restored)
+    start = _start_state(cfg, plan, ckpt, setups, data, step, k, seed)
     summary = loop_lib.train(
       bplan.config, out, plan=bplan, setup=setup, data=data, initial_state=start
     )
