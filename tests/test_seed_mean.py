@@ -132,3 +132,50 @@ def test_bad_analysis_options_name_the_field(analysis, fix):
   with pytest.raises(ValueError, match=re.escape(fix)) as err:
     options.parse(analysis, mode="max", stop_value=0.95)
   assert str(err.value).startswith("config.analysis.")
+
+
+def small_study_config():
+  from lrscale.config import base_config
+  from lrscale.study.space import default_study_config
+
+  s = default_study_config()
+  s.base = base_config()
+  s.target.value = 0.9
+  return s
+
+
+@pytest.mark.parametrize(
+  "field, value, fix",
+  [
+    ("target.stop_value", 0.8, "config.target.stop_value=0.8: trials would stop before"),
+    ("analysis.target_from", "median", "config.analysis.target_from='median'"),
+    ("analysis.targets", (0.95,), "no target may be harder"),
+  ],
+)
+def test_study_rejects_bad_stop_value_and_analysis_before_any_trial(field, value, fix):
+  from lrscale.config import set_field
+  from lrscale.errors import UserError
+  from lrscale.study import space
+
+  s = small_study_config()
+  set_field(s, field, value)
+  with pytest.raises((ValueError, UserError), match=re.escape(fix)):
+    space.enumerate_trials(s)
+
+
+def test_trials_stop_at_stop_value_and_analysis_options_do_not_change_the_study(tmp_path):
+  from lrscale.study import space, store
+
+  s = small_study_config()
+  s.target.stop_value = 0.95
+  s.analysis.targets = (0.8, 0.9)
+  trial = space.enumerate_trials(s)[0]
+  cfg = space.trial_config(s, trial)
+  assert cfg.target.value == 0.95  # trials run on to the stopping target
+  info = {"config": s.to_dict()}
+  store.check_study_json(str(tmp_path), info, write=True)
+  s.analysis.target_from = "seed_mean"  # read differently: the same study
+  store.check_study_json(str(tmp_path), {"config": s.to_dict()}, write=False)
+  s.target.stop_value = 0.97  # trains differently: refused
+  with pytest.raises(Exception, match="holds a different study"):
+    store.check_study_json(str(tmp_path), {"config": s.to_dict()}, write=False)
