@@ -103,7 +103,11 @@ def plot_steps_to_result(analysis: dict[str, Any], path: str) -> str | None:
     fmt="o",
     color="k",
     capsize=3,
-    label="best trial (bootstrap CI)",
+    label=(
+      "best point, seeds' mean curve (bootstrap CI)"
+      if analysis["settings"].get("target_from") == "seed_mean"
+      else "best trial (bootstrap CI)"
+    ),
     zorder=3,
   )
   ax.plot(grid, s[0] * b[0] / grid, ":", color="gray", label="perfect scaling (slope -1)")

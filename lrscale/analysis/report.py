@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from lrscale.analysis import targets
 from lrscale.analysis.steps_to_result import TrialOutcome
 from lrscale.analysis.store_reader import final_b_simple
 
@@ -292,23 +293,50 @@ def _theory_lines(analysis: Mapping[str, Any]) -> list[str]:
   if not th:
     return []
   p = th["problem"]
+  yes = {True: "yes", False: "**no**", None: "-"}
+  pct = lambda v: f"{100 * v:.3g}%"  # noqa: E731
+  per_seed = analysis["settings"].get("target_from", "per_seed") == "per_seed"
   lines = [
     "## Exact answer vs measured",
     "",
     f"Gaussian linear regression, dim {p['dim']}, h_i = i^-{p['alpha']:g}, w*_i = "
     f"i^-{p['teacher_power']:g}, noise {p['noise']:g}: {th['definition']}. Target relative "
     f"excess <= {th['target_rel']:g}. `exact at eval` rounds the exact step up to the study's "
-    "next evaluation.",
+    f"next evaluation. Measured intervals: seed bootstrap of the best steps, pointwise "
+    f"{pct(th['ci_level'])} and a simultaneous band ({pct(th['band_level'])} at each of "
+    f"{len(th['per_batch'])} batch sizes, Bonferroni), each widened by one evaluation interval "
+    f"(a step count is whole evaluations). Exact inside: {th['n_inside_ci']}/"
+    f"{len(th['per_batch'])} pointwise, {th['n_inside_band']}/{len(th['per_batch'])} in the band.",
     "",
   ]
+  if per_seed:
+    lines += [
+      "**Caveat:** steps are read per seed (first passage of one noisy run), which comes "
+      "before the expected risk's crossing where fluctuations are large (small B); "
+      "`config.analysis.target_from='seed_mean'` measures what the theory computes.",
+      "",
+    ]
   lines += _table(
-    ["B", "exact steps", "exact at eval", "measured steps", "exact best lr", "measured best lr"],
+    [
+      "B",
+      "exact steps",
+      "exact at eval",
+      "measured steps",
+      "pointwise CI",
+      "band",
+      "exact in band",
+      "exact best lr",
+      "measured best lr",
+    ],
     [
       [
         r["batch_size"],
         r["exact_steps"],
         r["exact_steps_at_eval"],
         r["measured_steps"],
+        _ci(r.get("measured_ci")),
+        _ci(r.get("measured_band")),
+        yes[r.get("exact_inside_band")],
         r["exact_best_lr"],
         r["measured_best_lr"],
       ]
@@ -318,8 +346,7 @@ def _theory_lines(analysis: Mapping[str, Any]) -> list[str]:
   rows = []
   for name, label in (("s_min", "S_min"), ("b_crit", "B_crit")):
     c = th["comparison"][name]
-    inside = {True: "yes", False: "**no**", None: "-"}[c["exact_inside_ci"]]
-    rows.append([label, c["exact"], c["measured"], _ci(c["ci"]), inside])
+    rows.append([label, c["exact"], c["measured"], _ci(c["ci"]), yes[c["exact_inside_ci"]]])
   lines += _table(["quantity", "exact fit", "measured fit", "measured CI", "exact inside CI"], rows)
   return lines
 
@@ -343,6 +370,16 @@ def render_report(analysis: Mapping[str, Any]) -> str:
     "",
     *_per_batch_lines(analysis),
   ]
+  if analysis.get("seed_mean_undetermined"):
+    pts = analysis["seed_mean_undetermined"]
+    lines += [
+      f"**Warning:** {len(pts)} point(s) whose seeds stopped before their mean curve met the "
+      "target (read as not reached, so a slower lr may have won there; make "
+      "target.stop_value harder): "
+      + ", ".join(f"B={p['batch_size']} lr={p['lr']:.4g}" for p in pts)
+      + ".",
+      "",
+    ]
   if analysis["excluded_batches"]:
     lines += [
       "Excluded from the fits: "
@@ -358,6 +395,7 @@ def render_report(analysis: Mapping[str, Any]) -> str:
     *img("examples_to_result.png", "examples to result"),
     *img("tradeoff.png", "trade-off"),
     *_theory_lines(analysis),
+    *targets.report_lines(analysis),
     "## Regimes",
     "",
     *_regime_lines(analysis),

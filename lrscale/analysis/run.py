@@ -16,20 +16,29 @@ from typing import Any
 
 import numpy as np
 
-from lrscale.analysis import fits, intervals, plots, report
+from lrscale.analysis import fits, intervals, options, plots, report, seed_mean, targets
 from lrscale.analysis.ground_truth import theory_section
 from lrscale.analysis.steps_to_result import (
   BatchSummary,
+  PointSteps,
   TrialOutcome,
   bootstrap_best_steps,
   config_results,
   policy_text,
+  seed_median,
   seeds_per_point,
   selection_bias_log,
   summarize_batches,
   trial_outcomes,
 )
-from lrscale.analysis.store_reader import Study, final_b_simple, load_study, noise_scale_series
+from lrscale.analysis.store_reader import (
+  Study,
+  Target,
+  TrialRecord,
+  final_b_simple,
+  load_study,
+  noise_scale_series,
+)
 
 MIN_BATCHES_FOR_FIT = 3
 MAX_SERIES_POINTS = 200
@@ -211,11 +220,13 @@ def noise_section(
   }
 
 
-def configs_section(outcomes: Sequence[TrialOutcome], metric: str) -> list[dict[str, Any]]:
-  """One row per (B, lr, params) point: median steps and median final target metric."""
+def configs_section(
+  outcomes: Sequence[TrialOutcome], metric: str, point_steps: PointSteps = seed_median
+) -> list[dict[str, Any]]:
+  """One row per (B, lr, params) point: its steps (``point_steps``) and median final metric."""
   final = {o.trial.id: o.trial.final_metrics().get(metric) for o in outcomes}
   rows = []
-  for c in config_results(outcomes):
+  for c in config_results(outcomes, point_steps):
     metrics = [
       final[i] for i in c.trial_ids if final.get(i) is not None and math.isfinite(final[i])
     ]
@@ -251,9 +262,16 @@ def per_batch_section(
   return rows
 
 
-def build_analysis(
-  study: Study,
+def point_steps_for(target: Target, target_from: str) -> PointSteps:
+  """How a point's steps come from its seeds under ``config.analysis.target_from``."""
+  return seed_mean.point_steps(target) if target_from == options.SEED_MEAN else seed_median
+
+
+def steps_curve(
+  trials: Sequence[TrialRecord],
+  target: Target,
   *,
+  target_from: str = options.PER_SEED,
   within_pct: float = 10.0,
   n_bootstrap: int = 200,
   seed: int = 0,
@@ -261,11 +279,17 @@ def build_analysis(
   perfect_slope: float = -0.8,
   maximal_slope: float = -0.1,
 ) -> dict[str, Any]:
-  """Every number of the analysis as one JSON-able dict (see :func:`analyze`)."""
-  spec = study.spec
-  outcomes = trial_outcomes(study.trials, spec.target)
-  summaries = summarize_batches(outcomes, within_pct=within_pct)
-  boot = bootstrap_best_steps(outcomes, n_bootstrap=n_bootstrap, rng=np.random.default_rng(seed))
+  """Best steps per batch size at one target, their bootstrap, the fit and the regimes.
+
+  Returns:
+    ``{"outcomes", "summaries", "boot", "fit_block", "fit", "regimes"}``.
+  """
+  point_steps = point_steps_for(target, target_from)
+  outcomes = trial_outcomes(trials, target)
+  summaries = summarize_batches(outcomes, within_pct=within_pct, point_steps=point_steps)
+  boot = bootstrap_best_steps(
+    outcomes, n_bootstrap=n_bootstrap, rng=np.random.default_rng(seed), point_steps=point_steps
+  )
   fit_block, fit = fit_section(summaries, boot, level=level, n_seeds=seeds_per_point(outcomes))
   usable = _usable(summaries)
   if len(usable) >= 2:
@@ -280,6 +304,39 @@ def build_analysis(
     regimes.update(ok=True, reason=None)
   else:
     regimes = {"ok": False, "reason": "fewer than 2 batch sizes reached the target"}
+  return dict(
+    outcomes=outcomes, summaries=summaries, boot=boot, fit_block=fit_block, fit=fit, regimes=regimes
+  )
+
+
+def build_analysis(
+  study: Study,
+  *,
+  within_pct: float = 10.0,
+  n_bootstrap: int = 200,
+  seed: int = 0,
+  level: float = 0.9,
+  perfect_slope: float = -0.8,
+  maximal_slope: float = -0.1,
+) -> dict[str, Any]:
+  """Every number of the analysis as one JSON-able dict (see :func:`analyze`).
+
+  ``study.json``'s ``config.analysis`` (:mod:`lrscale.analysis.options`)
+  chooses the steps policy (``target_from``) and any extra ``targets``.
+  """
+  spec = study.spec
+  opts = options.from_study_json(spec.raw)
+  kwargs = dict(
+    within_pct=within_pct,
+    n_bootstrap=n_bootstrap,
+    seed=seed,
+    level=level,
+    perfect_slope=perfect_slope,
+    maximal_slope=maximal_slope,
+  )
+  curve = steps_curve(study.trials, spec.target, target_from=opts.target_from, **kwargs)
+  outcomes, summaries, boot = curve["outcomes"], curve["summaries"], curve["boot"]
+  fit_block, fit, regimes = curve["fit_block"], curve["fit"], curve["regimes"]
   lr_block, lr_rule = lr_section(summaries, spec.name)
   present = {s.batch_size for s in summaries}
   excluded = [
@@ -299,8 +356,9 @@ def build_analysis(
       "optimizer": spec.optimizer,
       "num_train_examples": spec.num_train_examples,
     },
-    "policy": policy_text(spec.target),
+    "policy": policy_text(spec.target, opts.target_from),
     "settings": {
+      "target_from": opts.target_from,
       "within_pct": within_pct,
       "n_bootstrap": n_bootstrap,
       "seed": seed,
@@ -312,13 +370,21 @@ def build_analysis(
     "status_counts": dict(Counter(t.status for t in study.trials)),
     "per_batch": per_batch_section(summaries, boot, level=level),
     "excluded_batches": excluded,
-    "configs": configs_section(outcomes, spec.target.metric),
+    "configs": configs_section(
+      outcomes, spec.target.metric, point_steps_for(spec.target, opts.target_from)
+    ),
     "fit": fit_block,
     "regimes": regimes,
     "lr_fit": lr_block,
     "lr_rule": lr_rule,
     "noise_scale": noise_section(outcomes, summaries, None if fit is None else fit.b_crit),
-    "theory": theory_section(spec, outcomes, summaries, fit_block),
+    "seed_mean_undetermined": (
+      seed_mean.undetermined_points(outcomes, spec.target)
+      if opts.target_from == options.SEED_MEAN
+      else []
+    ),
+    "theory": theory_section(spec, outcomes, summaries, fit_block, boot, level=level),
+    "targets": targets.targets_section(study, opts, steps_curve, **kwargs),
   }
 
 

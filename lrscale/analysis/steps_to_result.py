@@ -15,7 +15,9 @@ hyperparameter); ties go to the lower learning rate. With several seeds per
 point the point's steps are the median over its seeds, counting a seed that
 did not reach the target as infinity (so a point needs more than half its
 seeds to succeed); with one seed per point this is exactly Shallue's best
-trial.
+trial. That per-seed reading is :func:`seed_median`; any other
+:data:`PointSteps` may replace it (``lrscale.analysis.seed_mean``: the
+crossing of the seeds' mean curve).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,10 +49,20 @@ POLICY = (
 )
 
 
-def policy_text(target: Target) -> str:
+SEED_MEAN_POLICY = (
+  "Steps to result of a (B, lr, params) point = first evaluation step at which the monotone "
+  "least-squares fit of its seeds' MEAN {metric} curve has {metric} {op} {value} (an estimate "
+  "of where the expected curve crosses the target; lrscale.analysis.seed_mean); examples to "
+  "result = steps x batch size. Per batch size the best point has the fewest steps; ties go to "
+  "the lower lr; intervals resample the seeds."
+)
+
+
+def policy_text(target: Target, target_from: str = "per_seed") -> str:
   """The steps-to-result policy in words, for reports."""
   op = "<=" if target.mode == "min" else ">="
-  return POLICY.format(metric=target.metric, op=op, value=target.value)
+  text = SEED_MEAN_POLICY if target_from == "seed_mean" else POLICY
+  return text.format(metric=target.metric, op=op, value=target.value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +101,18 @@ class TrialOutcome:
   @property
   def steps_or_inf(self) -> float:
     return math.inf if self.steps is None else float(self.steps)
+
+
+# Steps to result of one (B, lr, params) point from its seeds: f(members, draws) -> (k,), one
+# value per row of ``draws`` (indices into ``members``, shape (k, n): bootstrap resamples of the
+# seeds, or arange(n)[None] for the point itself).
+PointSteps = Callable[[Sequence[TrialOutcome], np.ndarray], np.ndarray]
+
+
+def seed_median(members: Sequence[TrialOutcome], draws: np.ndarray) -> np.ndarray:
+  """The per-seed reading: median over the drawn seeds of their steps (unreached = inf)."""
+  steps = np.array([o.steps_or_inf for o in members])
+  return np.median(steps[np.atleast_2d(draws)], axis=1)
 
 
 def first_step_reaching(eval_rows: Iterable[dict[str, Any]], target: Target) -> int | None:
@@ -149,8 +173,18 @@ def _group(outcomes: Iterable[TrialOutcome]) -> dict[tuple[Any, ...], list[Trial
   return groups
 
 
-def config_results(outcomes: Iterable[TrialOutcome]) -> list[ConfigResult]:
-  """Aggregate settled outcomes into one :class:`ConfigResult` per point, sorted by lr."""
+def group_points(outcomes: Iterable[TrialOutcome]) -> list[list[TrialOutcome]]:
+  """The settled outcomes of each (B, lr, params) point (the seeds of one point together)."""
+  return list(_group(o for o in outcomes if o.settled).values())
+
+
+def config_results(
+  outcomes: Iterable[TrialOutcome], point_steps: PointSteps = seed_median
+) -> list[ConfigResult]:
+  """Aggregate settled outcomes into one :class:`ConfigResult` per point, sorted by lr.
+
+  A point's steps are ``point_steps`` of its settled seeds (default: their median).
+  """
   results = []
   for members in _group(o for o in outcomes if o.settled).values():
     first = members[0].trial
@@ -160,7 +194,7 @@ def config_results(outcomes: Iterable[TrialOutcome]) -> list[ConfigResult]:
         batch_size=first.batch_size,
         lr=first.lr,
         params=dict(first.params),
-        steps=float(np.median([o.steps_or_inf for o in members])),
+        steps=float(point_steps(members, np.arange(len(members))[None])[0]),
         trial_ids=tuple(o.trial.id for o in members),
         best_trial_id=best.trial.id if best.reached else None,
         n_reached=sum(o.reached for o in members),
@@ -227,12 +261,17 @@ def best_config(configs: Sequence[ConfigResult]) -> ConfigResult | None:
   return min(reached, key=lambda c: (c.steps, c.lr)) if reached else None
 
 
-def summarize_batch(outcomes: Sequence[TrialOutcome], *, within_pct: float = 10.0) -> BatchSummary:
+def summarize_batch(
+  outcomes: Sequence[TrialOutcome],
+  *,
+  within_pct: float = 10.0,
+  point_steps: PointSteps = seed_median,
+) -> BatchSummary:
   """Summarise the outcomes of one batch size (all must share it)."""
   batch_sizes = {o.trial.batch_size for o in outcomes}
   if len(batch_sizes) != 1:
     raise ValueError(f"expected one batch size, got {sorted(batch_sizes)}")
-  configs = config_results(outcomes)
+  configs = config_results(outcomes, point_steps)
   best = best_config(configs)
   finished = [o.trial for o in outcomes if o.trial.status in (*STATUS_ENDED, STATUS_DIVERGED)]
   diverged_lrs = sorted({t.lr for t in finished if t.diverged})
@@ -276,36 +315,42 @@ def by_batch_size(outcomes: Iterable[TrialOutcome]) -> dict[int, list[TrialOutco
 
 
 def summarize_batches(
-  outcomes: Iterable[TrialOutcome], *, within_pct: float = 10.0
+  outcomes: Iterable[TrialOutcome],
+  *,
+  within_pct: float = 10.0,
+  point_steps: PointSteps = seed_median,
 ) -> list[BatchSummary]:
   """:func:`summarize_batch` for every batch size, ascending."""
-  return [summarize_batch(g, within_pct=within_pct) for g in by_batch_size(outcomes).values()]
+  return [
+    summarize_batch(g, within_pct=within_pct, point_steps=point_steps)
+    for g in by_batch_size(outcomes).values()
+  ]
 
 
 def _bootstrap_one_batch(
-  outcomes: Sequence[TrialOutcome], *, n_bootstrap: int, rng: np.random.Generator
+  outcomes: Sequence[TrialOutcome],
+  *,
+  n_bootstrap: int,
+  rng: np.random.Generator,
+  point_steps: PointSteps = seed_median,
 ) -> np.ndarray:
   """Resampled best steps of one batch size, shape ``(n_bootstrap,)``.
 
   Seeds are resampled with replacement within each (lr, params) point, the
-  point medians recomputed and the best point taken, mirroring
-  :func:`best_config`. When no point has a second seed, that resampling would
-  be a no-op, so trials are resampled across the whole batch size instead
-  (the best point is then the best drawn trial).
+  point steps recomputed (``point_steps``) and the best point taken,
+  mirroring :func:`best_config`. When no point has a second seed, that
+  resampling would be a no-op, so points are resampled across the whole
+  batch size instead (the best point is then the best drawn one).
   """
-  groups = [
-    np.array([o.steps_or_inf for o in g]) for g in _group(o for o in outcomes if o.settled).values()
-  ]
+  groups = list(_group(o for o in outcomes if o.settled).values())
   if not groups:
     return np.full(n_bootstrap, np.inf)
   if max(len(g) for g in groups) < 2:
-    pool = np.concatenate(groups)
+    pool = np.concatenate([point_steps(g, np.arange(len(g))[None]) for g in groups])
     draws = pool[rng.integers(0, len(pool), size=(n_bootstrap, len(pool)))]
     return draws.min(axis=1)
-  medians = [
-    np.median(g[rng.integers(0, len(g), size=(n_bootstrap, len(g)))], axis=1) for g in groups
-  ]
-  return np.min(np.stack(medians, axis=1), axis=1)
+  steps = [point_steps(g, rng.integers(0, len(g), size=(n_bootstrap, len(g)))) for g in groups]
+  return np.min(np.stack(steps, axis=1), axis=1)
 
 
 def bootstrap_best_steps(
@@ -313,6 +358,7 @@ def bootstrap_best_steps(
   *,
   n_bootstrap: int = 200,
   rng: np.random.Generator | None = None,
+  point_steps: PointSteps = seed_median,
 ) -> dict[int, np.ndarray]:
   """Bootstrap samples of the best steps to result per batch size.
 
@@ -320,6 +366,7 @@ def bootstrap_best_steps(
     outcomes: Outcomes of all trials.
     n_bootstrap: Number of resamples.
     rng: Random generator (seeded by the caller for reproducibility).
+    point_steps: How a point's steps come from its seeds (default: median).
 
   Returns:
     ``{batch_size: array (n_bootstrap,)}``; ``inf`` where a resample has no
@@ -327,7 +374,7 @@ def bootstrap_best_steps(
   """
   rng = np.random.default_rng(0) if rng is None else rng
   return {
-    b: _bootstrap_one_batch(g, n_bootstrap=n_bootstrap, rng=rng)
+    b: _bootstrap_one_batch(g, n_bootstrap=n_bootstrap, rng=rng, point_steps=point_steps)
     for b, g in by_batch_size(outcomes).items()
   }
 

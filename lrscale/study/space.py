@@ -54,7 +54,23 @@ def default_study_config() -> ml_collections.ConfigDict:
   s.search = ml_collections.ConfigDict(
     dict(type="grid", num_trials=0, seed=0, eta=3, min_budget="", min_steps=20)
   )
-  s.target = ml_collections.ConfigDict(dict(metric="eval_accuracy", value=0.95, mode="max"))
+  # stop_value: where trials stop (unset = value). Harder than value lets each trial run on
+  # past its own first passage, which analysis.target_from='seed_mean' needs.
+  s.target = ml_collections.ConfigDict(
+    dict(
+      metric="eval_accuracy",
+      value=0.95,
+      mode="max",
+      stop_value=ml_collections.config_dict.placeholder(float),
+    )
+  )
+  # How lrscale.analysis reads the results (stored in study.json; training ignores it;
+  # lrscale.analysis.options). target_from: per_seed (each seed's first eval at the target,
+  # median over seeds) | seed_mean (where the monotone fit of the seeds' mean curve meets it:
+  # the expected curve's crossing; set target.stop_value past the target). targets: extra
+  # target values read from the same eval rows, each fitted on its own (none harder than
+  # where trials stop).
+  s.analysis = ml_collections.ConfigDict(dict(target_from="per_seed", targets=()))
   s.budget = "30 epochs"  # per trial, in steps, epochs or examples
   s.eval_every = ""  # per trial ('' = the base config's)
   s.stale_claim_s = 120.0  # a claim whose heartbeat is older is taken over
@@ -150,6 +166,7 @@ def enumerate_trials(study: ml_collections.ConfigDict) -> list[Trial]:
     raise ValueError(
       f"config.seeds must be a non-empty tuple of integers in [0, 2**32), got {study.seeds!r}."
     )
+  _check_target_and_analysis(study)
   swept = parse_params(study.params)
   combos = [
     tuple(zip([k for k, _ in swept], vals)) for vals in itertools.product(*[v for _, v in swept])
@@ -173,6 +190,27 @@ def enumerate_trials(study: ml_collections.ConfigDict) -> list[Trial]:
   return trials
 
 
+def stop_value(study: ml_collections.ConfigDict) -> float:
+  """The target value at which trials stop: ``target.stop_value``, else ``target.value``."""
+  value = study.target.get("stop_value")
+  return float(study.target.value if value is None else value)
+
+
+def _check_target_and_analysis(study: ml_collections.ConfigDict) -> None:
+  from lrscale.analysis import options  # pylint: disable=g-import-not-at-top
+
+  t = study.target
+  if t.get("stop_value") is not None and options._harder(t.value, t.stop_value, t.mode):
+    raise ValueError(
+      f"config.target.stop_value={t.stop_value}: trials would stop before target.value="
+      f"{t.value} (mode {t.mode}); make it at least as hard, or unset it"
+    )
+  analysis = study.get("analysis")
+  options.parse(
+    None if analysis is None else analysis.to_dict(), mode=t.mode, stop_value=stop_value(study)
+  )
+
+
 def _unit_draws(kind: str, n: int, *, seed: int) -> np.ndarray:
   if kind == "random":
     return np.random.default_rng(seed).uniform(size=n)
@@ -192,7 +230,7 @@ def trial_config(study: ml_collections.ConfigDict, trial: Trial) -> ml_collectio
   if study.eval_every:
     cfg.eval_every = study.eval_every
   cfg.target.metric = study.target.metric
-  cfg.target.value = float(study.target.value)
+  cfg.target.value = stop_value(study)
   cfg.target.mode = study.target.mode
   for key, value in trial.params:
     try:

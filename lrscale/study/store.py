@@ -29,7 +29,9 @@ from lrscale.engine.outputs import atomic_write_json
 # "pruned": left behind by successive halving (lrscale.study.halving), not to be resumed.
 FINISHED = ("complete", "diverged", "stopped_early", "pruned")
 # Study fields that change how trials are run, not what they compute.
-OPERATIONAL_FIELDS = ("vmap", "vmap_size", "stale_claim_s")
+# Fields that change how trials are scheduled or read, never what they compute: a study
+# directory may be resumed with them changed (``analysis`` is read from study.json as written).
+OPERATIONAL_FIELDS = ("vmap", "vmap_size", "stale_claim_s", "analysis")
 
 
 def trial_dir(workdir: str, trial_id: str) -> str:
@@ -74,7 +76,7 @@ def check_study_json(workdir: str, info: dict[str, Any], *, write: bool) -> None
     changed = [
       c
       for c in workdir_lib.changed_fields(old.get("config"), new["config"])
-      if c not in OPERATIONAL_FIELDS
+      if c.split(".")[0] not in OPERATIONAL_FIELDS
     ]
     if changed:
       raise errors.UserError(
