@@ -28,6 +28,7 @@ from lrscale.data import registry
 from lrscale.engine import early_stopping, init_from
 from lrscale.models import CONV_IMPLS, MODEL_NAMES
 from lrscale.optim import optimizers, precision, scaling, schedule_build, schedule_config
+from lrscale.optim import ultralytics_warmup as group_warmup
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -403,7 +404,7 @@ def _check_schedule(plan: RunPlan) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   cfg, total = plan.config, plan.total_steps
-  warmup = plan.to_steps(cfg.warmup.length, "warmup.length")
+  warmup = plan.schedule.warmup_steps
   if warmup > total and not plan.schedule.truncated:
     raise ValueError(
       f"config.warmup.length={cfg.warmup.length!r} is {warmup} steps, longer than the budget "
@@ -493,6 +494,7 @@ def resolve(
     raise ValueError(f"config.noise_scale.decay must be in [0, 1), got {ns.decay}.")
   schedule_config.validate(cfg.schedule, cfg.warmup, cfg.plateau)
   optimizers.validate(cfg.optimizer)
+  group_warmup.validate_with_optimizer(cfg.warmup, cfg.optimizer)
   scaling.validate(cfg.scaling, cfg.optimizer)
 
   from lrscale.data import augment, pipeline  # pylint: disable=g-import-not-at-top
