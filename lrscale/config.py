@@ -405,9 +405,10 @@ def _check_schedule(plan: RunPlan) -> None:
 
   cfg, total = plan.config, plan.total_steps
   warmup = plan.schedule.warmup_steps
+  field = "length" if warmup == dict(plan.schedule.lengths)["warmup.length"] else "min_length"
   if warmup > total and not plan.schedule.truncated:
     raise ValueError(
-      f"config.warmup.length={cfg.warmup.length!r} is {warmup} steps, longer than the budget "
+      f"config.warmup.{field}={cfg.warmup[field]!r} is {warmup} steps, longer than the budget "
       f"of {total} steps (config.budget={cfg.budget!r}): shorten the warmup or raise the budget "
       "(or set config.allow_truncated_schedule=True for a smoke test)."
     )

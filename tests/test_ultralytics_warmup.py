@@ -172,41 +172,49 @@ def test_run_setup_builds_the_warmup():
   assert float(hp["momentum"]) == pytest.approx(0.937) and "bias_lr_offset" not in hp
 
 
-def _raises(match, **fields):
-  with pytest.raises(ValueError, match=match):
-    config_lib.resolve(ultra_config(**fields))
-
-
-def test_bad_values_are_field_errors():
-  _raises(r"config\.warmup\.init_momentum must be in \[0, 1\)", **{"warmup.init_momentum": 1.2})
-  _raises(r"config\.warmup\.bias_init_lr must be >= 0", **{"warmup.bias_init_lr": -0.1})
-  _raises(r"config\.warmup\.target must be one of", **{"warmup.target": "later"})
-  _raises(r"config\.warmup\.target='current' needs", **{"warmup.offset_main": True})
-  _raises(
+BAD = [
+  ({"warmup.init_momentum": 1.2}, r"config\.warmup\.init_momentum must be in \[0, 1\)"),
+  ({"warmup.bias_init_lr": -0.1}, r"config\.warmup\.bias_init_lr must be >= 0"),
+  ({"warmup.target": "later"}, r"config\.warmup\.target must be one of"),
+  ({"warmup.offset_main": True}, r"config\.warmup\.target='current' needs"),
+  (
+    {"warmup.shape": "exponential", "warmup.init_lr": 1e-4},
     r"config\.warmup\.bias_init_lr needs config\.warmup\.shape",
-    **{"warmup.shape": "exponential", "warmup.init_lr": 1e-4},
-  )  # noqa: E501
-  _raises(
+  ),
+  (
+    {"warmup.init_factor": 0.1},
     r"config\.warmup\.bias_init_lr is set with config\.warmup\.init_factor",
-    **{"warmup.init_factor": 0.1},
-  )  # noqa: E501
-  _raises(
-    r"config\.warmup\.init_momentum=0\.8: optimizer 'adam' has no heavy-ball",
-    **{"optimizer.name": "adam", "optimizer.momentum": None},
-  )  # noqa: E501
-  _raises(
+  ),
+  (
+    {"optimizer.name": "adam", "optimizer.momentum": None},
+    r"config\.warmup\.init_momentum=0\.8: optimizer 'adam' has no heavy-ball momentum",
+  ),
+  (
+    {"optimizer.momentum_form": "goyal"},
     r"config\.warmup\.bias_init_lr needs config\.optimizer\.momentum_form='optax'",
-    **{"optimizer.momentum_form": "goyal"},
-  )  # noqa: E501
-  _raises(
+  ),
+  (
+    {"optimizer.name": "muon", "warmup.init_momentum": None},
     r"config\.warmup\.bias_init_lr is not supported for optimizer 'muon'",
-    **{"optimizer.name": "muon", "warmup.init_momentum": None},
-  )  # noqa: E501
-  _raises(
+  ),
+  (
+    {"warmup.length": "0 steps", "warmup.min_length": "0 steps"},
     r"config\.warmup\.init_momentum is set but config\.warmup\.length='0 steps' is 0 steps",
-    **{"warmup.length": "0 steps", "warmup.min_length": "0 steps"},
-  )  # noqa: E501
-  _raises(r"config\.warmup\.min_length", **{"warmup.min_length": "ten steps"})
+  ),
+  ({"warmup.min_length": "ten steps"}, r"config\.warmup\.min_length"),
+  (
+    {"warmup.min_length": "200 steps"},
+    r"config\.warmup\.min_length='200 steps' is 200 steps, longer than the budget",
+  ),
+]
+
+
+@pytest.mark.parametrize("fields, match", BAD, ids=[m[:40] for _, m in BAD])
+def test_bad_values_are_field_errors(fields, match):
+  """One line naming the field, raised by resolve (before any compute)."""
+  with pytest.raises(ValueError, match=match) as err:
+    config_lib.resolve(ultra_config(**fields))
+  assert "\n" not in str(err.value)
 
 
 def test_run_resumes_mid_warmup_to_the_same_end(tmp_path):
