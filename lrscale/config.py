@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
       train_split="train",
       eval_split="test",
       eval_examples=0,  # evaluate on the first N eval examples (0 = all)
+      classes=(),  # digits: keep these classes, relabelled 0..k-1 (() = all)
       standardize=True,  # per-channel mean/std of the train split (in-memory data)
       stream=False,  # stream TFDS train batches through grain (imagenet2012 always)
       # Variable-size images (imagenette, imagenet2012) are center-cropped and
