@@ -28,6 +28,7 @@ from lrscale.data import registry
 from lrscale.engine import early_stopping, init_from
 from lrscale.models import CONV_IMPLS, MODEL_NAMES
 from lrscale.optim import optimizers, precision, scaling, schedule_build, schedule_config
+from lrscale.optim import ultralytics_warmup as group_warmup
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -42,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
       train_split="train",
       eval_split="test",
       eval_examples=0,  # evaluate on the first N eval examples (0 = all)
+      classes=(),  # digits: keep these classes, relabelled 0..k-1 (() = all)
       standardize=True,  # per-channel mean/std of the train split (in-memory data)
       stream=False,  # stream TFDS train batches through grain (imagenet2012 always)
       # Variable-size images (imagenette, imagenet2012) are center-cropped and
@@ -403,10 +405,11 @@ def _check_schedule(plan: RunPlan) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   cfg, total = plan.config, plan.total_steps
-  warmup = plan.to_steps(cfg.warmup.length, "warmup.length")
+  warmup = plan.schedule.warmup_steps
+  field = "length" if warmup == dict(plan.schedule.lengths)["warmup.length"] else "min_length"
   if warmup > total and not plan.schedule.truncated:
     raise ValueError(
-      f"config.warmup.length={cfg.warmup.length!r} is {warmup} steps, longer than the budget "
+      f"config.warmup.{field}={cfg.warmup[field]!r} is {warmup} steps, longer than the budget "
       f"of {total} steps (config.budget={cfg.budget!r}): shorten the warmup or raise the budget "
       "(or set config.allow_truncated_schedule=True for a smoke test)."
     )
@@ -493,6 +496,7 @@ def resolve(
     raise ValueError(f"config.noise_scale.decay must be in [0, 1), got {ns.decay}.")
   schedule_config.validate(cfg.schedule, cfg.warmup, cfg.plateau)
   optimizers.validate(cfg.optimizer)
+  group_warmup.validate_with_optimizer(cfg.warmup, cfg.optimizer)
   scaling.validate(cfg.scaling, cfg.optimizer)
 
   from lrscale.data import augment, pipeline  # pylint: disable=g-import-not-at-top

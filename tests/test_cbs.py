@@ -75,6 +75,11 @@ def test_branch_arithmetic_and_bad_input():
   bad.num_points = 5
   with pytest.raises(ValueError, match="exceeds the reference budget"):
     branch.validate(bad)
+  bad = _cfg()
+  bad.reference.warmup.length = "10 steps"
+  bad.reference.warmup.init_momentum = 0.8
+  with pytest.raises(ValueError, match=r"config\.reference\.warmup\.init_momentum"):
+    branch.validate(bad)
 
 
 def test_branch_state_keeps_moments_and_takes_the_branch_hyperparameters():

@@ -14,6 +14,7 @@ import pytest
 
 from experiments import (
   common,
+  finetune_lr,
   goyal2017,
   lars_lamb,
   malladi2022,
@@ -287,3 +288,40 @@ def test_only_the_lead_process_writes_the_report(tmp_path, monkeypatch, lead):
     assert seen == [str(out)] and names == ["fig.png", "report.md", "results.json"]
   else:  # a follower wrote into a private directory, since removed
     assert seen[0] != str(out) and names == [] and not os.path.exists(seen[0])
+
+
+# ----------------------------------------------------------------------------- fine-tuning lr
+
+
+def test_finetune_refined_lr_is_the_parabola_vertex():
+  lrs = [0.01, 0.02, 0.04, 0.08]
+  # loss = (log2 lr - log2 0.03)^2 + 1: the vertex is 0.03 exactly.
+  losses = [(np.log2(x) - np.log2(0.03)) ** 2 + 1 for x in lrs]
+  grid, refined, why = finetune_lr.refine_best(lrs, losses)
+  assert grid == 0.04 and why == "" and refined == pytest.approx(0.03)
+  assert finetune_lr.refine_best(lrs, [4, 3, 2, 1]) == (0.08, 0.08, "edge")
+  assert finetune_lr.refine_best(lrs, [3, 1, math.inf, 4]) == (0.02, 0.02, "diverged")
+  assert finetune_lr.slope([8, 16, 64], [0.1, 0.2, 0.8]) == pytest.approx(1.0)
+  assert finetune_lr.final_loss({"status": "diverged", "final": {"eval_loss": 0.1}}) == math.inf
+
+
+def test_finetune_lr_smoke(tmp_path):
+  out = tmp_path / "out"
+  result = finetune_lr.run(workdir=str(tmp_path / "w"), outdir=str(out), smoke=True)
+  report, results = _check_outputs(out, ["loss_vs_lr.png"])
+  assert "fine-tune best lr" in report and "slope of log2(best lr)" in report
+  setting = finetune_lr.analogue_setting(smoke=True)
+  (table,) = result["tables"].values()
+  for arm in finetune_lr.ARMS:
+    for b in setting.batch_sizes:
+      row = table[arm][b]
+      assert row["best_lr"] in setting.lrs and len(row["losses"]) == len(setting.lrs)
+      assert row["best_loss"] == min(row["losses"])
+  # The fine-tuned runs started from the pre-trained parameters, the scratch ones did not.
+  cfg = json.loads((tmp_path / "w/runs/e1_fine-tune_b16_lr0.01_s0/config.json").read_text())
+  assert cfg["config"]["init"]["checkpoint"].endswith("runs/pretrain")
+  assert cfg["config"]["dataset"]["classes"] == [5, 6, 7, 8, 9]
+  found = results["budgets"]["1 epochs"]["findings"]
+  assert set(found) >= {"smaller_at", "slope_fine_tune", "slope_scratch"}
+  with pytest.raises(ValueError, match="--mode=full: finetune_lr has only the offline analogue"):
+    finetune_lr.run(mode="full", workdir=str(tmp_path / "full"))

@@ -71,6 +71,11 @@ def validate(cfg: ml_collections.ConfigDict) -> config_lib.RunPlan:
       f"{_F}.reference: reduce-on-plateau and batch ramps make the lr at a checkpoint "
       "depend on the run's history; turn them off for a CBS reference."
     )
+  if ref.warmup.init_momentum is not None or ref.warmup.bias_init_lr is not None:
+    raise ValueError(
+      f"{_F}.reference.warmup.init_momentum / bias_init_lr: branches take the reference's "
+      "optimizer state, which Ultralytics' per-group warmup changes; unset them for a CBS reference."
+    )
   plan.task.check_metric(cfg.metric, None, "metric")
   last = cfg.num_points * plan.checkpoint_every
   if last > plan.total_steps:
@@ -133,6 +138,7 @@ def branch_plan(
       c.optimizer[key] = value
   c.schedule.name = "constant"
   c.warmup.length = "0 steps"
+  c.warmup.min_length = "0 steps"
   c.budget = cfg.branch_length
   c.eval_every = c.checkpoint_every = c.sync_every = cfg.branch_length
   c.noise_scale.enabled = False

@@ -14,6 +14,7 @@ import functools
 import gzip
 import importlib.util
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -54,26 +55,72 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
   return images, table[:, -1].astype(np.int32)
 
 
-def load(name: str):
-  """Returns ``((train_x, train_y), (test_x, test_y), num_classes)``."""
-  if name != "digits":
-    raise ValueError(f"config.dataset.name={name!r} is not an offline dataset {OFFLINE_DATASETS}.")
+def check_classes(classes: Sequence[int], num_classes: int = 10) -> tuple[int, ...]:
+  """Validates ``config.dataset.classes``: distinct class ids, at least two.
+
+  Raises:
+    ValueError: naming ``config.dataset.classes`` and the fix.
+  """
+  kept = tuple(classes)
+  if not kept:
+    return kept
+  if any(isinstance(c, bool) or not isinstance(c, int) for c in kept):
+    raise ValueError(f"config.dataset.classes={kept!r} must hold integer class ids, e.g. (0, 1, 2)")
+  bad = [c for c in kept if not 0 <= c < num_classes]
+  if bad or len(set(kept)) != len(kept) or len(kept) < 2:
+    raise ValueError(
+      f"config.dataset.classes={kept!r} must be at least 2 distinct class ids in "
+      f"[0, {num_classes}), e.g. (5, 6, 7, 8, 9); () keeps every class"
+    )
+  return kept
+
+
+def select_classes(
+  x: np.ndarray, y: np.ndarray, classes: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+  """The examples of ``classes``, in their order, relabelled ``classes[i] -> i``.
+
+  A subset is a new ``len(classes)``-way task (e.g. digits 5-9 as labels 0-4),
+  so a model pre-trained on another subset of the same size keeps its shapes.
+  """
+  keep = np.isin(y, classes)
+  relabel = np.full(int(y.max()) + 1, -1, np.int32)
+  relabel[list(classes)] = np.arange(len(classes), dtype=np.int32)
+  return x[keep], relabel[y[keep]]
+
+
+def _split(classes: Sequence[int]):
   images, labels = load_digits_arrays()
   train, test = digits_split_indices()
-  return (images[train], labels[train]), (images[test], labels[test]), 10
+  (tx, ty), (ex, ey) = (images[train], labels[train]), (images[test], labels[test])
+  if classes:
+    (tx, ty), (ex, ey) = select_classes(tx, ty, classes), select_classes(ex, ey, classes)
+  return (tx, ty), (ex, ey), len(classes) or 10
 
 
-def meta(name: str):
-  """Size and shape of an offline dataset, without loading it."""
+def load(name: str, classes: Sequence[int] = ()):
+  """Returns ``((train_x, train_y), (test_x, test_y), num_classes)``, of ``classes`` only if given."""
+  if name != "digits":
+    raise ValueError(f"config.dataset.name={name!r} is not an offline dataset {OFFLINE_DATASETS}.")
+  return _split(check_classes(classes))
+
+
+def meta(name: str, classes: Sequence[int] = ()):
+  """Size and shape of an offline dataset (a class subset reads the labels: milliseconds)."""
   from lrscale.data.registry import DatasetMeta  # pylint: disable=g-import-not-at-top
 
   if name != "digits":
     raise ValueError(f"config.dataset.name={name!r} is not an offline dataset {OFFLINE_DATASETS}.")
+  kept = check_classes(classes)
+  num_train, num_eval = DIGITS_NUM_EXAMPLES - DIGITS_NUM_TEST, DIGITS_NUM_TEST
+  if kept:
+    (_, ty), (_, ey), _ = _split(kept)
+    num_train, num_eval = len(ty), len(ey)
   return DatasetMeta(
     name=name,
-    num_train=DIGITS_NUM_EXAMPLES - DIGITS_NUM_TEST,
-    num_eval=DIGITS_NUM_TEST,
-    num_classes=10,
+    num_train=num_train,
+    num_eval=num_eval,
+    num_classes=len(kept) or 10,
     input_shape=(8, 8, 1),
     streamed=False,
   )

@@ -129,10 +129,16 @@ def check_dataset(dataset_cfg: Any) -> DatasetMeta:
       (the message says how to prepare it).
   """
   name = dataset_cfg.name
+  classes = tuple(dataset_cfg.get("classes", ()))
+  if classes and name not in offline.OFFLINE_DATASETS:
+    raise ValueError(
+      f"config.dataset.classes={classes!r}: a class subset is supported for "
+      f"{offline.OFFLINE_DATASETS} only, not {name!r}; set config.dataset.classes=()"
+    )
   if name in SEQUENCE:
     return stdlib_chars.meta(dataset_cfg)
   if name in offline.OFFLINE_DATASETS:
-    return offline.meta(name)
+    return offline.meta(name, classes)
   if name == linreg.NAME:
     return linreg.meta(dataset_cfg.linreg)
   if name == mnist1d.NAME:
@@ -231,7 +237,7 @@ def load_in_memory(dataset_cfg: Any) -> InMemoryData:
   if name == mnist1d.NAME:
     (tx, ty), (ex, ey), num_classes = mnist1d.load(dataset_cfg.mnist1d)
   elif name in OFFLINE:
-    (tx, ty), (ex, ey), num_classes = offline.load(name)
+    (tx, ty), (ex, ey), num_classes = offline.load(name, tuple(dataset_cfg.get("classes", ())))
   else:
     from lrscale.data import tfds_source  # pylint: disable=g-import-not-at-top
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 
 from lrscale import config as config_lib
+from lrscale.optim import ultralytics_warmup
 
 # Config fields that never reach the compiled program: traced arguments or
 # host-side bookkeeping (see the module docstring). `budget` reaches it only
@@ -63,6 +64,8 @@ def program_key(plan: config_lib.RunPlan, *, across_batch_sizes: bool = False) -
     bn_group_size=plan.bn_group_size,
     sync_every=plan.sync_every,
     input_shape=list(plan.dataset.input_shape),
+    # Ultralytics' momentum / bias-lr warmup lives in the optimizer (its length in steps).
+    group_warmup=repr(ultralytics_warmup.from_schedule(plan.schedule)),
   )
   if not across_batch_sizes:
     resolved.update(total_steps=plan.total_steps, batch_size=plan.batch_size)

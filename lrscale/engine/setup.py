@@ -20,7 +20,7 @@ from lrscale.engine import init_from, parallel
 from lrscale.engine.step import SegmentControl, StepFns, TrainState, make_step_fns
 from lrscale.models import build_model
 from lrscale.models.registry import model_kwargs
-from lrscale.optim import optimizers, precision
+from lrscale.optim import optimizers, precision, ultralytics_warmup
 
 
 class RunSetup:
@@ -32,7 +32,11 @@ class RunSetup:
     self.mesh = parallel.make_mesh(plan.num_devices)
     self.graphdef, params, _ = self._init_model(cfg.seed)
     self.tx = init_from.with_frozen(
-      optimizers.build_optimizer(plan.optimizer, params=params), params, cfg.init.freeze
+      optimizers.build_optimizer(
+        plan.optimizer, params=params, warmup=ultralytics_warmup.from_schedule(plan.schedule)
+      ),
+      params,
+      cfg.init.freeze,
     )
     if cfg.model.dtype == "float16":  # too little range without it (precision.py)
       self.tx = precision.dynamic_loss_scale(self.tx, init_scale=cfg.model.loss_scale_init)

@@ -36,6 +36,7 @@ from ml_collections import config_dict
 from optax import contrib as optax_contrib
 
 from lrscale.optim import param_groups
+from lrscale.optim import ultralytics_warmup as uw
 
 PyTree = Any
 Hparams = dict[str, float]
@@ -283,6 +284,7 @@ class _Static(NamedTuple):
   trust_mask: Any
   multipliers: Callable[[optax.Updates], PyTree] | None
   grad_clip_norm: float
+  bias_mask: Callable[[optax.Updates], PyTree] | None = None  # Ultralytics' bias group
 
 
 def _mask(kind: str) -> Any:
@@ -301,14 +303,20 @@ def _masked(inner: optax.GradientTransformation, mask: Any) -> optax.GradientTra
   return optax.masked(inner, mask)
 
 
-def _momentum_and_lr(lr, momentum, st: _Static) -> optax.GradientTransformation:
+def _scale_by_lr(lr, hp: Mapping[str, Any], st: _Static) -> optax.GradientTransformation:
+  """``-lr * u``; the bias group gets ``lr + bias_lr_offset`` during an Ultralytics warmup."""
+  if hp.get("bias_lr_offset") is None:
+    return optax.scale_by_learning_rate(lr)
+  return uw.scale_by_group_learning_rate(lr, lr + hp["bias_lr_offset"], st.bias_mask)
+
+
+def _momentum_and_lr(lr, hp: Mapping[str, Any], st: _Static) -> optax.GradientTransformation:
   """Heavy-ball momentum and lr in the configured form (see goyal_momentum)."""
   nesterov = st.nesterov or st.name == "nesterov"
+  momentum = hp["momentum"]
   if st.momentum_form == "goyal":
     return goyal_momentum(lr, momentum, nesterov=nesterov, correction=st.momentum_correction)
-  return optax.chain(
-    optax.trace(decay=momentum, nesterov=nesterov), optax.scale_by_learning_rate(lr)
-  )
+  return optax.chain(optax.trace(decay=momentum, nesterov=nesterov), _scale_by_lr(lr, hp, st))
 
 
 def _core(st: _Static, lr, hp: Mapping[str, Any]):
@@ -316,11 +324,11 @@ def _core(st: _Static, lr, hp: Mapping[str, Any]):
   name = st.name
   wd = hp["weight_decay"]
   decay = _masked(optax.add_decayed_weights(wd), st.decay_mask)
-  lr_step = optax.scale_by_learning_rate(lr)
+  lr_step = _scale_by_lr(lr, hp, st)
   if name == "sgd":
     return optax.chain(decay, lr_step)
   if name in ("momentum", "nesterov"):
-    return optax.chain(decay, _momentum_and_lr(lr, hp["momentum"], st))
+    return optax.chain(decay, _momentum_and_lr(lr, hp, st))
   if name in ("adam", "adamw"):
     adam = optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"])
     parts = (decay, adam) if name == "adam" else (adam, decay)
@@ -330,7 +338,7 @@ def _core(st: _Static, lr, hp: Mapping[str, Any]):
     # the adam_sde rule's eps / sqrt(k) applies unchanged.
     rms = optax.scale_by_rms(decay=hp["b2"], eps=hp["eps"], eps_in_sqrt=False)
     # build_optimizer passes momentum only when it is > 0.
-    tail = lr_step if hp["momentum"] is None else _momentum_and_lr(lr, hp["momentum"], st)
+    tail = lr_step if hp["momentum"] is None else _momentum_and_lr(lr, hp, st)
     return optax.chain(decay, rms, tail)
   if name == "adagrad":
     return optax.chain(
@@ -339,9 +347,7 @@ def _core(st: _Static, lr, hp: Mapping[str, Any]):
   if name == "lars":
     # optax.lars: wd, trust ratio on ||g + wd w||, lr, momentum.
     trust = optax.scale_by_trust_ratio(trust_coefficient=hp["trust_coefficient"], eps=hp["eps"])
-    return optax.chain(
-      decay, _masked(trust, st.trust_mask), _momentum_and_lr(lr, hp["momentum"], st)
-    )
+    return optax.chain(decay, _masked(trust, st.trust_mask), _momentum_and_lr(lr, hp, st))
   if name == "lamb":
     # optax.lamb, with the trust ratio maskable too.
     return optax.chain(
@@ -400,6 +406,7 @@ def _make_factory(st: _Static) -> Callable[..., optax.GradientTransformation]:
     eps=None,
     weight_decay=None,
     trust_coefficient=None,
+    bias_lr_offset=None,
   ):
     hp = {
       "momentum": momentum,
@@ -408,6 +415,7 @@ def _make_factory(st: _Static) -> Callable[..., optax.GradientTransformation]:
       "eps": eps,
       "weight_decay": weight_decay,
       "trust_coefficient": trust_coefficient,
+      "bias_lr_offset": bias_lr_offset,
     }
     core = _core(st, learning_rate, hp)
     if st.multipliers is not None:
@@ -427,6 +435,7 @@ def build_optimizer(
   *,
   params: PyTree,
   learning_rate: float = 0.0,
+  warmup: uw.GroupWarmup | None = None,
 ) -> optax.GradientTransformation:
   """Builds the optimizer of ``config.optimizer`` with an injected lr.
 
@@ -437,6 +446,9 @@ def build_optimizer(
       ``lr_multipliers`` regexes that match nothing.
     learning_rate: initial lr in the state; the train step normally overwrites
       it with :func:`set_learning_rate` before every update.
+    warmup: Ultralytics' momentum and bias-lr warmup
+      (``lrscale.optim.ultralytics_warmup.from_schedule``), injected as
+      schedules of the update count; None: none.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is an
@@ -464,13 +476,31 @@ def build_optimizer(
     trust_mask=_mask(optimizer_cfg.trust_mask),
     multipliers=multipliers,
     grad_clip_norm=float(optimizer_cfg.grad_clip_norm),
+    bias_mask=uw.bias_mask if warmup and warmup.bias_offset is not None else None,
   )
   if optimizer_cfg.name == "rmsprop" and not _uses_momentum(hp):
     del hp["momentum"]  # plain RMSProp: nothing to inject or log
+  hp.update(_warmup_schedules(warmup, hp))
   dtype = jnp.promote_types(optax.tree.dtype(params, "highest"), jnp.float32)
   return optax.inject_hyperparams(_make_factory(st), hyperparam_dtype=dtype)(
     learning_rate=learning_rate, **hp
   )
+
+
+def _warmup_schedules(warmup: uw.GroupWarmup | None, hp: Hparams) -> dict[str, Any]:
+  """Ultralytics' momentum and bias-lr warmup as inject_hyperparams schedules."""
+  if warmup is None:
+    return {}
+  out: dict[str, Any] = {}
+  if warmup.init_momentum is not None:
+    if "momentum" not in hp:
+      raise ValueError(
+        "config.warmup.init_momentum: the optimizer has no heavy-ball momentum; unset it."
+      )
+    out["momentum"] = uw.momentum_schedule(warmup.init_momentum, hp["momentum"], warmup.steps)
+  if warmup.bias_offset is not None:
+    out["bias_lr_offset"] = uw.bias_offset_schedule(warmup.bias_offset, warmup.steps, warmup.shape)
+  return out
 
 
 def _unwrap(x: Any) -> jax.Array:

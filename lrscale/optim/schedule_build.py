@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from lrscale.optim import cycles
+from lrscale.optim import cycles, ultralytics_warmup
 from lrscale.optim import schedule_config as C
 from lrscale.optim import schedules as S
 
@@ -58,6 +58,8 @@ def resolve_length(value: Length, field: str, to_steps: ToSteps, *, minimum: int
 def _lengths(s: ml_collections.ConfigDict, w: ml_collections.ConfigDict) -> dict[str, Any]:
   """``{field: length}`` for every length the schedule ``s.name`` reads, and the warmup's."""
   out: dict[str, Any] = {"warmup.length": w.length}
+  if w.min_length not in (0, "0 steps"):
+    out["warmup.min_length"] = w.min_length
   used = C.USES[s.name]
   for field in C.LENGTH_FIELDS:
     if field in used and s[field] is not None:
@@ -295,7 +297,8 @@ class Schedule:
 
   @property
   def warmup_steps(self) -> int:
-    return dict(self.lengths)["warmup.length"]
+    lengths = dict(self.lengths)
+    return max(lengths["warmup.length"], lengths.get("warmup.min_length", 0))
 
   def bind(self, peak_lr: Scalar) -> optax.Schedule:
     """``schedule(count) -> lr`` for this peak lr (0-based optimizer step count)."""
@@ -311,6 +314,7 @@ class Schedule:
       init_lr=w.init_lr,
       init_factor=w.init_factor,
       offset_main=w.offset_main,
+      follow_main=w.target == "current",
     )
     # Always a JAX value (optax's constant schedule returns its Python input).
     return lambda step: jnp.asarray(schedule(step))
@@ -357,6 +361,7 @@ def resolve_schedule(
     bool(truncated),
   )
   schedule.bind(1.0)  # the builders' own checks; building makes no arrays
+  ultralytics_warmup.from_schedule(schedule)  # its fields need a warmup of > 0 steps
   return schedule
 
 

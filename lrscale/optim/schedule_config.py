@@ -31,6 +31,7 @@ from ml_collections import config_dict
 
 from lrscale import units
 from lrscale.optim import plateau as plateau_lib
+from lrscale.optim import ultralytics_warmup
 
 SCHEDULES = (
   "constant",
@@ -156,6 +157,14 @@ def default_warmup_config() -> ml_collections.ConfigDict:
     offset_main: False (Goyal style): the main schedule counts from step 0 and
       warmup overrides its first steps. True (optax ``warmup_*`` style): the
       main schedule's clock starts at the end of warmup.
+    target: ``end``: ramp to the main schedule's value at the end of warmup;
+      ``current``: to its value at each step (Ultralytics' ``np.interp``).
+    min_length: the warmup lasts at least this long (Ultralytics 8.3: 100 steps).
+    bias_init_lr: biases start at this absolute lr and move to the schedule
+      (Ultralytics' ``warmup_bias_lr``); unset: biases warm up like weights.
+    init_momentum: momentum rises linearly from this to
+      ``config.optimizer.momentum`` (Ultralytics' ``warmup_momentum``).
+    The last three: ``lrscale.optim.ultralytics_warmup``.
   """
   ph = config_dict.placeholder
   return ml_collections.ConfigDict(
@@ -165,6 +174,10 @@ def default_warmup_config() -> ml_collections.ConfigDict:
       "init_lr": ph(float),
       "init_factor": ph(float),
       "offset_main": False,
+      "target": "end",
+      "min_length": "0 steps",
+      "bias_init_lr": ph(float),
+      "init_momentum": ph(float),
     }
   )
 
@@ -301,6 +314,8 @@ def validate(
 
   w, q = warmup_cfg, "config.warmup"
   _check_length(w.length, f"{q}.length")
+  _check_length(w.min_length, f"{q}.min_length")
+  ultralytics_warmup.validate_fields(w)
   if w.shape not in WARMUP_SHAPES:
     _fail(f"{q}.shape", f"be one of {WARMUP_SHAPES}", w.shape)
   if w.init_lr is not None and w.init_factor is not None:

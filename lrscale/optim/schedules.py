@@ -269,6 +269,7 @@ def warmup_schedule(
   init_lr: Optional[float] = None,
   init_factor: Optional[float] = None,
   offset_main: bool = False,
+  follow_main: bool = False,
 ) -> optax.Schedule:
   """Prepends a warmup of ``warmup_steps`` steps to any schedule.
 
@@ -280,14 +281,19 @@ def warmup_schedule(
   (``offset_main=False``: Goyal et al. 2017, the main schedule counts from
   step 0 and warmup overrides its first steps; ``target = main(W)``) or
   ``main(t - W)`` (``offset_main=True``: optax ``warmup_cosine_decay_schedule``
-  style; ``target = main(0)``).
+  style; ``target = main(0)``). With ``follow_main`` the target is the main
+  schedule's value at the current step, ``target = main(t)``: Ultralytics'
+  ``np.interp(ni, [0, nw], [init, lr0 * lf(epoch)])`` (needs
+  ``offset_main=False``), so a per-epoch decay already acts during warmup.
   """
   if warmup_steps <= 0:
     return main
+  if follow_main and offset_main:
+    raise ValueError("follow_main needs offset_main=False (the main clock must run during warmup)")
   clock_at_end = 0 if offset_main else warmup_steps
 
   def schedule(step):
-    target = main(jnp.asarray(clock_at_end, jnp.int32))
+    target = main(step if follow_main else jnp.asarray(clock_at_end, jnp.int32))
     if init_lr is not None:
       init = init_lr
     elif init_factor is not None:
