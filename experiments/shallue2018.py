@@ -17,7 +17,11 @@ TFDS datasets.
 B = 2 .. 1024, an absolute lr grid (factors of 2) x Nesterov momentum
 {0.9, 0.99}, 2 seeds per point, target eval accuracy >= 0.96. The gradient
 noise scale is logged too, so McCandlish et al.'s analysis
-(experiments/mccandlish2018.py) reuses this study.
+(experiments/mccandlish2018.py) reuses this study. A second, smaller study
+runs their simple CNN (two 5x5 convolutions, 32 and 64 channels, stride 2 in
+place of max-pooling, a 128-unit dense layer) on the same 8x8 digits, so a
+convolutional result is measured on a CPU too: B = 4 .. 1024, momentum 0.9,
+2 seeds, the same target.
 
   python -m experiments.shallue2018 --mode=analogue --workdir=runs/shallue2018 \
       --outdir=docs/images/shallue2018
@@ -43,11 +47,22 @@ PAPER_TARGET_ERROR: Mapping[str, float] = {"mnist": 0.01, "fashion_mnist": 0.10}
 PAPER_MNIST_BATCHES = "1 .. 32768 and 55000"
 ANALOGUE_TARGET = 0.96  # not a multiple of 1/360, so no eval accuracy sits exactly on it
 STUDY_SUBDIR = "study"
+CNN_STUDY_SUBDIR = "study_cnn"
 
 
-def analogue_study(*, smoke: bool = False) -> ml_collections.ConfigDict:
-  """The digits-MLP study: B = 2 .. 1024, lr x momentum tuned per B, B_simple logged."""
+def analogue_study(*, smoke: bool = False, model: str = "mlp") -> ml_collections.ConfigDict:
+  """The digits study: B = 2 .. 1024, lr x momentum tuned per B, B_simple logged.
+
+  Args:
+    smoke: the seconds-long test variant.
+    model: ``mlp`` (the main study, shared with McCandlish et al.'s analysis)
+      or ``cnn`` (Shallue et al.'s simple CNN: fewer batch sizes, one momentum).
+  """
   base = common.digits_base(smoke=smoke)
+  if model == "cnn":
+    base.model.name = "cnn"
+    base.model.channels = (8, 16) if smoke else (32, 64)
+    base.model.dense = 32 if smoke else 128
   base.optimizer.name = "nesterov"  # momentum comes from the swept params
   base.schedule.name = "constant"
   base.log_every = "0.05 epochs"  # train rows (and B_simple) ~20 times per epoch
@@ -55,7 +70,7 @@ def analogue_study(*, smoke: bool = False) -> ml_collections.ConfigDict:
   base.noise_scale.enabled = True  # McCandlish et al.'s B_simple, same study
   base.noise_scale.splits = 2
   s = default_study_config()
-  s.name = "shallue2018_digits_mlp" + ("_smoke" if smoke else "")
+  s.name = f"shallue2018_digits_{model}" + ("_smoke" if smoke else "")
   s.base = base
   s.lr.mode = "absolute"
   s.lr.rule = "none"
@@ -74,6 +89,10 @@ def analogue_study(*, smoke: bool = False) -> ml_collections.ConfigDict:
   s.seeds = (0, 1)
   s.lr.grid = tuple(2.0**-i for i in range(10, -1, -1))  # 0.00098 .. 1
   s.params = "optimizer.momentum=0.9,0.99"
+  if model == "cnn":  # ~10x the MLP's step cost: a smaller grid
+    s.batch_sizes = tuple(2**i for i in range(2, 11))
+    s.lr.grid = tuple(2.0**-i for i in range(9, -1, -1))  # 0.002 .. 1
+    s.params = "optimizer.momentum=0.9"
   s.target.value = ANALOGUE_TARGET
   s.budget = "40 epochs"
   return s
@@ -213,7 +232,7 @@ def report_sections(
   smoke: bool,
   mode: str,
 ) -> list[str]:
-  """Sections for each studied workload (one in the analogue, two in full mode)."""
+  """Sections for each studied workload (MLP and CNN in the analogue, two datasets in full)."""
   sections = [
     "Shallue et al. 2018 measure, per batch size and after tuning the learning rate and "
     "momentum, the steps needed to reach a validation target, and find three regimes: "
@@ -253,8 +272,9 @@ def report_sections(
     ]
   if mode == "analogue":
     sections.append(
-      "The whole study (every trial, `report.md` with the fit, bootstrap intervals and the "
-      f"lr-sensitivity map) is in `<workdir>/{STUDY_SUBDIR}/`. "
+      "The whole studies (every trial, `report.md` with the fit, bootstrap intervals and the "
+      f"lr-sensitivity map) are in `<workdir>/{STUDY_SUBDIR}/` (MLP) and "
+      f"`<workdir>/{CNN_STUDY_SUBDIR}/` (CNN). "
       + common.runtime_line(runtime_s, done, smoke=smoke)
       + f" Command: `python -m experiments.{NAME} "
       f"--mode=analogue --workdir=runs/{NAME} --outdir=docs/images/{NAME}`."
@@ -262,9 +282,9 @@ def report_sections(
   return sections
 
 
-def ensure_study(study_dir: str, *, smoke: bool = False) -> common.Done:
+def ensure_study(study_dir: str, *, smoke: bool = False, model: str = "mlp") -> common.Done:
   """Runs the analogue study into ``study_dir`` (finished trials are skipped) and analyses it."""
-  return common.run_study(analogue_study(smoke=smoke), study_dir)
+  return common.run_study(analogue_study(smoke=smoke, model=model), study_dir)
 
 
 def _paper_figures(analysis: Mapping[str, Any], outdir: str, prefix: str) -> list[str]:
@@ -289,15 +309,22 @@ def execute(outdir: str, *, mode: str, workdir: str, smoke: bool) -> common.Outc
     done = {
       f"{k} (simple CNN)": common.run_study(s, os.path.join(workdir, k)) for k, s in studies.items()
     }
+    prefixes = {label: f"{i}_" for i, label in enumerate(done)}
   else:
-    done = {"digits MLP": ensure_study(os.path.join(workdir, STUDY_SUBDIR), smoke=smoke)}
+    done = {
+      "digits MLP": ensure_study(os.path.join(workdir, STUDY_SUBDIR), smoke=smoke),
+      "digits simple CNN": ensure_study(
+        os.path.join(workdir, CNN_STUDY_SUBDIR), smoke=smoke, model="cnn"
+      ),
+    }
+    prefixes = {"digits MLP": "", "digits simple CNN": "cnn_"}
   analyses = {label: d.value for label, d in done.items()}
   os.makedirs(outdir, exist_ok=True)  # the analysis' plots write into it
   entries, figures, results = [], {}, {}
-  for i, (label, analysis) in enumerate(analyses.items()):
+  for label, analysis in analyses.items():
     found = findings(analysis)
     entries.append((label, analysis, found))
-    figures[label] = _paper_figures(analysis, outdir, "" if len(analyses) == 1 else f"{i}_")
+    figures[label] = _paper_figures(analysis, outdir, prefixes[label])
     results[label] = dict(findings=found, per_batch=batch_rows(analysis), fit=analysis["fit"])
   total = common.Done(
     None, sum(d.total for d in done.values()), sum(d.reused for d in done.values())

@@ -150,14 +150,23 @@ def test_shallue_analogue_study_is_the_promised_grid():
   assert s.base.noise_scale.enabled
   assert round(s.target.value * 360) != s.target.value * 360  # no accuracy sits on the target
   assert space.trial_config(s, trials[0]).optimizer.name == "nesterov"
+  cnn = shallue2018.analogue_study(model="cnn")
+  trials = runner.validate_study(cnn)
+  assert len(trials) == 9 * 10 * 2 and cnn.target.value == s.target.value
+  assert space.trial_config(cnn, trials[0]).model.name == "cnn"
 
 
 def test_shallue_and_mccandlish_smoke_share_one_study(tmp_path):
   study_dir = tmp_path / "shallue" / shallue2018.STUDY_SUBDIR
   shallue2018.run(workdir=str(tmp_path / "shallue"), outdir=str(tmp_path / "s_out"), smoke=True)
-  report, results = _check_outputs(tmp_path / "s_out", ["steps_to_result.png", "optimal_lr.png"])
-  per_batch = results["workloads"]["digits MLP"]["per_batch"]
-  assert [r["batch_size"] for r in per_batch] == [16, 64, 256]
+  report, results = _check_outputs(
+    tmp_path / "s_out",
+    ["steps_to_result.png", "optimal_lr.png", "cnn_steps_to_result.png", "cnn_optimal_lr.png"],
+  )
+  for workload in ("digits MLP", "digits simple CNN"):
+    per_batch = results["workloads"][workload]["per_batch"]
+    assert [r["batch_size"] for r in per_batch] == [16, 64, 256]
+  assert "## digits simple CNN" in report
   assert "perfect scaling" in report and "maximal data parallelism" in report
 
   out = tmp_path / "m_out"
@@ -251,3 +260,30 @@ def test_smith_smoke(tmp_path):
 def test_smith_full_validates_then_names_the_missing_dataset(tmp_path, empty_tfds_dir):
   with pytest.raises(DatasetNotFoundError, match="cifar10"):
     smith2017.run(mode="full", workdir=str(tmp_path / "w"))
+
+
+@pytest.mark.parametrize("lead", [True, False])
+def test_only_the_lead_process_writes_the_report(tmp_path, monkeypatch, lead):
+  from experiments.common import template
+  from lrscale.engine import parallel
+
+  monkeypatch.setattr(parallel, "is_lead", lambda: lead)
+  seen = []
+
+  def execute(outdir):
+    seen.append(outdir)
+    with open(os.path.join(outdir, "fig.png"), "wb") as f:
+      f.write(b"x")
+    return template.Outcome(sections=lambda runtime: ["**Held**"], results=dict(x=1))
+
+  out = tmp_path / "out"
+  out.mkdir()
+  got = template.run_experiment(
+    "t", "T", execute, mode="analogue", workdir=str(tmp_path), outdir=str(out), smoke=True
+  )
+  assert got["results"] == dict(x=1)
+  names = sorted(os.listdir(out))
+  if lead:
+    assert seen == [str(out)] and names == ["fig.png", "report.md", "results.json"]
+  else:  # a follower wrote into a private directory, since removed
+    assert seen[0] != str(out) and names == [] and not os.path.exists(seen[0])

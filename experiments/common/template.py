@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -61,14 +63,25 @@ def run_experiment(
     ``report`` (its path), ``runtime_s``, ``figures``, ``results`` and the
     outcome's ``returned`` entries.
   """
+  from lrscale.engine import parallel  # pylint: disable=g-import-not-at-top
+
   t0 = time.perf_counter()
   outdir = outdir or workdir
-  outcome = execute(outdir)
-  runtime = time.perf_counter() - t0
-  report = write_report(outdir, title, outcome.sections(runtime))
-  write_results(
-    outdir, dict(experiment=name, mode=mode, smoke=smoke, runtime_s=runtime, **outcome.results)
-  )
+  # On several hosts every process runs the experiment (its runs need them all),
+  # but only the lead writes the shared report and figures; the others write
+  # theirs into a private directory that is removed at the end.
+  private = None if parallel.is_lead() else tempfile.mkdtemp(prefix="lrscale_report_")
+  try:
+    outcome = execute(private or outdir)
+    runtime = time.perf_counter() - t0
+    report = write_report(private or outdir, title, outcome.sections(runtime))
+    write_results(
+      private or outdir,
+      dict(experiment=name, mode=mode, smoke=smoke, runtime_s=runtime, **outcome.results),
+    )
+  finally:
+    if private:
+      shutil.rmtree(private, ignore_errors=True)
   out = dict(report=report, results=outcome.results, runtime_s=runtime)
   out.update(figures=list(outcome.figures), **outcome.returned)
   return out

@@ -6,7 +6,9 @@ loop runs them in one program. Each member keeps its own loop bound inside
 the vmapped ``while_loop``, so a member that diverges (or reaches its target)
 simply stops updating while the others go on: its NaNs never touch them,
 because vmapped members share no arithmetic. Every member writes the same
-files as a separate run (``lrscale.train.RunLoop`` does the bookkeeping).
+files as a separate run (``lrscale.train.RunLoop`` does the bookkeeping), and
+SIGTERM / Ctrl-C checkpoint every unfinished member at the next segment
+boundary, as a single run does (``lrscale.engine.interrupt``).
 
 On CPU this measured no faster than running the trials one after another
 (../shared/REFERENCE.md: 0.9-1.7x the time of 8 sequential runs), so the
@@ -15,6 +17,7 @@ study runner uses it only where it pays (``study.vmap``).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import jax
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrscale import config as config_lib
-from lrscale.engine import parallel
+from lrscale.engine import interrupt, parallel
 from lrscale.engine.loop import RunLoop
 from lrscale.engine.setup import RunSetup
 
@@ -62,38 +65,51 @@ def train_group(
   try:
     if len({loop.step for loop in loops}) > 1:
       raise ValueError("vmapped members must start at the same step; resume them separately.")
-    stacked = _stack([loop.state for loop in loops])
-    while not all(loop.finished for loop in loops):
-      active = [loop for loop in loops if not loop.finished]
-      # Members share batch size and budget, so they agree on the boundary; each
-      # call also sets that member's eval cadence for the segment.
-      start, end = active[0].step, max(loop.next_boundary() for loop in active)
-      parts = [setup.indices(loop.plan, start, end - start) for loop in loops]
-      idx = _stack([p[0] for p in parts])
-      ks = None if parts[0][1] is None else _stack([p[1] for p in parts])
-      # A finished member gets a zero-length segment: its state stays as it was.
-      n = jnp.asarray([0 if loop.finished else end - start for loop in loops], jnp.int32)
-      control = _stack([loop.control for loop in loops])
-      segment = _group_segment(setup, ks is not None)
-      stacked, buf, done, _ = segment(
-        stacked, setup.train_x, setup.train_y, idx, n, setup.eval_batches, control, ks
-      )
-      buf, done = jax.device_get((buf, done))
-      host_state: list[Any] = []
-
-      def member_state(m: int) -> Any:
-        if not host_state:  # one transfer of the whole stack, then numpy slicing
-          host_state.append(jax.device_get(stacked))
-        return jax.tree.map(lambda a: np.asarray(a)[m], host_state[0])
-
-      for m, loop in enumerate(loops):
-        if not loop.finished:
-          loop.absorb(
-            {k: v[m] for k, v in buf.items()},
-            int(done[m]),
-            lambda m=m: parallel.put_replicated(member_state(m), setup.mesh),
-          )
+    with interrupt.catch_stop_signals() as stop:
+      _train_stacked(loops, setup, stop)
   finally:
     for loop in loops:
       loop.close()
   return [loop.summary() for loop in loops]
+
+
+def _train_stacked(loops: Sequence[RunLoop], setup: RunSetup, stop: interrupt.StopRequest) -> None:
+  stacked = _stack([loop.state for loop in loops])
+  host_state: list[Any] = []
+
+  def member_state(m: int) -> Any:
+    if not host_state:  # one transfer of the whole stack, then numpy slicing
+      host_state.append(jax.device_get(stacked))
+    return jax.tree.map(lambda a: np.asarray(a)[m], host_state[0])
+
+  while not all(loop.finished for loop in loops):
+    active = [loop for loop in loops if not loop.finished]
+    if stop.signum is not None:
+      for m, loop in enumerate(loops):
+        if not loop.finished:
+          loop.state = parallel.put_replicated(member_state(m), setup.mesh)
+          loop.save()
+      study_dir = os.path.dirname(os.path.abspath(loops[0].workdir))
+      raise stop.interrupted(step=active[0].step, workdir=study_dir)
+    # Members share batch size and budget, so they agree on the boundary; each
+    # call also sets that member's eval cadence for the segment.
+    start, end = active[0].step, max(loop.next_boundary() for loop in active)
+    parts = [setup.indices(loop.plan, start, end - start) for loop in loops]
+    idx = _stack([p[0] for p in parts])
+    ks = None if parts[0][1] is None else _stack([p[1] for p in parts])
+    # A finished member gets a zero-length segment: its state stays as it was.
+    n = jnp.asarray([0 if loop.finished else end - start for loop in loops], jnp.int32)
+    control = _stack([loop.control for loop in loops])
+    segment = _group_segment(setup, ks is not None)
+    stacked, buf, done, _ = segment(
+      stacked, setup.train_x, setup.train_y, idx, n, setup.eval_batches, control, ks
+    )
+    buf, done = jax.device_get((buf, done))
+    host_state.clear()
+    for m, loop in enumerate(loops):
+      if not loop.finished:
+        loop.absorb(
+          {k: v[m] for k, v in buf.items()},
+          int(done[m]),
+          lambda m=m: parallel.put_replicated(member_state(m), setup.mesh),
+        )
