@@ -50,7 +50,8 @@ def default_study_config() -> ml_collections.ConfigDict:
   s.params = ""
   # type: grid | random | quasirandom | halving (successive halving over the grid's lrs,
   # lrscale.study.halving: eta = 1 / fraction kept per rung, min_budget = first rung's
-  # length, '' = budget / eta^2, at least min_steps steps).
+  # length, '' = from the problem: S_ref / eta^R, S_ref the steps-to-target of the lr the
+  # scaling rule predicts; at least min_steps steps).
   s.search = ml_collections.ConfigDict(
     dict(type="grid", num_trials=0, seed=0, eta=3, min_budget="", min_steps=20)
   )
