@@ -75,10 +75,13 @@ def run(cfg: ml_collections.ConfigDict, ramp: dict[str, Any], workdir: str, seed
   return text
 
 
-config_flags.DEFINE_config_file("cbs_config", None, "The CBS config the ramp was planned with.")
-flags.DEFINE_string("cbs_dir", None, "The CBS workdir (holds cbs.json).")
-flags.DEFINE_string("workdir", None, "Output directory.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds per arm.")
+def _define_flags() -> None:
+  # Defined only when run as a program: tests import ``arms`` from here beside
+  # other mains, and absl refuses a flag name defined twice in one process.
+  config_flags.DEFINE_config_file("cbs_config", None, "The CBS config the ramp was planned with.")
+  flags.DEFINE_string("cbs_dir", None, "The CBS workdir (holds cbs.json).")
+  flags.DEFINE_string("workdir", None, "Output directory.")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds per arm.")
 
 
 def main(argv):
@@ -97,4 +100,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   launch.run(main)

@@ -31,8 +31,12 @@ _ROOT = str(pathlib.Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.")
-_OUT = flags.DEFINE_string("out", "schedule.png", "Output image path.")
+
+def _define_flags() -> None:
+  # Defined only when run as a program: tests import this file beside other
+  # mains, and absl refuses a flag name defined twice in one process.
+  config_flags.DEFINE_config_file("config", None, "Run config file.")
+  flags.DEFINE_string("out", "schedule.png", "Output image path.")
 
 
 def plot_schedule(
@@ -80,7 +84,7 @@ def main(argv: Sequence[str]) -> None:
   del argv
   from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
 
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   if config is None:
     raise app.UsageError("--config is required")
   plan = config_lib.resolve(config)  # Validates, incl. the schedule sections.
@@ -92,13 +96,14 @@ def main(argv: Sequence[str]) -> None:
     fn,
     total_steps=plan.total_steps,
     steps_per_epoch=plan.steps_per_epoch,
-    out_path=_OUT.value,
+    out_path=flags.FLAGS.out,
     title=title,
   )
-  print(f"wrote {_OUT.value}")
+  print(f"wrote {flags.FLAGS.out}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   from lrscale import errors  # pylint: disable=g-import-not-at-top
 
   errors.run_main(main)

@@ -163,7 +163,6 @@ def test_a_first_rung_past_the_budget_is_named_before_any_step(tmp_path):
 
 def test_finds_the_grids_best_lr_with_a_fraction_of_its_steps(tmp_path):
   from lrscale.analysis.run import analyze  # pylint: disable=g-import-not-at-top
-  from lrscale.study.__main__ import _append_halving  # pylint: disable=g-import-not-at-top
 
   grid_dir, halv_dir = str(tmp_path / "grid"), str(tmp_path / "halving")
   runner.run_study(_study("grid"), grid_dir)
@@ -188,6 +187,5 @@ def test_finds_the_grids_best_lr_with_a_fraction_of_its_steps(tmp_path):
   assert {r["batch_size"] for r in table["rungs"]} == {8, 16}
   assert len(space.enumerate_trials(_study("halving"))) == 24  # the grid's points
   analyze(halv_dir)
-  _append_halving(halv_dir)
   with open(os.path.join(halv_dir, "report.md")) as f:
     assert "## Successive halving" in f.read()

@@ -420,4 +420,10 @@ def analyze(
   analysis = report.to_jsonable(analysis)
   report.write_analysis_json(analysis, os.path.join(workdir, "analysis.json"))
   report.write_report(analysis, os.path.join(workdir, "report.md"))
+  # A successive-halving study (lrscale.study.halving) wrote its rung table
+  # beside the trials; it belongs in the same report, whichever main analyses.
+  halving_md = os.path.join(workdir, "halving.md")
+  if os.path.exists(halving_md):
+    with open(halving_md) as f, open(os.path.join(workdir, "report.md"), "a") as out:
+      out.write("\n" + f.read().replace("# Successive", "## Successive", 1))
   return analysis

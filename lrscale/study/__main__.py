@@ -6,8 +6,6 @@ hosts share one study on a shared filesystem; the analysis runs in worker 0
 once every trial is finished.
 """
 
-import os
-
 from absl import flags, logging
 from ml_collections import config_flags
 
@@ -44,7 +42,6 @@ def main(argv):
       from lrscale.analysis.run import analyze  # pylint: disable=g-import-not-at-top
 
       result = analyze(_WORKDIR.value)
-      _append_halving(_WORKDIR.value)
       logging.info(
         "Analysis written to %s (B_crit %s)", _WORKDIR.value, result.get("fit", {}).get("b_crit")
       )
@@ -54,14 +51,6 @@ def main(argv):
         "--workdir=%s` when they finish.",
         _WORKDIR.value,
       )
-
-
-def _append_halving(workdir: str) -> None:
-  """A halving study's rung table goes at the end of report.md."""
-  path = os.path.join(workdir, "halving.md")
-  if os.path.exists(path):
-    with open(path) as f, open(os.path.join(workdir, "report.md"), "a") as report:
-      report.write("\n" + f.read().replace("# Successive", "## Successive", 1))
 
 
 if __name__ == "__main__":
