@@ -27,7 +27,13 @@ from lrscale import errors, tasks, units
 from lrscale.data import registry
 from lrscale.engine import early_stopping, init_from
 from lrscale.models import CONV_IMPLS, MODEL_NAMES
-from lrscale.optim import optimizers, precision, scaling, schedule_build, schedule_config
+from lrscale.optim import (
+  optimizer_config,
+  precision,
+  scaling,
+  schedule_build,
+  schedule_config,
+)
 from lrscale.optim import ultralytics_warmup as group_warmup
 
 
@@ -97,7 +103,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.microbatches = 1  # gradient accumulation: the batch is split into k parts
   c.lr = 0.1  # base learning rate, before the scaling rule
   c.scaling = scaling.default_config()
-  c.optimizer = optimizers.default_config()
+  c.optimizer = optimizer_config.default_config()
   c.schedule = schedule_config.default_config()
   c.warmup = schedule_config.default_warmup_config()
   c.plateau = schedule_config.default_plateau_config()
@@ -495,7 +501,7 @@ def resolve(
   if not 0.0 <= ns.decay < 1.0:
     raise ValueError(f"config.noise_scale.decay must be in [0, 1), got {ns.decay}.")
   schedule_config.validate(cfg.schedule, cfg.warmup, cfg.plateau)
-  optimizers.validate(cfg.optimizer)
+  optimizer_config.validate(cfg.optimizer)
   group_warmup.validate_with_optimizer(cfg.warmup, cfg.optimizer)
   scaling.validate(cfg.scaling, cfg.optimizer)
 

@@ -12,7 +12,7 @@ from lrscale import config as config_lib
 from lrscale.cbs import branch, measure
 from lrscale.engine.outputs import read_jsonl
 from lrscale.engine.step import TrainState
-from lrscale.optim import optimizers
+from lrscale.optim import hyperparams, optimizer_config, optimizers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,19 +84,19 @@ def test_branch_arithmetic_and_bad_input():
 
 def test_branch_state_keeps_moments_and_takes_the_branch_hyperparameters():
   params = {"w": jnp.ones((2, 2))}
-  ref_cfg, br_cfg = optimizers.default_config(), optimizers.default_config()
+  ref_cfg, br_cfg = optimizer_config.default_config(), optimizer_config.default_config()
   ref_cfg.name = br_cfg.name = "adamw"
   br_cfg.b2 = 0.9
   ref_opt = optimizers.build_optimizer(ref_cfg, params=params)
   s = ref_opt.init(params)
-  s = ref_opt.update({"w": jnp.full((2, 2), 3.0)}, optimizers.set_learning_rate(s, 0.1), params)[1]
+  s = ref_opt.update({"w": jnp.full((2, 2), 3.0)}, hyperparams.set_learning_rate(s, 0.1), params)[1]
   fresh_opt = optimizers.build_optimizer(br_cfg, params=params).init(params)
 
   def state(p, o):
     return TrainState(jnp.int32(0), p, {}, o, jnp.float32(1.0), jnp.float32(1.0), None)
 
   out = branch.branch_state(state({"w": jnp.zeros((2, 2))}, fresh_opt), state(params, s))
-  assert float(optimizers.current_hparams(out.opt_state)["b2"]) == pytest.approx(0.9)
+  assert float(hyperparams.current_hparams(out.opt_state)["b2"]) == pytest.approx(0.9)
   assert float(out.params["w"][0, 0]) == 1.0
   mu = optax.tree_utils.tree_get(out.opt_state, "mu")["w"]  # the reference moment survives
   assert float(mu[0, 0]) == pytest.approx(0.3)

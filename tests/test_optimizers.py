@@ -11,13 +11,13 @@ import optax
 import pytest
 from flax import nnx
 
-from lrscale.optim import optimizers, param_groups
+from lrscale.optim import hyperparams, optimizer_config, optimizers, param_groups
 
 RTOL = 2e-5
 
 
 def _cfg(name, **fields):
-  cfg = optimizers.default_config()
+  cfg = optimizer_config.default_config()
   cfg.name = name
   for k, v in fields.items():
     setattr(cfg, k, v)
@@ -37,7 +37,7 @@ def _run(cfg, params, grads, lrs):
   tx = optimizers.build_optimizer(cfg, params=p32)
   state = tx.init(p32)
   for g, lr in zip(grads, lrs):
-    state = optimizers.set_learning_rate(state, lr)
+    state = hyperparams.set_learning_rate(state, lr)
     g32 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), g)
     updates, state = tx.update(g32, state, p32)
     p32 = optax.apply_updates(p32, updates)
@@ -258,7 +258,7 @@ def test_goyal_correction_survives_zero_lr_warmup_start():
 # --- one compiled step serves every lr --------------------------------------
 
 
-@pytest.mark.parametrize("name", optimizers.OPTIMIZERS)
+@pytest.mark.parametrize("name", optimizer_config.OPTIMIZERS)
 def test_one_compilation_serves_many_lrs(name):
   params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
   tx = optimizers.build_optimizer(_cfg(name), params=params)
@@ -267,7 +267,7 @@ def test_one_compilation_serves_many_lrs(name):
   @jax.jit
   def step(params, state, lr):
     traces.append(1)
-    state = optimizers.set_learning_rate(state, lr)
+    state = hyperparams.set_learning_rate(state, lr)
     grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.5, params)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
@@ -277,7 +277,7 @@ def test_one_compilation_serves_many_lrs(name):
   for lr in (0.1, 0.01, 1e-4, 0.3):
     new_params, new_state = step(params, state, lr)
     results.append(float(new_params["w"][0, 0]))
-    assert float(optimizers.current_hparams(new_state)["lr"]) == (pytest.approx(lr))
+    assert float(hyperparams.current_hparams(new_state)["lr"]) == (pytest.approx(lr))
     state = new_state  # carried state keeps its avals
   assert len(traces) == 1
   assert len(set(results)) == 4  # the lr really reached the update
@@ -292,33 +292,33 @@ def test_set_learning_rate_with_nnx_optimizer_one_trace():
   @nnx.jit
   def step(model, opt, lr):
     traces.append(1)
-    opt.opt_state = optimizers.set_learning_rate(opt.opt_state, lr)
+    opt.opt_state = hyperparams.set_learning_rate(opt.opt_state, lr)
     grads = nnx.grad(lambda m: (m(jnp.ones((4, 3))) ** 2).sum())(model)
     opt.update(model, grads)
 
   for lr in (0.01, 0.02, 0.03):
     step(model, opt, lr)
-    assert float(optimizers.current_hparams(opt.opt_state)["lr"]) == (pytest.approx(lr))
+    assert float(hyperparams.current_hparams(opt.opt_state)["lr"]) == (pytest.approx(lr))
   assert len(traces) == 1
 
 
 def test_current_and_set_hparams():
   params = {"w": jnp.ones(2)}
   assert set(
-    optimizers.current_hparams(optimizers.build_optimizer(_cfg("sgd"), params=params).init(params))
+    hyperparams.current_hparams(optimizers.build_optimizer(_cfg("sgd"), params=params).init(params))
   ) == {"lr", "weight_decay"}
   tx = optimizers.build_optimizer(_cfg("nesterov"), params=params, learning_rate=0.2)
   state = tx.init(params)
-  hp = optimizers.current_hparams(state)
+  hp = hyperparams.current_hparams(state)
   assert set(hp) == {"lr", "momentum", "weight_decay"}
   assert float(hp["lr"]) == pytest.approx(0.2)
-  state = optimizers.set_hyperparams(state, momentum=0.5)
-  assert float(optimizers.current_hparams(state)["momentum"]) == 0.5
-  assert optimizers.current_hparams(state)["momentum"].dtype == jnp.float32
+  state = hyperparams.set_hyperparams(state, momentum=0.5)
+  assert float(hyperparams.current_hparams(state)["momentum"]) == 0.5
+  assert hyperparams.current_hparams(state)["momentum"].dtype == jnp.float32
   with pytest.raises(KeyError, match="b1"):
-    optimizers.set_hyperparams(state, b1=0.5)
+    hyperparams.set_hyperparams(state, b1=0.5)
   assert set(
-    optimizers.current_hparams(
+    hyperparams.current_hparams(
       optimizers.build_optimizer(_cfg("adamw"), params=params).init(params)
     )
   ) >= {"lr", "b1", "b2", "eps"}
@@ -327,8 +327,8 @@ def test_current_and_set_hparams():
 def test_set_learning_rate_inside_multisteps():
   params = {"w": jnp.ones(2)}
   tx = optax.MultiSteps(optimizers.build_optimizer(_cfg("sgd"), params=params), every_k_schedule=2)
-  state = optimizers.set_learning_rate(tx.init(params), 0.7)
-  assert float(optimizers.current_hparams(state)["lr"]) == pytest.approx(0.7)
+  state = hyperparams.set_learning_rate(tx.init(params), 0.7)
+  assert float(hyperparams.current_hparams(state)["lr"]) == pytest.approx(0.7)
 
 
 # --- parameter groups on a real nnx model -----------------------------------
@@ -470,7 +470,7 @@ def test_lr_multiplier_errors():
     ("head/.*=-1", ">= 0"),
   ]:
     with pytest.raises(ValueError, match="config.optimizer.lr_multipliers.*" + msg):
-      optimizers.validate(_cfg("sgd", lr_multipliers=bad))
+      optimizer_config.validate(_cfg("sgd", lr_multipliers=bad))
 
 
 def test_grad_clip_is_first():
@@ -508,23 +508,23 @@ def test_grad_clip_is_first():
 )
 def test_validate_errors_name_the_field(name, fields, match):
   with pytest.raises(ValueError, match=match):
-    optimizers.validate(_cfg(name, **fields))
+    optimizer_config.validate(_cfg(name, **fields))
 
 
-@pytest.mark.parametrize("name", optimizers.OPTIMIZERS)
+@pytest.mark.parametrize("name", optimizer_config.OPTIMIZERS)
 def test_defaults_validate(name):
-  optimizers.validate(_cfg(name))
+  optimizer_config.validate(_cfg(name))
 
 
 def test_rmsprop_momentum_and_nesterov_are_allowed():
-  optimizers.validate(_cfg("rmsprop", momentum=0.9, nesterov=True, momentum_form="goyal"))
+  optimizer_config.validate(_cfg("rmsprop", momentum=0.9, nesterov=True, momentum_form="goyal"))
 
 
 def test_command_line_overrides():
-  cfg = optimizers.default_config()
+  cfg = optimizer_config.default_config()
   cfg.update_from_flattened_dict({"name": "adam", "b1": 0.95, "lr_multipliers": "head/.*=0.5"})
-  assert optimizers.resolved_hparams(cfg)["b1"] == 0.95
-  assert optimizers.resolved_hparams(cfg)["b2"] == 0.999
+  assert optimizer_config.resolved_hparams(cfg)["b1"] == 0.95
+  assert optimizer_config.resolved_hparams(cfg)["b2"] == 0.999
 
 
 # --- end to end: loss decreases on digits ------------------------------------
@@ -560,7 +560,7 @@ def _loss(params, x, y):
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-@pytest.mark.parametrize("name", optimizers.OPTIMIZERS)
+@pytest.mark.parametrize("name", optimizer_config.OPTIMIZERS)
 def test_loss_decreases_on_digits(name, digits):
   x, y = digits
   key = jax.random.key(0)
@@ -571,7 +571,7 @@ def test_loss_decreases_on_digits(name, digits):
 
   @jax.jit
   def step(params, state, lr, xb, yb):
-    state = optimizers.set_learning_rate(state, lr)
+    state = hyperparams.set_learning_rate(state, lr)
     loss, grads = jax.value_and_grad(_loss)(params, xb, yb)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state, loss

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from lrscale.optim import optimizers, scaling
+from lrscale.optim import hyperparams, optimizer_config, optimizers, scaling
 
 
 def _cfgs(rule, opt="adam", **scaling_fields):
@@ -13,7 +13,7 @@ def _cfgs(rule, opt="adam", **scaling_fields):
   s.rule = rule
   for k, v in scaling_fields.items():
     setattr(s, k, v)
-  o = optimizers.default_config()
+  o = optimizer_config.default_config()
   o.name = opt
   return s, o
 
@@ -108,7 +108,7 @@ def test_adam_sde_overrides_reach_the_optimizer():
     setattr(o, key, value)
   params = {"w": jnp.ones(3)}
   tx = optimizers.build_optimizer(o, params=params, learning_rate=out.lr)
-  hp = optimizers.current_hparams(tx.init(params))
+  hp = hyperparams.current_hparams(tx.init(params))
   assert float(hp["b1"]) == pytest.approx(0.6)
   assert float(hp["b2"]) == pytest.approx(0.996)
   assert float(hp["eps"]) == pytest.approx(5e-9)
@@ -171,7 +171,7 @@ def test_fitted_errors(tmp_path):
 
 
 def test_validate_names_fields():
-  o = optimizers.default_config()
+  o = optimizer_config.default_config()
   s = scaling.default_config()
   s.rule = "cubic"
   with pytest.raises(ValueError, match="config.scaling.rule must be one of"):
@@ -194,7 +194,7 @@ def test_validate_names_fields():
 def test_config_overrides_from_command_line_spelling():
   s = scaling.default_config()
   s.update_from_flattened_dict({"coef": 0.5, "exponent": -0.5, "rule": "fitted"})
-  o = optimizers.default_config()
+  o = optimizer_config.default_config()
   assert scaling.apply_scaling(s, base_lr=1.0, batch_size=4, optimizer_cfg=o).lr == pytest.approx(
     0.25
   )

@@ -10,14 +10,14 @@ import pytest
 from optax import contrib as optax_contrib
 
 from lrscale import config as config_lib
-from lrscale.optim import optimizers, scaling
+from lrscale.optim import hyperparams, optimizer_config, optimizers, scaling
 
 
 def _apply(rule, batch, opt="adamw", base_lr=1e-3, weight_decay=0.1, b2=None):
   s = scaling.default_config()
   s.rule = rule
   s.reference_batch = 256
-  o = optimizers.default_config()
+  o = optimizer_config.default_config()
   o.name = opt
   o.weight_decay = weight_decay
   if b2 is not None:
@@ -89,7 +89,7 @@ def test_bad_rules_are_named(rule, opt, wd, match):
 
 
 def _muon_cfg(**fields):
-  o = optimizers.default_config()
+  o = optimizer_config.default_config()
   o.name = "muon"
   for k, v in fields.items():
     o[k] = v
@@ -115,7 +115,7 @@ def test_muon_matches_optax_contrib_muon(decay_mask, adam_wd):
     grads = jax.tree.map(
       lambda p: jax.random.normal(jax.random.fold_in(key, t + 1), p.shape), params
     )
-    s_ours = optimizers.set_learning_rate(s_ours, 0.02)
+    s_ours = hyperparams.set_learning_rate(s_ours, 0.02)
     u_ours, s_ours = ours.update(grads, s_ours, p_ours)
     u_ref, s_ref = ref.update(grads, s_ref, p_ref)
     p_ours, p_ref = optax.apply_updates(p_ours, u_ours), optax.apply_updates(p_ref, u_ref)
@@ -123,7 +123,7 @@ def test_muon_matches_optax_contrib_muon(decay_mask, adam_wd):
   # The matrix update is orthogonalised: 5 Newton-Schulz steps put every singular
   # value in about [0.7, 1.2] (Jordan et al. 2024), whatever the gradient's spread.
   plain = optimizers.build_optimizer(_muon_cfg(), params=params)
-  fresh = optimizers.set_learning_rate(plain.init(params), 0.02)
+  fresh = hyperparams.set_learning_rate(plain.init(params), 0.02)
   g = grads["dense"]["kernel"] * jnp.array([8.0, 4.0, 2.0, 1.0])  # spread its singular values
   first = plain.update(dict(grads, dense=dict(grads["dense"], kernel=g)), fresh, params)[0]
   sv = np.linalg.svd(np.asarray(first["dense"]["kernel"]), compute_uv=False)

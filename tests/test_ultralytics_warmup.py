@@ -17,7 +17,7 @@ import pytest
 from lrscale import config as config_lib
 from lrscale.data import registry
 from lrscale.engine import setup as setup_lib
-from lrscale.optim import optimizers, ultralytics_warmup
+from lrscale.optim import hyperparams, optimizers, ultralytics_warmup
 from tests.test_train import run, small_config, train_losses
 
 N_TRAIN = 1437  # the offline digits' train split
@@ -114,10 +114,10 @@ def test_every_step_matches_ultralytics(anneal):
   lr_fn = plan.lr_fn()
   for t in range(total):
     lr = lr_fn(jnp.int32(t), jnp.float32(plan.lr))
-    state = optimizers.set_learning_rate(state, lr)
+    state = hyperparams.set_learning_rate(state, lr)
     updates, state = tx.update(nest(grads[t]), state, p)
     p = optax.apply_updates(p, updates)
-    hp = optimizers.current_hparams(state)  # the values this update used
+    hp = hyperparams.current_hparams(state)  # the values this update used
     lr_w, lr_b, mom = rows[t]
     np.testing.assert_allclose(float(hp["lr"]), lr_w, rtol=1e-6, atol=1e-9, err_msg=f"step {t}")
     np.testing.assert_allclose(
@@ -155,7 +155,7 @@ def test_run_setup_builds_the_warmup():
   """The run's own optimizer (RunSetup) carries the schedules, from step 0; a plain run not."""
   plan = config_lib.resolve(ultra_config(**{"model.hidden": (8,)}))
   setup = setup_lib.RunSetup(plan, registry.load_in_memory(plan.config.dataset))
-  hp = optimizers.current_hparams(setup.initial_state(plan).opt_state)
+  hp = hyperparams.current_hparams(setup.initial_state(plan).opt_state)
   assert float(hp["momentum"]) == pytest.approx(0.8)
   assert float(hp["bias_lr_offset"]) == pytest.approx(0.1)
   plain = config_lib.resolve(
@@ -163,7 +163,7 @@ def test_run_setup_builds_the_warmup():
       **{"model.hidden": (8,), "warmup.init_momentum": None, "warmup.bias_init_lr": None}
     )
   )
-  hp = optimizers.current_hparams(
+  hp = hyperparams.current_hparams(
     plain.schedule
     and setup_lib.RunSetup(plain, registry.load_in_memory(plain.config.dataset))
     .initial_state(plain)

@@ -11,7 +11,7 @@ import ml_collections
 from lrscale import config as config_lib
 from lrscale import errors
 from lrscale.engine.step import TrainState
-from lrscale.optim import optimizers
+from lrscale.optim import hyperparams, optimizer_config
 
 _F = "config"
 
@@ -34,7 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def default_rule(optimizer_cfg: Any) -> str:
   """sqrt for optimizers with a second-moment EMA (Adam-type), linear otherwise."""
-  return "sqrt" if "b2" in optimizers.DEFAULTS.get(optimizer_cfg.name, {}) else "linear"
+  return "sqrt" if "b2" in optimizer_config.DEFAULTS.get(optimizer_cfg.name, {}) else "linear"
 
 
 @errors.as_user_errors
@@ -134,7 +134,7 @@ def branch_plan(
   c.scaling.fitted_from = ""
   c.optimizer = ml_collections.ConfigDict(ref.optimizer.to_dict())
   for key, value in plan.optimizer.items():  # the reference's own resolved values
-    if key in optimizers.DEFAULTS.get(ref.optimizer.name, {}) or key == "weight_decay":
+    if key in optimizer_config.DEFAULTS.get(ref.optimizer.name, {}) or key == "weight_decay":
       c.optimizer[key] = value
   c.schedule.name = "constant"
   c.warmup.length = "0 steps"
@@ -158,9 +158,9 @@ def branch_state(fresh: TrainState, restored: TrainState) -> TrainState:
   they live in the optimizer state, so they are copied from the branch's fresh
   state rather than kept from the reference.
   """
-  hp = {k: v for k, v in optimizers.current_hparams(fresh.opt_state).items() if k != "lr"}
+  hp = {k: v for k, v in hyperparams.current_hparams(fresh.opt_state).items() if k != "lr"}
   return fresh._replace(
     params=restored.params,
     batch_stats=restored.batch_stats,
-    opt_state=optimizers.set_hyperparams(restored.opt_state, **hp),
+    opt_state=hyperparams.set_hyperparams(restored.opt_state, **hp),
   )

@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from lrscale import noise_scale
 from lrscale.engine.parallel import AXIS
-from lrscale.optim import optimizers, precision
+from lrscale.optim import hyperparams, optimizers, precision
 from lrscale.tasks import Task
 
 
@@ -193,7 +193,7 @@ def make_step_fns(
       grads = jax.tree.map(lambda g: g / scale, grads)
       small_sq = None if small_sq is None else small_sq / jnp.square(scale)
     lr = lr_fn(state.step, state.base_lr) * state.lr_scale
-    opt_state = optimizers.set_learning_rate(state.opt_state, lr)
+    opt_state = hyperparams.set_learning_rate(state.opt_state, lr)
     updates, opt_state = tx.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_sq = noise_scale.tree_sq_norm(grads)

@@ -50,14 +50,14 @@ from typing import Any, NamedTuple
 import ml_collections
 from ml_collections import config_dict
 
-from lrscale.optim import optimizers
+from lrscale.optim import optimizer_config
 
 RULES: tuple[str, ...] = ("none", "linear", "sqrt", "adam_sde", "fitted")
 # Rules for other hyperparameters, combined with an lr rule by "+".
 EXTRA_RULES: tuple[str, ...] = ("beta2_halflife", "adamw_timescale")
 # Optimizers whose weight decay is decoupled and multiplied by the lr (the
 # AdamW form, timescale 1 / (lr * lambda) steps).
-LR_COUPLED_DECAY: frozenset[str] = optimizers.DECOUPLED_WEIGHT_DECAY
+LR_COUPLED_DECAY: frozenset[str] = optimizer_config.DECOUPLED_WEIGHT_DECAY
 LR_RULE_KEY = "lr_rule"
 _F = "config.scaling"
 
@@ -219,10 +219,10 @@ def _validate_extras(
   extras: tuple[str, ...], lr_rule: str, optimizer_cfg: ml_collections.ConfigDict
 ) -> None:
   name = optimizer_cfg.name
-  hp = optimizers.resolved_hparams(optimizer_cfg)
+  hp = optimizer_config.resolved_hparams(optimizer_cfg)
   if "beta2_halflife" in extras:
     if "b2" not in hp:
-      with_b2 = [o for o in optimizers.OPTIMIZERS if "b2" in optimizers.DEFAULTS[o]]
+      with_b2 = [o for o in optimizer_config.OPTIMIZERS if "b2" in optimizer_config.DEFAULTS[o]]
       raise ValueError(
         f"{_F}.rule='beta2_halflife' rescales config.optimizer.b2, which optimizer {name!r} "
         f"does not have; use one of {with_b2}."
@@ -272,12 +272,12 @@ def validate(
       )
   if rule == "adam_sde":
     name = optimizer_cfg.name
-    optimizers.resolved_hparams(optimizer_cfg)  # checks the name
-    if name not in optimizers.EMA_BETAS:
+    optimizer_config.resolved_hparams(optimizer_cfg)  # checks the name
+    if name not in optimizer_config.EMA_BETAS:
       raise ValueError(
         f"{_F}.rule='adam_sde' (Malladi et al. 2022) rescales the EMA betas "
         f"of Adam/RMSProp-type optimizers, but config.optimizer.name={name!r}"
-        f" has none; use one of {sorted(optimizers.EMA_BETAS)} or rule "
+        f" has none; use one of {sorted(optimizer_config.EMA_BETAS)} or rule "
         "'linear'/'sqrt'."
       )
 
@@ -361,7 +361,7 @@ def _apply_extras(
 ) -> ScaledHparams:
   if not extras:
     return scaled
-  hp = optimizers.resolved_hparams(optimizer_cfg)
+  hp = optimizer_config.resolved_hparams(optimizer_cfg)
   overrides, parts = dict(scaled.optimizer_overrides), []
   if "beta2_halflife" in extras:
     overrides["b2"] = beta2_halflife(hp["b2"], scaled.k)
@@ -413,9 +413,9 @@ def _apply_lr_rule(
     )
   if rule == "adam_sde":
     lr = base_lr * math.sqrt(k)
-    hp = optimizers.resolved_hparams(optimizer_cfg)
+    hp = optimizer_config.resolved_hparams(optimizer_cfg)
     parts = [f"lr {base_lr:g} -> {lr:g}"]
-    for field in optimizers.EMA_BETAS[optimizer_cfg.name]:
+    for field in optimizer_config.EMA_BETAS[optimizer_cfg.name]:
       overrides[field] = _sde_beta(
         hp[field], k, f"config.optimizer.{field}", bool(scaling_cfg.clip_betas)
       )

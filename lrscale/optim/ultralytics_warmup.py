@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from lrscale.optim import param_groups
+from lrscale.optim import optimizer_config, param_groups
 from lrscale.optim import schedules as S
 
 if TYPE_CHECKING:
@@ -97,10 +97,8 @@ def validate_fields(w: ml_collections.ConfigDict) -> None:
 
 def validate_with_optimizer(w: ml_collections.ConfigDict, o: ml_collections.ConfigDict) -> None:
   """Checks the fields against ``config.optimizer``; raises ValueError naming the field."""
-  from lrscale.optim import optimizers  # pylint: disable=g-import-not-at-top
-
   if w.init_momentum is not None:
-    hp = optimizers.resolved_hparams(o)
+    hp = optimizer_config.resolved_hparams(o)
     if "momentum" not in hp or (o.name == "rmsprop" and hp["momentum"] <= 0):
       raise ValueError(
         f"{_W}.init_momentum={w.init_momentum!r}: optimizer {o.name!r} has no heavy-ball "
@@ -114,7 +112,7 @@ def validate_with_optimizer(w: ml_collections.ConfigDict, o: ml_collections.Conf
         f"{_W}.bias_init_lr needs config.optimizer.momentum_form='optax' (the Goyal form keeps "
         "the lr inside one velocity for all parameters)"
       )
-    if o.name in optimizers.SCHEDULE_FREE or o.name == "muon":
+    if o.name in optimizer_config.SCHEDULE_FREE or o.name == "muon":
       raise ValueError(
         f"{_W}.bias_init_lr is not supported for optimizer {o.name!r} (its lr is applied "
         "inside optax's own transform); unset it or choose another optimizer"
