@@ -22,9 +22,9 @@ from typing import Any
 # name -> (module, attribute)
 _API = {
   # configuration
-  "base_config": ("lrscale.config", "base_config"),
+  "base_config": ("lrscale.config_defaults", "base_config"),
   "resolve": ("lrscale.config", "resolve"),
-  "RunPlan": ("lrscale.config", "RunPlan"),
+  "RunPlan": ("lrscale.plan", "RunPlan"),
   "default_study_config": ("lrscale.study.space", "default_study_config"),
   # the engine and the tools over it
   "train": ("lrscale.engine.loop", "train"),
