@@ -36,7 +36,7 @@ from typing import Any
 import ml_collections
 
 from experiments import common
-from lrscale.analysis import fits, plots
+from lrscale.analysis import plots, regimes
 from lrscale.study.space import default_study_config
 
 NAME = "shallue2018"
@@ -168,8 +168,8 @@ def findings(analysis: Mapping[str, Any]) -> dict[str, Any]:
   simple_rule_ok = bool(rms) and min(rms.values()) < 0.35  # within ~1.4x everywhere
   return dict(
     regimes_seen=sorted(set(kinds)),
-    perfect_at_small_batch=bool(kinds) and kinds[0] == fits.PERFECT,
-    maximal_at_large_batch=bool(kinds) and kinds[-1] == fits.MAXIMAL,
+    perfect_at_small_batch=bool(kinds) and kinds[0] == regimes.PERFECT,
+    maximal_at_large_batch=bool(kinds) and kinds[-1] == regimes.MAXIMAL,
     three_regimes=len(set(kinds)) == 3,
     fit_ok=bool(fit.get("ok")),
     b_crit=fit.get("b_crit"),

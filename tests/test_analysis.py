@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from lrscale.analysis import fits, run
+from lrscale.analysis import fits, lr_fits, regimes, run
 from lrscale.analysis import steps_to_result as st
 from lrscale.analysis.store_reader import Study, Target, TrialRecord, load_study
 from tests.synthetic_study import make_study
@@ -148,14 +148,14 @@ def test_regimes_and_largest_useful_batch_on_model_curve():
   b_crit = 100.0
   b = b_crit * np.array([1 / 64, 1 / 32, 1, 2, 50, 100])
   steps = 10.0 * (1 + b_crit / b)
-  reg = fits.regimes_summary(b, steps, fits.fit_steps_curve(b, steps))
+  reg = regimes.regimes_summary(b, steps, fits.fit_steps_curve(b, steps))
   # Slopes: -0.98, -0.81, -0.42, -0.12, -0.014.
   assert [iv["regime"] for iv in reg["intervals"]] == [
-    fits.PERFECT,
-    fits.PERFECT,
-    fits.DIMINISHING,
-    fits.DIMINISHING,
-    fits.MAXIMAL,
+    regimes.PERFECT,
+    regimes.PERFECT,
+    regimes.DIMINISHING,
+    regimes.DIMINISHING,
+    regimes.MAXIMAL,
   ]
   np.testing.assert_allclose(reg["fitted_boundaries"]["perfect_until"], b_crit / 4, rtol=1e-5)
   lub = reg["largest_useful_batch"]
@@ -167,13 +167,13 @@ def test_regimes_and_largest_useful_batch_on_model_curve():
 def test_lr_fit_recovers_hinge_and_plain_power_law():
   b = 2.0 ** np.arange(4, 13)
   hinge = np.minimum(1e-3 * b**0.8, 0.3)
-  fit = fits.fit_lr_scaling(b, hinge)
-  assert fit.model == fits.POWER_LAW_THEN_FLAT
+  fit = lr_fits.fit_lr_scaling(b, hinge)
+  assert fit.model == lr_fits.POWER_LAW_THEN_FLAT
   np.testing.assert_allclose([fit.coef, fit.exponent, fit.max_lr], [1e-3, 0.8, 0.3], rtol=1e-3)
-  plain = fits.fit_lr_scaling(b, 0.02 * b**0.5)
-  assert plain.model == fits.POWER_LAW and plain.max_lr is None
+  plain = lr_fits.fit_lr_scaling(b, 0.02 * b**0.5)
+  assert plain.model == lr_fits.POWER_LAW and plain.max_lr is None
   np.testing.assert_allclose([plain.coef, plain.exponent], [0.02, 0.5], rtol=1e-6)
-  rules = fits.rule_predictions(b, 0.02 * b**0.5, 0.5)
+  rules = lr_fits.rule_predictions(b, 0.02 * b**0.5, 0.5)
   assert rules["rms_log_error"] < 1e-9
 
 

@@ -1,15 +1,13 @@
-"""Fits on the per-batch-size results: steps curve, regimes, optimal-lr law.
+"""The steps curve fitted to the per-batch-size results, with its intervals.
 
-* Steps curve (McCandlish et al. 2018, "An Empirical Model of Large-Batch
+The steps curve (McCandlish et al. 2018, "An Empirical Model of Large-Batch
   Training", Eq. 2.11): ``S(B) = S_min (1 + B_crit / B)``, equivalently
   ``E(B) = E_min (1 + B / B_crit)`` with ``E_min = S_min * B_crit``; fitted by
   least squares on ``log S`` so that every batch size weighs the same whatever
   its step count.
-* Regimes (Shallue et al. 2018): local slope of ``log S`` against ``log B``;
-  perfect scaling near -1, maximal data parallelism near 0, diminishing
-  returns in between. On the fitted curve the slope is ``-B_crit / (B + B_crit)``.
-* Optimal learning rate: ``lr*(B) = c B^alpha`` up to a saturation batch, flat
-  (``max_lr``) after it, chosen over a plain power law by BIC.
+
+Regimes from this curve: :mod:`lrscale.analysis.regimes`; the optimal-lr law:
+:mod:`lrscale.analysis.lr_fits`.
 """
 
 from __future__ import annotations
@@ -20,11 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-PERFECT = "perfect_scaling"
-DIMINISHING = "diminishing_returns"
-MAXIMAL = "maximal_data_parallelism"
-
 
 # --------------------------------------------------------------------------- steps curve
 
@@ -54,7 +47,7 @@ def steps_model(batch_size: np.ndarray | float, s_min: float, b_crit: float) -> 
   return s_min * (1.0 + b_crit / np.asarray(batch_size, dtype=float))
 
 
-def _validated(
+def validated_points(
   batch_sizes: Sequence[float], values: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
   b, v = np.asarray(batch_sizes, dtype=float), np.asarray(values, dtype=float)
@@ -126,7 +119,7 @@ def fit_steps_curves(batch_sizes: Sequence[float], steps: np.ndarray) -> list[Sc
   b = np.asarray(batch_sizes, dtype=float)
   s = np.atleast_2d(np.asarray(steps, dtype=float))
   for row in s:
-    _validated(b, row)
+    validated_points(b, row)
   if len(np.unique(b)) < 3:
     raise ValueError("need at least 3 distinct batch sizes to fit S_min and B_crit")
   log_s = np.log(s)
@@ -165,7 +158,7 @@ def fit_steps_curve(batch_sizes: Sequence[float], steps: Sequence[float]) -> Sca
   Raises:
     ValueError: on fewer than 3 distinct batch sizes or non-positive values.
   """
-  b, s = _validated(batch_sizes, steps)
+  b, s = validated_points(batch_sizes, steps)
   start = fit_steps_curves(b, s[None, :])[0]
   lo, hi = math.log(1e-3 * b.min()), math.log(1e3 * b.max())
   x0 = np.array([math.log(start.s_min), min(max(math.log(start.b_crit), lo), hi)])
@@ -208,283 +201,3 @@ def bootstrap_steps_fit(
     vals = np.array([getattr(f, name) for f in fits])
     out[name] = [float(v) for v in np.percentile(vals, q)] if len(vals) >= 10 else None
   return out
-
-
-# --------------------------------------------------------------------------- regimes
-
-
-@dataclasses.dataclass(frozen=True)
-class RegimeInterval:
-  """Measured local slope between two consecutive batch sizes."""
-
-  b_lo: float
-  b_hi: float
-  slope: float
-  regime: str
-
-
-def classify_slope(
-  slope: float, *, perfect_slope: float = -0.8, maximal_slope: float = -0.1
-) -> str:
-  """Regime of a local slope d log S / d log B (Shallue et al. 2018).
-
-  ``slope <= perfect_slope`` is perfect scaling, ``slope > maximal_slope``
-  maximal data parallelism, anything between diminishing returns.
-  """
-  if slope <= perfect_slope:
-    return PERFECT
-  if slope > maximal_slope:
-    return MAXIMAL
-  return DIMINISHING
-
-
-def regime_intervals(
-  batch_sizes: Sequence[float],
-  steps: Sequence[float],
-  *,
-  perfect_slope: float = -0.8,
-  maximal_slope: float = -0.1,
-) -> list[RegimeInterval]:
-  """Local slopes ``Δlog S / Δlog B`` between consecutive batch sizes, classified."""
-  b, s = _validated(batch_sizes, steps)
-  order = np.argsort(b)
-  b, s = b[order], s[order]
-  slopes = np.diff(np.log(s)) / np.diff(np.log(b))
-  return [
-    RegimeInterval(
-      float(b[i]),
-      float(b[i + 1]),
-      float(k),
-      classify_slope(float(k), perfect_slope=perfect_slope, maximal_slope=maximal_slope),
-    )
-    for i, k in enumerate(slopes)
-  ]
-
-
-def batch_at_fitted_slope(b_crit: float, slope: float) -> float:
-  """B where the fitted curve's slope ``-B_crit/(B + B_crit)`` equals ``slope`` (in (-1, 0))."""
-  if not -1.0 < slope < 0.0:
-    raise ValueError("slope must lie in (-1, 0)")
-  return b_crit * (-1.0 / slope - 1.0)
-
-
-def largest_useful_batch(
-  intervals: Sequence[RegimeInterval], fit: ScalingFit | None, *, maximal_slope: float = -0.1
-) -> dict[str, Any]:
-  """Largest batch size that still buys a meaningful reduction in steps.
-
-  Definition used here: the batch size at which the local slope of
-  ``log S`` vs ``log B`` rises above ``maximal_slope`` (default -0.1: a
-  doubling of B then saves < 7% of the steps), i.e. where maximal data
-  parallelism starts.
-
-  * ``fitted``: on the fitted curve, ``B = B_crit (1/|maximal_slope| - 1)``
-    (``9 B_crit`` by default, where ``S = 1.11 S_min``).
-  * ``measured``: the lower end of the flat tail, i.e. of the run of
-    maximal-data-parallelism intervals that reaches the largest measured B
-    (a flat pair among small batches, from noise or an lr grid that missed
-    the optimum there, is not where larger batches stop paying off); the
-    largest measured B if the last interval is not flat (``within_grid`` false).
-  """
-  measured, within_grid = None, False
-  for iv in reversed(intervals):
-    if iv.regime != MAXIMAL:
-      break
-    measured, within_grid = iv.b_lo, True
-  if measured is None and intervals:
-    measured = intervals[-1].b_hi
-  fitted = None if fit is None else batch_at_fitted_slope(fit.b_crit, maximal_slope)
-  return {
-    "fitted": fitted,
-    "fitted_steps_over_s_min": None if fitted is None else 1.0 + fit.b_crit / fitted,
-    "measured": measured,
-    "measured_within_grid": within_grid,
-    "definition": (
-      f"B where d log S / d log B rises above {maximal_slope} (onset of maximal data "
-      "parallelism); fitted: B_crit * (1/|slope| - 1)"
-    ),
-  }
-
-
-def regimes_summary(
-  batch_sizes: Sequence[float],
-  steps: Sequence[float],
-  fit: ScalingFit | None,
-  *,
-  perfect_slope: float = -0.8,
-  maximal_slope: float = -0.1,
-  b_crit_ci: Sequence[float | None] | None = None,
-) -> dict[str, Any]:
-  """Measured intervals, fitted regime boundaries and the largest useful batch.
-
-  The regimes are read off the fitted curve, whose local slope is
-  ``-B_crit / (B + B_crit)``: perfect scaling up to
-  ``B = B_crit (1/|perfect_slope| - 1)`` (B_crit / 4 at -0.8), maximal data
-  parallelism from ``B = B_crit (1/|maximal_slope| - 1)`` (9 B_crit at -0.1).
-  Both are fixed multiples of B_crit, so their intervals are the B_crit
-  interval ``b_crit_ci`` times the same factors (a monotone map carries a
-  profile interval over exactly). The slopes between consecutive measured
-  batch sizes are kept as ``intervals`` for inspection; they are noisy and
-  are not used to place the boundaries.
-  """
-  intervals = (
-    regime_intervals(batch_sizes, steps, perfect_slope=perfect_slope, maximal_slope=maximal_slope)
-    if len(batch_sizes) >= 2
-    else []
-  )
-  boundaries = None
-  if fit is not None:
-    factor = {"perfect_until": perfect_slope, "maximal_from": maximal_slope}
-    boundaries = {k: batch_at_fitted_slope(fit.b_crit, v) for k, v in factor.items()}
-    if b_crit_ci is not None:
-      boundaries["ci"] = {
-        k: [None if c is None else batch_at_fitted_slope(c, v) for c in b_crit_ci]
-        for k, v in factor.items()
-      }
-  return {
-    "thresholds": {"perfect_slope": perfect_slope, "maximal_slope": maximal_slope},
-    "intervals": [dataclasses.asdict(iv) for iv in intervals],
-    "fitted_boundaries": boundaries,
-    "largest_useful_batch": largest_useful_batch(intervals, fit, maximal_slope=maximal_slope),
-  }
-
-
-# --------------------------------------------------------------------------- optimal lr
-
-
-POWER_LAW = "power_law"
-POWER_LAW_THEN_FLAT = "power_law_then_flat"
-
-
-@dataclasses.dataclass(frozen=True)
-class LrFit:
-  """``lr*(B) = min(coef * B^exponent, max_lr)``.
-
-  Attributes:
-    coef: c, for B counted in examples.
-    exponent: alpha.
-    max_lr: Saturation lr, ``None`` when the plain power law was preferred.
-    saturation_batch: B where the power law meets ``max_lr``.
-    model: ``"power_law"`` or ``"power_law_then_flat"``.
-    rms_log_residual: RMS residual of ``log lr``.
-    n_points: Batch sizes used.
-  """
-
-  coef: float
-  exponent: float
-  max_lr: float | None
-  saturation_batch: float | None
-  model: str
-  rms_log_residual: float
-  n_points: int
-
-  def predict(self, batch_size: np.ndarray | float) -> np.ndarray:
-    lr = self.coef * np.asarray(batch_size, dtype=float) ** self.exponent
-    return lr if self.max_lr is None else np.minimum(lr, self.max_lr)
-
-
-def _hinge_lstsq(x: np.ndarray, y: np.ndarray, x_break: float) -> tuple[float, float, float]:
-  """Least squares of ``y = a + alpha * min(x, x_break)``: returns (a, alpha, sse)."""
-  design = np.stack([np.ones_like(x), np.minimum(x, x_break)], axis=1)
-  (a, alpha), *_ = np.linalg.lstsq(design, y, rcond=None)
-  return float(a), float(alpha), float(np.sum((design @ np.array([a, alpha]) - y) ** 2))
-
-
-def _bic(sse: float, n: int, k: int) -> float:
-  # The floor stops an exact fit (lrs on a grid can align perfectly) from
-  # giving -inf and winning regardless of its parameter count.
-  return n * math.log(max(sse / n, 1e-6)) + k * math.log(n)
-
-
-def fit_lr_scaling(
-  batch_sizes: Sequence[float], best_lrs: Sequence[float], *, min_flat_points: int = 2
-) -> LrFit:
-  """Fit the optimal learning rate against batch size in log-log space.
-
-  Two models: ``log lr = log c + alpha log B`` and the continuous hinge
-  ``log lr = log c + alpha min(log B, log B_sat)`` (power law, then flat at
-  ``max_lr = c B_sat^alpha``). For a fixed breakpoint the hinge is linear
-  least squares; the breakpoint is scanned on a fine grid that leaves at
-  least 2 batch sizes on the rising side and ``min_flat_points`` on the flat
-  side, then polished with ``scipy.optimize.minimize_scalar``. The hinge is
-  kept only when its BIC is lower than the plain power law's and it rises
-  (alpha > 0).
-
-  Args:
-    batch_sizes: Batch sizes (>= 2).
-    best_lrs: Best learning rate at each batch size.
-    min_flat_points: Batch sizes required beyond the saturation point.
-
-  Returns:
-    An :class:`LrFit`.
-
-  Raises:
-    ValueError: on fewer than 2 distinct batch sizes.
-  """
-  b, lr = _validated(batch_sizes, best_lrs)
-  order = np.argsort(b)
-  x, y = np.log(b[order]), np.log(lr[order])
-  n = len(x)
-  if len(np.unique(x)) < 2:
-    raise ValueError("need at least 2 distinct batch sizes to fit the lr scaling")
-  a, alpha, sse = _hinge_lstsq(x, y, x[-1])
-  best = LrFit(float(np.exp(a)), alpha, None, None, POWER_LAW, math.sqrt(sse / n), n)
-  best_bic = _bic(sse, n, 2)
-  if n >= 2 + min_flat_points and x[1] < x[n - min_flat_points]:
-    grid = np.linspace(x[1], x[n - min_flat_points], 200)
-    sse_grid = np.array([_hinge_lstsq(x, y, xb)[2] for xb in grid])
-    i = int(np.argmin(sse_grid))
-    # Polish the breakpoint between the grid neighbours (the SSE is smooth there).
-    from scipy import optimize  # pylint: disable=g-import-not-at-top
-
-    polish = optimize.minimize_scalar(
-      lambda xb: _hinge_lstsq(x, y, xb)[2],
-      bounds=(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]),
-      method="bounded",
-      options={"xatol": 1e-10},
-    )
-    xb = float(polish.x) if polish.fun < sse_grid[i] else float(grid[i])
-    a_h, alpha_h, sse_h = _hinge_lstsq(x, y, xb)
-    if alpha_h > 0 and _bic(sse_h, n, 3) < best_bic:
-      best = LrFit(
-        coef=float(np.exp(a_h)),
-        exponent=alpha_h,
-        max_lr=float(np.exp(a_h + alpha_h * xb)),
-        saturation_batch=float(np.exp(xb)),
-        model=POWER_LAW_THEN_FLAT,
-        rms_log_residual=math.sqrt(sse_h / n),
-        n_points=n,
-      )
-  return best
-
-
-def rule_predictions(
-  batch_sizes: Sequence[float], best_lrs: Sequence[float], exponent: float
-) -> dict[str, Any]:
-  """lr predicted by ``lr(B) = lr*(B_0) (B / B_0)^exponent`` anchored at the smallest B.
-
-  ``exponent=1`` is the linear rule (Goyal et al. 2017), ``0.5`` the
-  square-root rule (Malladi et al. 2022 for Adam-like optimizers).
-
-  Returns:
-    ``{"exponent", "lr": [...], "rms_log_error"}`` against the measured best lrs.
-  """
-  b, lr = _validated(batch_sizes, best_lrs)
-  i0 = int(np.argmin(b))
-  pred = lr[i0] * (b / b[i0]) ** exponent
-  err = float(np.sqrt(np.mean(np.log(pred / lr) ** 2)))
-  return {"exponent": exponent, "lr": [float(p) for p in pred], "rms_log_error": err}
-
-
-def lr_rule_dict(fit: LrFit, study_name: str) -> dict[str, Any]:
-  """The ``lr_rule`` block of analysis.json (read by the ``fitted`` scaling rule).
-
-  ``lr(B) = min(coef * B**exponent, max_lr)`` with B in examples; ``max_lr``
-  is ``None`` when no saturation was detected.
-  """
-  return {
-    "coef": fit.coef,
-    "exponent": fit.exponent,
-    "max_lr": fit.max_lr,
-    "reference": f"fitted on {study_name}",
-  }

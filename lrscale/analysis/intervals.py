@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lrscale.analysis.fits import _profile_sse, _validated, fit_steps_curve
+from lrscale.analysis.fits import _profile_sse, fit_steps_curve, validated_points
 
 
 def _min_over_log_b_crit(
@@ -96,7 +96,7 @@ def profile_steps_intervals(
   """
   from scipy import stats  # pylint: disable=g-import-not-at-top
 
-  b, s = _validated(batch_sizes, steps)
+  b, s = validated_points(batch_sizes, steps)
   if len(np.unique(b)) < 3:
     raise ValueError("need at least 3 distinct batch sizes to fit S_min and B_crit")
   log_s = np.log(s)

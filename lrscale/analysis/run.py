@@ -16,7 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from lrscale.analysis import fits, intervals, options, plots, report, seed_mean, targets
+from lrscale.analysis import (
+  fits,
+  intervals,
+  lr_fits,
+  options,
+  plots,
+  regimes,
+  report,
+  seed_mean,
+  targets,
+)
 from lrscale.analysis.ground_truth import theory_section
 from lrscale.analysis.steps_to_result import (
   BatchSummary,
@@ -113,7 +123,7 @@ def lr_section(
       "ok": False,
       "reason": f"only {len(usable)} batch size(s) reached the target; need 2",
     }, None
-  lr_fit = fits.fit_lr_scaling(b, lrs)
+  lr_fit = lr_fits.fit_lr_scaling(b, lrs)
   section = {
     "ok": True,
     "reason": None,
@@ -128,11 +138,11 @@ def lr_section(
     "fitted_lr": [float(v) for v in lr_fit.predict(np.array(b, dtype=float))],
     "grid_edge_batches": [s.batch_size for s in usable if s.best_lr_at_grid_edge],
     "rules": {
-      "linear": fits.rule_predictions(b, lrs, 1.0),
-      "sqrt": fits.rule_predictions(b, lrs, 0.5),
+      "linear": lr_fits.rule_predictions(b, lrs, 1.0),
+      "sqrt": lr_fits.rule_predictions(b, lrs, 0.5),
     },
   }
-  return section, fits.lr_rule_dict(lr_fit, study_name)
+  return section, lr_fits.lr_rule_dict(lr_fit, study_name)
 
 
 def _value_at(steps: Sequence[int], values: Sequence[float], step: float) -> float | None:
@@ -293,7 +303,7 @@ def steps_curve(
   fit_block, fit = fit_section(summaries, boot, level=level, n_seeds=seeds_per_point(outcomes))
   usable = _usable(summaries)
   if len(usable) >= 2:
-    regimes = fits.regimes_summary(
+    regime_block = regimes.regimes_summary(
       [s.batch_size for s in usable],
       [float(s.best_steps) for s in usable],
       fit,
@@ -301,11 +311,16 @@ def steps_curve(
       maximal_slope=maximal_slope,
       b_crit_ci=fit_block["ci"]["b_crit"] if fit is not None else None,
     )
-    regimes.update(ok=True, reason=None)
+    regime_block.update(ok=True, reason=None)
   else:
-    regimes = {"ok": False, "reason": "fewer than 2 batch sizes reached the target"}
+    regime_block = {"ok": False, "reason": "fewer than 2 batch sizes reached the target"}
   return dict(
-    outcomes=outcomes, summaries=summaries, boot=boot, fit_block=fit_block, fit=fit, regimes=regimes
+    outcomes=outcomes,
+    summaries=summaries,
+    boot=boot,
+    fit_block=fit_block,
+    fit=fit,
+    regimes=regime_block,
   )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lrscale.analysis import fits, intervals, report
+from lrscale.analysis import fits, intervals, regimes, report
 from lrscale.analysis.plots import _figure, _save
 
 STEPS_COLUMN = "steps_to_target"
@@ -115,7 +115,7 @@ def fit_group(batch_sizes: Sequence[float], steps: Sequence[float], level: float
     return {"ok": False, "reason": f"{len(set(batch_sizes))} distinct batch sizes; need 3"}
   fit = fits.fit_steps_curve(batch_sizes, steps)
   ci = intervals.profile_steps_intervals(batch_sizes, steps, level=level)
-  regimes = fits.regimes_summary(batch_sizes, steps, fit, b_crit_ci=ci["b_crit"])
+  regime_block = regimes.regimes_summary(batch_sizes, steps, fit, b_crit_ci=ci["b_crit"])
   return {
     "ok": True,
     "s_min": fit.s_min,
@@ -124,7 +124,7 @@ def fit_group(batch_sizes: Sequence[float], steps: Sequence[float], level: float
     "rmse_log": fit.rmse_log,
     "b_crit_at_bound": fit.b_crit_at_bound,
     "ci": ci,
-    "fitted_boundaries": regimes["fitted_boundaries"],
+    "fitted_boundaries": regime_block["fitted_boundaries"],
   }
 
 

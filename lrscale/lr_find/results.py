@@ -53,7 +53,7 @@ class LrFindResult(NamedTuple):
 def batch_scaling(results: Sequence[BatchResult]) -> dict[str, Any] | None:
   """lr(B) = c B^alpha fitted to each suggestion's median lr, beside the linear and sqrt rules.
 
-  The fit is ``lrscale.analysis.fits.fit_lr_scaling`` (least squares in
+  The fit is ``lrscale.analysis.lr_fits.fit_lr_scaling`` (least squares in
   log-log, a saturating hinge only when BIC prefers it); the rules are anchored
   at the smallest batch size (``rule_predictions``): linear lr ~ B (Goyal et al.
   2017), square root lr ~ sqrt(B) (Malladi et al. 2022).
@@ -64,14 +64,14 @@ def batch_scaling(results: Sequence[BatchResult]) -> dict[str, Any] | None:
   """
   if len(results) < 2:
     return None
-  from lrscale.analysis import fits  # pylint: disable=g-import-not-at-top  (scipy: only here)
+  from lrscale.analysis import lr_fits
 
   b = [r.batch_size for r in results]
   series = {"recommended": [r.recommendation.lr for r in results]}
   series.update({n: [r.spreads[n].lr for r in results] for n in suggest_lib.SUGGESTIONS})
   out = {}
   for name, lrs in series.items():
-    fit = fits.fit_lr_scaling(b, lrs)
+    fit = lr_fits.fit_lr_scaling(b, lrs)
     out[name] = dict(
       batch_sizes=b,
       lrs=lrs,
@@ -80,8 +80,8 @@ def batch_scaling(results: Sequence[BatchResult]) -> dict[str, Any] | None:
       model=fit.model,
       max_lr=fit.max_lr,
       rms_log_residual=fit.rms_log_residual,
-      linear_rule=fits.rule_predictions(b, lrs, 1.0),
-      sqrt_rule=fits.rule_predictions(b, lrs, 0.5),
+      linear_rule=lr_fits.rule_predictions(b, lrs, 1.0),
+      sqrt_rule=lr_fits.rule_predictions(b, lrs, 0.5),
     )
   return out
 
