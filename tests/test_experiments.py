@@ -16,6 +16,7 @@ from experiments import (
   common,
   finetune_lr,
   goyal2017,
+  goyal2017_report,
   lars_lamb,
   malladi2022,
   mccandlish2018,
@@ -77,7 +78,7 @@ def test_binned_mean():
 def test_full_mode_validates_every_config_before_the_missing_dataset(tmp_path, empty_tfds_dir):
   setting = goyal2017.full_setting()
   configs = [r.config for r in goyal2017.build_runs(setting)]
-  assert {c.batch_size for c in configs} == set(goyal2017.PAPER_ERROR_BY_BATCH)
+  assert {c.batch_size for c in configs} == set(goyal2017_report.PAPER_ERROR_BY_BATCH)
   bad = common.set_fields(configs[-1], **{"schedule.milestones": ("30 epochz",)})
   with pytest.raises(ValueError, match="milestones"):
     common.check_full_runs(configs[:3] + [bad])  # a typo wins over the missing dataset
@@ -99,7 +100,7 @@ def test_goyal_warmup_variants_follow_their_definitions():
   ref_lr, b = setting.ref_lr, 512
   k = b // setting.ref_batch
   lrs = {}
-  for method in goyal2017.METHODS:
+  for method in goyal2017_report.METHODS:
     plan = config_lib.resolve(goyal2017.method_config(setting.base, method, b, 0))
     fn = plan.lr_fn()
     warm = plan.to_steps("5 epochs")
@@ -126,7 +127,7 @@ def test_goyal_smoke(tmp_path):
     assert paper_number in report  # the paper's column, labelled as the paper's
   assert "Table 1 form" in report and "Table 2a form" in report
   cells = results["cells"]
-  assert {c["method"] for c in cells.values()} == {m.key for m in goyal2017.METHODS}
+  assert {c["method"] for c in cells.values()} == {m.key for m in goyal2017_report.METHODS}
   assert all(0 <= e <= 100 for c in cells.values() for e in c["errors"])
   # A second invocation reuses every finished run and reproduces the same table.
   again = goyal2017.run(workdir=str(tmp_path / "w"), outdir=str(tmp_path / "out2"), smoke=True)
