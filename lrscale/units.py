@@ -143,19 +143,17 @@ def to_steps(
   Returns:
     The number of optimizer steps (>= 0).
   """
-  parsed = length if isinstance(length, Length) else parse_length(length, field=field)
   if batch_size <= 0:
     raise ValueError(f"batch size must be positive to resolve config.{field}, got {batch_size}.")
-  if parsed.unit == "steps":
-    return int(round(parsed.value))
-  examples = to_examples(
-    parsed,
+  # A fixed batch is a ramp of one phase.
+  return ramp_to_steps(
+    length,
+    phases=(RampPhase(0, 0, 1),),
+    batch_size=batch_size,
     num_train_examples=num_train_examples,
-    tokens_per_example=tokens_per_example,
     field=field,
+    tokens_per_example=tokens_per_example,
   )
-  # A tiny tolerance keeps e.g. 0.1 * 3000 / 30 from rounding up to 11 by float error.
-  return int(math.ceil(examples / batch_size - 1e-9))
 
 
 class RampPhase(NamedTuple):
@@ -245,6 +243,7 @@ def ramp_to_steps(
     tokens_per_example=tokens_per_example,
     field=field,
   )
+  # A tiny tolerance keeps e.g. 0.1 * 3000 / 30 from rounding up to 11 by float error.
   phase = max((p for p in phases if p.start_example <= examples + 1e-9), key=lambda p: p.start_step)
   return phase.start_step + int(
     math.ceil((examples - phase.start_example) / (batch_size * phase.multiplier) - 1e-9)
