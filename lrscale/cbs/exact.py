@@ -36,7 +36,7 @@ _SCALE = {
 
 def applies(cfg: ml_collections.ConfigDict, plan: config_lib.RunPlan) -> bool:
   """Whether the exact CBS exists: plain SGD on linreg, a metric with an exact expectation."""
-  opt = plan.config.optimizer
+  opt = plan.optimizer  # with the scaling rule's overrides (e.g. adamw_timescale's wd)
   return (
     plan.dataset.name == linreg.NAME
     and cfg.metric in _SCALE

@@ -132,7 +132,7 @@ def _results(cfg, plan: config_lib.RunPlan, rows, ref_dir: str) -> dict[str, Any
     reference_batch=plan.batch_size,
     multipliers=list(cfg.multipliers),
     max_batch=plan.batch_size * max(cfg.multipliers),
-    rule=cfg.rule or branch.default_rule(plan.config.optimizer),
+    rule=cfg.rule or branch.default_rule(plan.optimizer),
     tolerance=cfg.tolerance,
     metric=cfg.metric,
     branch_length=cfg.branch_length,
