@@ -88,28 +88,52 @@ def _draw_theory(ax: Axes, analysis: dict[str, Any]) -> None:
     ax.plot(*zip(*pts), "s--", color="C2", ms=4, lw=1, label=f"exact (theory){extra}", zorder=2)
 
 
-def plot_steps_to_result(analysis: dict[str, Any], path: str) -> str | None:
-  """Log-log best steps vs B with the fitted S(B), S_min, B_crit, slope -1 and regimes."""
+def _measured_to_result(analysis: dict[str, Any], *, per_example: bool, label: str):
+  """Figure, regimes and the measured points (steps, or examples = steps x B) with their CIs.
+
+  Returns ``(fig, ax, b, steps, grid)``, or None when no batch size reached the target.
+  """
   b, s, rows = _usable_batches(analysis)
   if len(b) == 0:
     return None
   fig, ax = _figure()
   grid = _b_range(b)
   _shade_regimes(ax, analysis, grid[0], grid[-1])
+  scale = (lambda r: r["batch_size"]) if per_example else (lambda r: 1.0)
   ax.errorbar(
     b,
-    s,
-    yerr=_per_batch_errorbars(rows, lambda r: 1.0),
+    s * b if per_example else s,
+    yerr=_per_batch_errorbars(rows, scale),
     fmt="o",
     color="k",
     capsize=3,
+    label=label,
+    zorder=3,
+  )
+  return fig, ax, b, s, grid
+
+
+def _finish_to_result(fig, ax, grid, ylabel: str, title: str, legend_loc: str, path: str) -> str:
+  ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel=ylabel, title=title)
+  ax.set_xlim(grid[0], grid[-1])
+  ax.legend(fontsize=7, loc=legend_loc)
+  return _save(fig, path)
+
+
+def plot_steps_to_result(analysis: dict[str, Any], path: str) -> str | None:
+  """Log-log best steps vs B with the fitted S(B), S_min, B_crit, slope -1 and regimes."""
+  start = _measured_to_result(
+    analysis,
+    per_example=False,
     label=(
       "best point, seeds' mean curve (bootstrap CI)"
       if analysis["settings"].get("target_from") == "seed_mean"
       else "best trial (bootstrap CI)"
     ),
-    zorder=3,
   )
+  if start is None:
+    return None
+  fig, ax, b, s, grid = start
   ax.plot(grid, s[0] * b[0] / grid, ":", color="gray", label="perfect scaling (slope -1)")
   fit = analysis["fit"]
   if fit.get("ok"):
@@ -125,37 +149,17 @@ def plot_steps_to_result(analysis: dict[str, Any], path: str) -> str | None:
   _draw_theory(ax, analysis)
   for row in analysis["excluded_batches"]:
     ax.axvline(row["batch_size"], color="C3", alpha=0.3, lw=3)
-  ax.set(
-    xscale="log",
-    yscale="log",
-    xlabel="batch size B",
-    ylabel="steps to result",
-    title=f"Steps to {analysis['study']['target']['metric']} target: {analysis['study']['name']}",
-  )
-  ax.set_xlim(grid[0], grid[-1])
   ax.set_ylim(min(s.min(), fit.get("s_min") or s.min()) / 1.5, s.max() * 1.5)
-  ax.legend(fontsize=7, loc="upper right")
-  return _save(fig, path)
+  title = f"Steps to {analysis['study']['target']['metric']} target: {analysis['study']['name']}"
+  return _finish_to_result(fig, ax, grid, "steps to result", title, "upper right", path)
 
 
 def plot_examples_to_result(analysis: dict[str, Any], path: str) -> str | None:
   """Log-log examples to result vs B with ``E_min (1 + B / B_crit)``."""
-  b, s, rows = _usable_batches(analysis)
-  if len(b) == 0:
+  start = _measured_to_result(analysis, per_example=True, label="best trial")
+  if start is None:
     return None
-  fig, ax = _figure()
-  grid = _b_range(b)
-  _shade_regimes(ax, analysis, grid[0], grid[-1])
-  ax.errorbar(
-    b,
-    s * b,
-    yerr=_per_batch_errorbars(rows, lambda r: r["batch_size"]),
-    fmt="o",
-    color="k",
-    capsize=3,
-    label="best trial",
-    zorder=3,
-  )
+  fig, ax, _, _, grid = start
   fit = analysis["fit"]
   if fit.get("ok"):
     ax.plot(
@@ -163,16 +167,9 @@ def plot_examples_to_result(analysis: dict[str, Any], path: str) -> str | None:
     )
     ax.axhline(fit["e_min"], color="C0", ls="--", lw=1, label=f"E_min={fit['e_min']:.3g}")
     ax.axvline(fit["b_crit"], color="C3", ls="-.", lw=1, label="B_crit")
-  ax.set(
-    xscale="log",
-    yscale="log",
-    xlabel="batch size B",
-    ylabel="examples to result",
-    title="Examples to result",
+  return _finish_to_result(
+    fig, ax, grid, "examples to result", "Examples to result", "upper left", path
   )
-  ax.set_xlim(grid[0], grid[-1])
-  ax.legend(fontsize=7, loc="upper left")
-  return _save(fig, path)
 
 
 def plot_optimal_lr(analysis: dict[str, Any], path: str) -> str | None:
