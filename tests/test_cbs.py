@@ -194,7 +194,7 @@ def test_cbs_on_linreg_falls_where_the_exact_recursion_puts_it(tmp_path):
 
   # The recursion from a known w against an independent numpy Monte Carlo of SGD.
   plan = branch.validate(cfg)
-  problem = theory.LinregProblem(dim=32)
+  problem = theory.LinregSpec(dim=32)
   rng = np.random.default_rng(0)
   w0 = problem.teacher * rng.uniform(0.5, 1.5, 32)  # some point along the way
   bplan = branch.branch_plan(cfg, plan, step=0, k=8, seed=0)

@@ -17,7 +17,7 @@ REFERENCE_STEPS = [1597, 814, 428, 224, 124, 80, 62, 57, 54, 53, 53, 53, 52]  # 
 
 @pytest.fixture(scope="module")
 def reference_curve():
-  problem = theory.LinregProblem(dim=100, alpha=1.0, teacher_power=0.0, noise=0.5)
+  problem = theory.LinregSpec(dim=100, alpha=1.0, teacher_power=0.0, noise=0.5)
   batch_sizes = 2 ** np.arange(13)
   start = time.perf_counter()
   curve = theory.exact_steps_curve(problem, batch_sizes, theory.sqrt2_grid(-16, 4), 0.02)
@@ -40,7 +40,7 @@ def test_reference_steps_lrs_and_fit(reference_curve):
 
 def test_grid_anchor_matters():
   """A grid offset from 2^(k/2) (here 0.1 * 2^(k/2)) gives other numbers: the anchor is part of the answer."""
-  problem = theory.LinregProblem()
+  problem = theory.LinregSpec()
   curve = theory.exact_steps_curve(
     problem, 2 ** np.arange(13), 0.1 * theory.sqrt2_grid(-10, 10), 0.02
   )
@@ -48,7 +48,7 @@ def test_grid_anchor_matters():
 
 
 def test_unreachable_and_divergent_are_inf():
-  problem = theory.LinregProblem()
+  problem = theory.LinregSpec()
   steps = theory.steps_to_target(problem, [1, 64], [1e-4, 2**-3.5, 0.5, 4.0], 0.02, max_steps=3000)
   assert np.isinf(steps[:, 0]).all()  # too slow for the budget
   assert np.isfinite(steps[:, 1]).all()
@@ -61,7 +61,7 @@ def test_unreachable_and_divergent_are_inf():
 
 
 def test_per_batch_lr_grids_with_nan_padding():
-  problem = theory.LinregProblem(dim=20)
+  problem = theory.LinregSpec(dim=20)
   shared = theory.steps_to_target(problem, [4, 32], [0.25, 0.5], 0.05)
   ragged = theory.steps_to_target(problem, [4, 32], [[0.25, 0.5, np.nan], [0.25, 0.5, 1.0]], 0.05)
   np.testing.assert_array_equal(ragged[:, :2], shared)
@@ -70,15 +70,15 @@ def test_per_batch_lr_grids_with_nan_padding():
 
 def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="target_rel"):
-    theory.steps_to_target(theory.LinregProblem(), [1], [0.1], 1.5)
+    theory.steps_to_target(theory.LinregSpec(), [1], [0.1], 1.5)
   with pytest.raises(ValueError, match="dim"):
-    theory.LinregProblem(dim=0)
+    theory.LinregSpec(dim=0)
 
 
 @pytest.mark.parametrize("batch,lr", [(1, 0.3), (2, 0.5), (8, 1.0)])
 def test_recursion_matches_monte_carlo_sgd(batch, lr):
   """Brute force: 20k independent float64 SGD runs; their mean excess risk is the recursion's."""
-  problem = theory.LinregProblem(dim=6, alpha=1.0, teacher_power=0.5, noise=0.5)
+  problem = theory.LinregSpec(dim=6, alpha=1.0, teacher_power=0.5, noise=0.5)
   h, w_star = problem.spectrum, problem.teacher
   runs, steps = 20000, 30
   rng = np.random.default_rng(0)
@@ -111,7 +111,7 @@ def _linreg_study(workdir, *, batch_sizes=(1, 4, 16, 64, 256, 1024), seeds=2, si
   """A linreg study on disk whose trials log the exact curve times per-trial noise."""
   from tests.synthetic_study import _dump, _write_trial
 
-  problem = theory.LinregProblem()
+  problem = theory.LinregSpec()
   target = {"metric": "eval_relative_excess", "value": 0.02, "mode": "min"}
   dataset = {"name": "linreg", "linreg": dataclasses.asdict(problem)}
   _dump(
@@ -156,7 +156,7 @@ def test_analysis_adds_exact_answer_for_linreg_study(tmp_path):
     # Measured: the same curves times exp(0.05 z) and evaluated every 2 steps.
     assert abs(r["measured_steps"] / r["exact_steps_at_eval"] - 1) < 0.1
   assert th["fit"]["b_crit"] == pytest.approx(
-    theory.exact_steps_curve(theory.LinregProblem(), list(exact), theory.sqrt2_grid(-9, 2), 0.02)[
+    theory.exact_steps_curve(theory.LinregSpec(), list(exact), theory.sqrt2_grid(-9, 2), 0.02)[
       "fit"
     ]["b_crit"]
   )

@@ -39,7 +39,7 @@ TARGET_METRIC = "eval_relative_excess"
 DEFAULT_MAX_STEPS = 5000
 
 
-def linreg_problem(spec: StudySpec) -> theory.LinregProblem | None:
+def linreg_problem(spec: StudySpec) -> theory.LinregSpec | None:
   """The problem of a linreg study with a relative-excess target, else ``None``."""
   raw = spec.raw
   dataset = ((raw.get("config") or {}).get("base") or {}).get("dataset")
@@ -49,7 +49,7 @@ def linreg_problem(spec: StudySpec) -> theory.LinregProblem | None:
     return None
   if spec.target.metric != TARGET_METRIC or spec.target.mode != "min":
     return None
-  return theory.LinregProblem.from_mapping(dataset.get("linreg") or {})
+  return theory.LinregSpec.from_mapping(dataset.get("linreg") or {})
 
 
 def _eval_steps(outcomes: Sequence[TrialOutcome], metric: str) -> np.ndarray:

@@ -24,54 +24,16 @@ vectorised over batch sizes and learning rates.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from lrscale.analysis import fits
+from lrscale.data.linreg_spec import LinregSpec
 
 # A curve whose relative excess passes this has left any basin it could return from.
 DIVERGED_RELATIVE_EXCESS = 1e6
-
-
-@dataclasses.dataclass(frozen=True)
-class LinregProblem:
-  """The Gaussian linear-regression problem (fields as in ``config.dataset.linreg``)."""
-
-  dim: int = 100
-  alpha: float = 1.0
-  teacher_power: float = 0.0
-  noise: float = 0.5
-
-  def __post_init__(self):
-    if int(self.dim) < 1:
-      raise ValueError(f"dataset.linreg.dim={self.dim}: must be a positive integer")
-    if not (math.isfinite(self.noise) and self.noise >= 0):
-      raise ValueError(f"dataset.linreg.noise={self.noise}: must be finite and >= 0")
-
-  @property
-  def spectrum(self) -> np.ndarray:
-    """``h_i = i^-alpha``, shape ``(dim,)``."""
-    return np.arange(1, int(self.dim) + 1, dtype=np.float64) ** -float(self.alpha)
-
-  @property
-  def teacher(self) -> np.ndarray:
-    """``w*_i = i^-teacher_power``, shape ``(dim,)``."""
-    return np.arange(1, int(self.dim) + 1, dtype=np.float64) ** -float(self.teacher_power)
-
-  @property
-  def initial_excess(self) -> float:
-    """Excess risk at ``w = 0``: ``sum_i h_i w*_i^2 / 2``."""
-    return float(0.5 * np.sum(self.spectrum * self.teacher**2))
-
-  @classmethod
-  def from_mapping(cls, linreg: Mapping[str, Any]) -> LinregProblem:
-    """From a ``dataset.linreg`` dict; absent fields take the defaults."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: type(getattr(cls(), k))(v) for k, v in linreg.items() if k in fields})
 
 
 def _grid(batch_sizes: Sequence[float], lrs: np.ndarray | Sequence[float]) -> np.ndarray:
@@ -88,7 +50,7 @@ def _grid(batch_sizes: Sequence[float], lrs: np.ndarray | Sequence[float]) -> np
 
 
 def _run(
-  problem: LinregProblem,
+  problem: LinregSpec,
   batch_sizes: Sequence[float],
   lrs: np.ndarray | Sequence[float],
   steps: int,
@@ -144,7 +106,7 @@ def _run(
 
 
 def risk_curves(
-  problem: LinregProblem,
+  problem: LinregSpec,
   batch_sizes: Sequence[float],
   lrs: np.ndarray | Sequence[float],
   steps: int,
@@ -174,7 +136,7 @@ def risk_curves(
 
 
 def steps_to_target(
-  problem: LinregProblem,
+  problem: LinregSpec,
   batch_sizes: Sequence[float],
   lrs: np.ndarray | Sequence[float],
   target_rel: float,
@@ -198,7 +160,7 @@ def sqrt2_grid(k_lo: int = -16, k_hi: int = 4) -> np.ndarray:
 
 
 def best_over_grid(
-  problem: LinregProblem,
+  problem: LinregSpec,
   batch_sizes: Sequence[float],
   lrs: np.ndarray | Sequence[float],
   target_rel: float,
@@ -229,7 +191,7 @@ def best_over_grid(
 
 
 def exact_steps_curve(
-  problem: LinregProblem,
+  problem: LinregSpec,
   batch_sizes: Sequence[float],
   lrs: np.ndarray | Sequence[float],
   target_rel: float,

@@ -61,7 +61,7 @@ def expected_metric(
     The expectation over the branch's data; ``inf`` if the branch diverges.
   """
   bplan = branch.branch_plan(cfg, plan, step=step, k=k, seed=cfg.seeds[0])
-  problem = theory.LinregProblem.from_mapping(plan.config.dataset.linreg.to_dict())
+  problem = theory.LinregSpec.from_mapping(plan.config.dataset.linreg.to_dict())
   m0 = (np.asarray(w, np.float64).reshape(-1) - problem.teacher) ** 2
   rel = theory.risk_curves(problem, [bplan.batch_size], [bplan.lr], bplan.total_steps, initial=m0)[
     0, 0, -1

@@ -25,68 +25,17 @@ Evaluation is exact, not sampled:
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrscale.data.linreg_spec import LinregSpec
+
 NAME = "linreg"
 TASK = "exact_regression"
 MODEL = "linear"
-_F = "config.dataset.linreg"
-
-
-@dataclasses.dataclass(frozen=True)
-class LinregSpec:
-  """The problem: ``dim`` features with spectrum ``i^-alpha``, teacher ``i^-teacher_power``."""
-
-  dim: int = 100
-  alpha: float = 1.0
-  teacher_power: float = 0.0
-  noise: float = 0.5
-
-  @classmethod
-  def from_config(cls, linreg_cfg: Any) -> LinregSpec:
-    """Reads and validates ``config.dataset.linreg``.
-
-    Raises:
-      ValueError: naming the field and the fix.
-    """
-    dim = linreg_cfg.dim
-    if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
-      raise ValueError(f"{_F}.dim must be a positive integer (features), got {dim!r}.")
-    for field in ("alpha", "teacher_power", "noise"):
-      value = linreg_cfg[field]
-      if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{_F}.{field} must be a finite number, got {value!r}.")
-    if linreg_cfg.alpha < 0:
-      raise ValueError(f"{_F}.alpha must be >= 0 (h_i = i^-alpha decays), got {linreg_cfg.alpha}.")
-    if linreg_cfg.noise < 0:
-      raise ValueError(f"{_F}.noise must be >= 0 (label noise std), got {linreg_cfg.noise}.")
-    return cls(
-      dim=dim,
-      alpha=float(linreg_cfg.alpha),
-      teacher_power=float(linreg_cfg.teacher_power),
-      noise=float(linreg_cfg.noise),
-    )
-
-  @property
-  def spectrum(self) -> np.ndarray:
-    """``h_i = i^-alpha``, the diagonal of the feature covariance H (float64)."""
-    return np.arange(1, self.dim + 1, dtype=np.float64) ** -self.alpha
-
-  @property
-  def teacher(self) -> np.ndarray:
-    """``w*_i = i^-teacher_power`` (float64)."""
-    return np.arange(1, self.dim + 1, dtype=np.float64) ** -self.teacher_power
-
-  @property
-  def initial_excess(self) -> float:
-    """The excess risk at ``w = 0``: ``w*^T H w* / 2``."""
-    return float(0.5 * np.sum(self.spectrum * self.teacher**2))
 
 
 def example_ids(seed: int, start: int, count: int) -> np.ndarray:
