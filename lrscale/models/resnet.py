@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -305,17 +305,12 @@ class ResNet(nnx.Module):
 
 
 def cifar_resnet(
-  depth: int,
-  input_shape: Sequence[int],
-  num_classes: int,
-  *,
-  bn_group_size: int,
-  rngs: nnx.Rngs,
-  zero_init_last_bn: bool = True,
-  bn_momentum: float = 0.9,
-  conv_impl: str = "auto",
+  depth: int, input_shape: Sequence[int], num_classes: int, **resnet_kwargs: Any
 ) -> ResNet:
   """CIFAR ResNet-(6n+2) of He et al. 2016 Sec. 4.2 (ResNet-20: 0.27M params at 10 classes).
+
+  ``resnet_kwargs`` are :class:`ResNet`'s other keywords (``bn_group_size``,
+  ``rngs``, ``zero_init_last_bn``, ``bn_momentum``, ``conv_impl``).
 
   Raises:
     ValueError: If ``depth`` is not of the form 6n + 2 with n >= 1.
@@ -331,26 +326,17 @@ def cifar_resnet(
     block="basic",
     stem="cifar",
     shortcut="pad",
-    bn_group_size=bn_group_size,
-    zero_init_last_bn=zero_init_last_bn,
-    bn_momentum=bn_momentum,
-    conv_impl=conv_impl,
-    rngs=rngs,
+    **resnet_kwargs,
   )
 
 
 def imagenet_resnet(
-  depth: int,
-  input_shape: Sequence[int],
-  num_classes: int,
-  *,
-  bn_group_size: int,
-  rngs: nnx.Rngs,
-  zero_init_last_bn: bool = True,
-  bn_momentum: float = 0.9,
-  conv_impl: str = "auto",
+  depth: int, input_shape: Sequence[int], num_classes: int, **resnet_kwargs: Any
 ) -> ResNet:
   """ImageNet ResNet of He et al. 2016 Table 1 (ResNet-50: 25.6M params at 1000 classes).
+
+  ``resnet_kwargs`` are :class:`ResNet`'s other keywords (``bn_group_size``,
+  ``rngs``, ``zero_init_last_bn``, ``bn_momentum``, ``conv_impl``).
 
   Raises:
     ValueError: If ``depth`` is not a key of ``IMAGENET_DEPTHS``.
@@ -368,9 +354,5 @@ def imagenet_resnet(
     block=block,
     stem="imagenet",
     shortcut="projection",
-    bn_group_size=bn_group_size,
-    zero_init_last_bn=zero_init_last_bn,
-    bn_momentum=bn_momentum,
-    conv_impl=conv_impl,
-    rngs=rngs,
+    **resnet_kwargs,
   )
