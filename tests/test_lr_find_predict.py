@@ -81,6 +81,7 @@ def test_prediction_is_within_2x_of_the_best_full_training(tmp_path):
   lrs = 0.0125 * 2.0 ** np.arange(8)  # 0.0125 .. 1.6
   best = grid_best(cfg, lrs, tmp_path / "grid")
   assert best not in (lrs[0], lrs[-1]), "the grid must bracket the optimum"
+  print(f"predicted {p.lr:.3g} [{p.low:.3g}, {p.high:.3g}]; best full training {best:.3g}")
   assert best / 2 <= p.lr <= best * 2, (p, best)
   # Outputs: the prediction is in lr_find.json and on the paste line.
   out = json.loads((tmp_path / "find" / "lr_find.json").read_text())
