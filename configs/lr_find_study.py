@@ -3,7 +3,7 @@
 The run is the study's (configs/studies/default.py): its base config, budget
 (40 epochs, constant lr), eval cadence and target (eval accuracy >= 95%), at
 each of its batch sizes. After the ramp, ``predict = "short_runs"`` trains 7
-lrs per batch size in [steepest, 2 x stable] for a quarter of the budget,
+lrs per batch size in [steepest, 4 x stable] for a quarter of the budget,
 3 seeds, and picks the fewest steps to the target (the study's measure).
 
 Launch (then compare with runs/default_study/report.md, docs/lr_find.md):
