@@ -155,6 +155,11 @@ def base_config() -> ml_collections.ConfigDict:
       batch_sizes=(),  # () = config.batch_size; several = scaling exponent
       check_every=10,  # steps per device call between divergence checks (0 = N)
       vmap="auto",  # seeds in one vmapped call: auto (not on CPU) | on | off
+      predict="",  # "" = ramp only | short_runs: K short trainings in the bracket
+      predict_points=7,  # K log-spaced lrs in [steepest, predict_headroom x stable]
+      predict_headroom=4.0,  # top of the bracket over the largest stable lr
+      predict_fraction=0.25,  # short-run budget as a fraction of the run's
+      predict_metric="eval_loss",  # eval_loss (at the short run's end) | target (steps)
     )
   )
   return c

@@ -2,6 +2,7 @@
 
 from absl import flags
 
+from lrscale.lr_find import predict
 from lrscale.lr_find.results import describe
 from lrscale.lr_find.run import lr_find
 
@@ -11,9 +12,13 @@ def main(argv):
   result = lr_find(flags.FLAGS.config, flags.FLAGS.workdir)
   for r in result.results:
     print(f"B={r.batch_size}: {describe(r)}")
+  for p in result.predictions:
+    print(f"B={p.batch_size}: {predict.describe(p)}")
   if result.batch_scaling is not None:
-    rec = result.batch_scaling["recommended"]
-    print(f"lr ~ B^{rec['exponent']:.2f} (linear rule: 1, square-root rule: 0.5)")
+    for key in ("recommended", "predicted"):
+      if key in result.batch_scaling:
+        e = result.batch_scaling[key]["exponent"]
+        print(f"{key} lr ~ B^{e:.2f} (linear rule: 1, square-root rule: 0.5)")
   print(f"Rule: {result.rule}.")
   print("Paste into python -m lrscale.train:")
   print(result.paste)

@@ -51,6 +51,9 @@ def validate(lf: ml_collections.ConfigDict) -> None:
     raise bad("check_every", "a number of steps >= 0 (0 = the whole sweep in one call).")
   if lf.vmap not in VMAP:
     raise bad("vmap", f"use one of {VMAP}.")
+  from lrscale.lr_find import predict  # pylint: disable=g-import-not-at-top  (engine imports)
+
+  predict.validate(lf)
 
 
 @errors.as_user_errors

@@ -64,6 +64,7 @@ def plot(result: LrFindResult, path: str) -> str:
         markerfacecolor="none" if unreliable else color,
         markeredgecolor="k",
       )
+    _prediction(ax, result, r.batch_size, lrs, mid, color)
   ax.set_xscale("log")
   ax.set_xlabel("learning rate")
   ax.set_ylabel("smoothed training loss")
@@ -75,6 +76,28 @@ def plot(result: LrFindResult, path: str) -> str:
     Line2D([], [], marker=m, linestyle="none", color="grey", markeredgecolor="k", label=LABELS[n])
     for n, m in MARKERS.items()
   ]
+  if result.predictions:
+    handles.append(
+      Line2D([], [], marker="P", color="grey", markeredgecolor="k", label="predicted (seeds)")
+    )
   ax.legend(handles=handles, fontsize=8)
   fig.savefig(path, dpi=110)
   return path
+
+
+def _prediction(ax, result: LrFindResult, batch_size: int, lrs, mid, color) -> None:
+  """The short runs' predicted lr (``P``) with its interval over seeds as a bar."""
+  for p in result.predictions:
+    if p.batch_size != batch_size or not math.isfinite(p.lr):
+      continue
+    y = np.interp(math.log(p.lr), np.log(lrs), mid)
+    ax.plot([p.low, p.high], [y, y], color=color, linewidth=3, alpha=0.7)
+    ax.plot(
+      [p.lr],
+      [y],
+      "P",
+      color=color,
+      markersize=12,
+      markerfacecolor=color if p.reliable else "none",
+      markeredgecolor="k",
+    )

@@ -48,9 +48,13 @@ class LrFindResult(NamedTuple):
   batch_scaling: dict[str, Any] | None
   paste: str
   rule: str
+  # lrscale.lr_find.predict.Prediction per batch size (config.lr_find.predict), else ().
+  predictions: tuple[Any, ...] = ()
 
 
-def batch_scaling(results: Sequence[BatchResult]) -> dict[str, Any] | None:
+def batch_scaling(
+  results: Sequence[BatchResult], predicted: Sequence[float] | None = None
+) -> dict[str, Any] | None:
   """lr(B) = c B^alpha fitted to each suggestion's median lr, beside the linear and sqrt rules.
 
   The fit is ``lrscale.analysis.lr_fits.fit_lr_scaling`` (least squares in
@@ -60,7 +64,7 @@ def batch_scaling(results: Sequence[BatchResult]) -> dict[str, Any] | None:
 
   Returns:
     None for fewer than two batch sizes, else ``{name: {...}}`` for
-    ``recommended`` and each suggestion.
+    ``recommended``, each suggestion and ``predicted`` (the short runs' lrs, if given).
   """
   if len(results) < 2:
     return None
@@ -69,6 +73,8 @@ def batch_scaling(results: Sequence[BatchResult]) -> dict[str, Any] | None:
   b = [r.batch_size for r in results]
   series = {"recommended": [r.recommendation.lr for r in results]}
   series.update({n: [r.spreads[n].lr for r in results] for n in suggest_lib.SUGGESTIONS})
+  if predicted is not None:
+    series["predicted"] = list(predicted)
   out = {}
   for name, lrs in series.items():
     fit = lr_fits.fit_lr_scaling(b, lrs)
@@ -103,16 +109,25 @@ def base_lr_for(cfg: ml_collections.ConfigDict, lr: float, batch_size: int) -> t
 
 
 def paste_line(
-  cfg: ml_collections.ConfigDict, results: Sequence[BatchResult], fit: dict[str, Any] | None
+  cfg: ml_collections.ConfigDict,
+  results: Sequence[BatchResult],
+  fit: dict[str, Any] | None,
+  predicted: Sequence[float] | None = None,
 ) -> str:
-  """The flags to paste into ``python -m lrscale.train``: one line per batch size."""
+  """The flags to paste into ``python -m lrscale.train``: one line per batch size.
+
+  The lr is the ramp's recommendation, or the short runs' ``predicted`` lrs
+  when given (``lrscale.lr_find.predict``); the last line is that series' fit.
+  """
+  key = "recommended" if predicted is None else "predicted"
   lines = []
-  for r in results:
-    prefix, value = base_lr_for(cfg, r.recommendation.lr, r.batch_size)
+  for i, r in enumerate(results):
+    lr = r.recommendation.lr if predicted is None else predicted[i]
+    prefix, value = base_lr_for(cfg, lr, r.batch_size)
     batch = f"--config.batch_size={r.batch_size} " if len(results) > 1 else ""
     lines.append(f"{batch}{prefix}--config.lr={value:.3g}")
   if fit is not None:
-    rec = fit["recommended"]
+    rec = fit[key]
     lines.append(
       f"--config.scaling.rule=fitted --config.scaling.coef={rec['coef']:.4g} "
       f"--config.scaling.exponent={rec['exponent']:.3f}"
@@ -159,10 +174,13 @@ def to_json(result: LrFindResult, cfg: ml_collections.ConfigDict) -> dict[str, A
         ],
       )
     )
+  from lrscale.lr_find import predict  # pylint: disable=g-import-not-at-top  (imports results)
+
   return dict(
     rule=result.rule,
     lr_find=cfg.lr_find.to_dict(),
     per_batch=per_batch,
+    predictions=[predict.to_json(p) for p in result.predictions],
     batch_scaling=result.batch_scaling,
     paste=result.paste,
   )

@@ -16,6 +16,7 @@ from lrscale.engine import workdir as workdir_lib
 from lrscale.engine.setup import RunSetup
 from lrscale.engine.step import TrainState
 from lrscale.lr_find import config as lf_config
+from lrscale.lr_find import predict as predict_lib
 from lrscale.lr_find import suggest as suggest_lib
 from lrscale.lr_find.plot import plot
 from lrscale.lr_find.results import (
@@ -91,9 +92,19 @@ def _sweep(cfg, workdir, plans, data, state) -> LrFindResult:
       results[plan.batch_size] = result = test.run(plan.batch_size, seeds, state=state)
       logging.info("B=%d: %s (%.2f s)", plan.batch_size, describe(result), result.seconds)
   results = [results[p.batch_size] for p in plans]
-  fit = batch_scaling(results)
+  predictions = ()
+  if lf.predict == "short_runs":  # K short trainings per batch size inside the ramp's bracket
+    predictions = tuple(predict_lib.predict(cfg, r, data, workdir) for r in results)
+    for p in predictions:
+      logging.info("B=%d: %s (%.2f s)", p.batch_size, predict_lib.describe(p), p.seconds)
+  predicted = [p.lr for p in predictions] if predictions else None
+  fit = batch_scaling(results, predicted)
   out = LrFindResult(
-    tuple(results), fit, paste_line(cfg, results, fit), suggest_lib.RECOMMENDATION_RULE
+    tuple(results),
+    fit,
+    paste_line(cfg, results, fit, predicted),
+    suggest_lib.RECOMMENDATION_RULE,
+    predictions,
   )
   if workdir is not None:
     write_outputs(out, cfg, workdir)
