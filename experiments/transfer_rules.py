@@ -48,6 +48,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
+from lrscale import errors
 from lrscale.optim import scaling
 
 NAME = "transfer_rules"
@@ -296,11 +297,12 @@ def findings(w: Workload, results: Mapping[str, Any]) -> dict[str, Any]:
 def execute(outdir: str, *, mode: str, workdir: str, smoke: bool, size: str = "default"):
   """Trains (or resumes) both workloads' runs, scores the rules, draws the figure."""
   if mode != "analogue":
-    raise ValueError(
-      f"--mode={mode}: transfer_rules has only its CPU-sized analogue (--size=large)."
+    raise errors.UserError(
+      f"--mode={mode}: transfer_rules has only its CPU-sized analogue; use --mode=analogue "
+      "(--size=large for the bigger one)."
     )
   if size not in SIZES:
-    raise ValueError(f"--size must be one of {SIZES}, got {size!r}.")
+    raise errors.UserError(f"--size must be one of {SIZES}, got {size!r}.")
   workloads = [lm_workload(size, smoke), digits_workload(size, smoke)]
   runs = {w.key: build_runs(w) for w in workloads}
   with warnings.catch_warnings():
@@ -360,6 +362,6 @@ if __name__ == "__main__":
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   flags.DEFINE_enum(
-    "size", "default", SIZES, "default: ~5 min on 2 CPU cores; large: see the docstring."
+    "size", "default", SIZES, "default: 5.6 min on 2 shared CPU cores; large: see the docstring."
   )
   common.launch(lambda **kw: run(size=flags.FLAGS.size, **kw))

@@ -385,3 +385,13 @@ def test_transfer_rules_smoke(tmp_path):
   assert cfg["resolved"]["optimizer"]["b2"] == pytest.approx(0.99**4)
   assert cfg["resolved"]["optimizer"]["weight_decay"] == pytest.approx(0.5 * 4 / 2)
   assert result["findings"].keys() == {"lm", "digits"}
+
+
+def test_transfer_rules_refuses_a_mode_it_does_not_have(tmp_path):
+  from lrscale import errors
+
+  with pytest.raises(errors.UserError, match="--mode=full"):
+    transfer_rules.run(mode="full", workdir=str(tmp_path))
+  with pytest.raises(errors.UserError, match="--size"):
+    transfer_rules.run(workdir=str(tmp_path), size="huge")
+  assert not (tmp_path / "runs").exists()
