@@ -192,3 +192,21 @@ def test_a_study_refuses_bad_transfer_rules(transfer, opt, match):
     s.base.optimizer.weight_decay = 0.0
   with pytest.raises((ValueError, errors.UserError), match=match):
     space.enumerate_trials(s)
+
+
+def test_a_study_written_before_config_transfer_resumes_unless_it_is_set(tmp_path):
+  import json
+
+  from lrscale import errors
+  from lrscale.study import store
+
+  s, _ = _adamw_study("")
+  info = dict(config=json.loads(json.dumps(s.to_dict(), default=str)))
+  older = json.loads(json.dumps(info))
+  del older["config"]["transfer"]  # as written before the field existed
+  (tmp_path / "study.json").write_text(json.dumps(older))
+  store.check_study_json(str(tmp_path), info, write=False)  # same study: resumes
+  s.transfer = "beta2_halflife"
+  changed = dict(config=json.loads(json.dumps(s.to_dict(), default=str)))
+  with pytest.raises(errors.UserError, match=r"config\.transfer"):
+    store.check_study_json(str(tmp_path), changed, write=False)
