@@ -45,6 +45,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
+from experiments.common.curves import mismatch
 from lrscale.optim import scaling
 
 NAME = "malladi2022"
@@ -192,21 +193,6 @@ def scaled_hparams(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- results
-
-
-def mismatch(
-  x_ref: np.ndarray, y_ref: np.ndarray, x: np.ndarray, y: np.ndarray, *, start: float
-) -> float:
-  """Mean over the reference points with ``x >= start`` of |ln(y / y_ref)|, y interpolated.
-
-  Both curves are functions of epochs (examples / N); ``y`` is interpolated
-  linearly in log space at the reference's epochs inside its own range.
-  """
-  sel = (x_ref >= start) & (x_ref >= x.min()) & (x_ref <= x.max()) & (y_ref > 0)
-  if not sel.any() or (y <= 0).any():
-    return float("nan")
-  interp = np.interp(x_ref[sel], x, np.log(y))
-  return float(np.mean(np.abs(interp - np.log(y_ref[sel]))))
 
 
 def collect(

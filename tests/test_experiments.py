@@ -22,6 +22,7 @@ from experiments import (
   mccandlish2018,
   shallue2018,
   smith2017,
+  transfer_rules,
 )
 from lrscale import config as config_lib
 from lrscale.data.tfds_source import DatasetNotFoundError
@@ -326,3 +327,72 @@ def test_finetune_lr_smoke(tmp_path):
   assert set(found) >= {"smaller_at", "slope_fine_tune", "slope_scratch"}
   with pytest.raises(ValueError, match="--mode=full: finetune_lr has only the offline analogue"):
     finetune_lr.run(mode="full", workdir=str(tmp_path / "full"))
+
+
+# ----------------------------------------------------------------------------- transfer rules
+
+
+def test_transfer_rules_scale_each_hyperparameter_as_named():
+  lm = transfer_rules.lm_workload("default", smoke=False)
+  runs = {r.name: r for r in transfer_rules.build_runs(lm)}
+  assert len(runs) == len(lm.seeds) * (2 + 3 * len(transfer_rules.RULES))
+  assert lm.rules == tuple(transfer_rules.RULES) and "muon" not in lm.adamw_rules
+  hp = lambda name: transfer_rules.scaled_hparams(runs[name].config)  # noqa: E731
+  k = 64 / 8
+  assert hp("lm_linear_b64_s0")["lr"] == pytest.approx(3e-3 * k)
+  sde = hp("lm_adam_sde_b64_s0")
+  assert (sde["b1"], sde["b2"]) == (pytest.approx(1 - k * 0.1), pytest.approx(1 - k * 0.01))
+  assert sde["eps"] == pytest.approx(1e-8 / math.sqrt(k))
+  full = hp("lm_sqrt-beta2_halflife-adamw_timescale_b64_s0")
+  assert full["lr"] == pytest.approx(3e-3 * math.sqrt(k))
+  assert full["b2"] == pytest.approx(0.99**k)
+  # tau = B / (lr lambda D) of the reference
+  assert 64 / (full["lr"] * full["weight_decay"]) == pytest.approx(8 / (3e-3 * 0.5))
+  assert hp("lm_sqrt-beta2_halflife_b64_s0")["weight_decay"] == 0.5
+  muon = runs["lm_muon_b64_s0"].config
+  assert muon.optimizer.name == "muon" and hp("lm_muon_b64_s0")["lr"] == pytest.approx(
+    0.02 * 2.828427, rel=1e-6
+  )
+
+
+def test_transfer_rules_steps_to_the_first_point_at_the_target():
+  x = np.array([0.25, 0.5, 0.75, 1.0])
+  y = np.array([3.0, 2.0, 1.5, 1.0])
+  assert transfer_rules.steps_to(x, y, 2.0, batch=10, budget=1000) == 50  # 0.5 * 1000 / 10
+  assert transfer_rules.steps_to(x, y, 1.2, batch=10, budget=1000) == 100
+  assert transfer_rules.steps_to(x, y, 0.5, batch=10, budget=1000) == math.inf
+
+
+def test_transfer_rules_smoke(tmp_path):
+  out = tmp_path / "out"
+  result = transfer_rules.run(workdir=str(tmp_path / "w"), outdir=str(out), smoke=True)
+  report, results = _check_outputs(out, ["scores.png"])
+  assert "Muon" in report and "b2 half-life" in report
+  for key, w in results["workloads"].items():
+    found = w["findings"]
+    assert set(found["per_rule"]) == set(transfer_rules.SMOKE_RULES)
+    adamw = {r: found["per_rule"][r]["mismatch"] for r in transfer_rules.SMOKE_RULES[:2]}
+    assert found["best_mismatch_rule"] == min(adamw, key=adamw.get)
+    ref = w["cells"]["reference@" + str(min(int(c.split("@")[1]) for c in w["cells"]))]
+    assert ref["mismatch"] == 0.0  # the reference against itself
+    # the target is the reference's eval loss at half its budget: reached there
+    budget = {"lm": 10_000 // 32, "digits": 3 * common.DIGITS_NUM_TRAIN}[key]
+    assert ref["steps"] * ref["batch_size"] / budget == pytest.approx(0.5, abs=0.06)
+    assert all(math.isfinite(c["final_eval_loss"]) for c in w["cells"].values())
+  # what trained is what the rule says: the run's recorded optimizer at k = 4
+  cfg = json.loads(
+    (tmp_path / "w/runs/lm_sqrt-beta2_halflife-adamw_timescale_b32_s0/config.json").read_text()
+  )
+  assert cfg["resolved"]["optimizer"]["b2"] == pytest.approx(0.99**4)
+  assert cfg["resolved"]["optimizer"]["weight_decay"] == pytest.approx(0.5 * 4 / 2)
+  assert result["findings"].keys() == {"lm", "digits"}
+
+
+def test_transfer_rules_refuses_a_mode_it_does_not_have(tmp_path):
+  from lrscale import errors
+
+  with pytest.raises(errors.UserError, match="--mode=full"):
+    transfer_rules.run(mode="full", workdir=str(tmp_path))
+  with pytest.raises(errors.UserError, match="--size"):
+    transfer_rules.run(workdir=str(tmp_path), size="huge")
+  assert not (tmp_path / "runs").exists()

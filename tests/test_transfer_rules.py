@@ -129,3 +129,84 @@ def test_muon_matches_optax_contrib_muon(decay_mask, adam_wd):
   sv = np.linalg.svd(np.asarray(first["dense"]["kernel"]), compute_uv=False)
   raw = np.linalg.svd(np.asarray(g), compute_uv=False)
   assert raw.max() / raw.min() > 5 and sv.max() / sv.min() < 2.0, (raw, sv)
+
+
+def _adamw_study(transfer):
+  from lrscale.study import space
+
+  s = config_lib.load_config_file("configs/studies/default.py")
+  s.base.optimizer.name = "adamw"
+  s.base.optimizer.momentum = None
+  s.base.optimizer.b2 = 0.99
+  s.base.optimizer.weight_decay = 0.05
+  s.batch_sizes = (32, 128)
+  s.lr.mode, s.lr.rule, s.lr.base_lr, s.lr.reference_batch = "relative", "sqrt", 1e-3, 32
+  s.lr.grid = (0.5, 1.0, 2.0)
+  s.transfer = transfer
+  return s, space
+
+
+def test_a_study_applies_the_transfer_rules_per_batch_size_and_lr():
+  s, space = _adamw_study("beta2_halflife+adamw_timescale")
+  trials = space.enumerate_trials(s)
+  assert len(trials) == 2 * 3 * len(s.seeds)
+  tau = lambda b, lr, lam: b / (lr * lam)  # noqa: E731  Bergsma et al.'s tau, times D
+  seen = set()
+  for t in trials:
+    cfg = space.trial_config(s, t)
+    plan = config_lib.resolve(cfg, num_devices=1)  # what the runner trains and records
+    k = t.batch_size / 32
+    assert plan.optimizer.b2 == pytest.approx(0.99**k, rel=1e-12)
+    assert plan.optimizer.weight_decay == pytest.approx(0.05 * k * 1e-3 / t.lr, rel=1e-12)
+    assert tau(t.batch_size, plan.lr, plan.optimizer.weight_decay) == pytest.approx(
+      tau(32, 1e-3, 0.05)
+    )
+    assert cfg.to_dict()["optimizer"]["b2"] == plan.optimizer.b2  # in config.json
+    seen.add((t.batch_size, round(plan.optimizer.b2, 12)))
+  assert seen == {(32, 0.99), (128, round(0.99**4, 12))}
+  # at B' = 4 B the rule's own lr point (multiplier 1: sqrt rule, lr 2e-3) keeps wd x 2
+  b128 = [t for t in trials if t.batch_size == 128 and t.lr == pytest.approx(2e-3)]
+  assert space.trial_config(s, b128[0]).optimizer.weight_decay == pytest.approx(0.1)
+  # without transfer the base values stay
+  s0, _ = _adamw_study("")
+  cfg0 = space.trial_config(s0, space.enumerate_trials(s0)[-1])
+  assert (cfg0.optimizer.b2, cfg0.optimizer.weight_decay) == (0.99, 0.05)
+
+
+@pytest.mark.parametrize(
+  "transfer,opt,match",
+  [
+    ("sqrt", "adamw", "config.transfer must be"),
+    ("beta2_halflife+beta2_halflife", "adamw", "each once"),
+    ("adamw_timescale", "adam", "config.transfer='adamw_timescale' needs decoupled"),
+    ("beta2_halflife", "momentum", "config.transfer='beta2_halflife' rescales"),
+  ],
+)
+def test_a_study_refuses_bad_transfer_rules(transfer, opt, match):
+  from lrscale import errors
+
+  s, space = _adamw_study(transfer)
+  s.base.optimizer.name = opt
+  if opt == "momentum":
+    s.base.optimizer.momentum, s.base.optimizer.b2 = 0.9, None
+    s.base.optimizer.weight_decay = 0.0
+  with pytest.raises((ValueError, errors.UserError), match=match):
+    space.enumerate_trials(s)
+
+
+def test_a_study_written_before_config_transfer_resumes_unless_it_is_set(tmp_path):
+  import json
+
+  from lrscale import errors
+  from lrscale.study import store
+
+  s, _ = _adamw_study("")
+  info = dict(config=json.loads(json.dumps(s.to_dict(), default=str)))
+  older = json.loads(json.dumps(info))
+  del older["config"]["transfer"]  # as written before the field existed
+  (tmp_path / "study.json").write_text(json.dumps(older))
+  store.check_study_json(str(tmp_path), info, write=False)  # same study: resumes
+  s.transfer = "beta2_halflife"
+  changed = dict(config=json.loads(json.dumps(s.to_dict(), default=str)))
+  with pytest.raises(errors.UserError, match=r"config\.transfer"):
+    store.check_study_json(str(tmp_path), changed, write=False)

@@ -6,8 +6,11 @@ lr after a 1e4-token warmup, for batch sizes 8-64 sequences and an absolute lr
 grid. Each trial stops when the held-out loss first reaches 2.8 nats per token
 (uniform over bytes: 5.55; unigram: ~3.1), within 2e5 tokens; the analysis
 gives steps-to-target per B, the fitted S(B) = S_min (1 + B_crit / B) and the
-best lr per B. Sized for 2 CPU cores (12 trials; not timed on an idle machine:
-on the shared, loaded one the lm_char run went at ~1.6k tokens/s).
+best lr per B. Sized for 2 CPU cores: 12 trials, 1 min 21 s wall end to end
+(72 s of CPU) on the shared 2-core machine, study and analysis; every trial
+reached the target. Result: B_crit = 15.7 sequences (90% profile interval
+10.8-29.4), S_min = 22.4 steps (15.0-24.3); the best lr sat at the grid's top
+(1e-2) for B = 16-64, so those steps, and the fit, are this grid's.
 
 Launch:
   python -m lrscale.study --config=configs/studies/lm_char.py --workdir=runs/lm_char_study

@@ -35,7 +35,15 @@ from experiments.common.configs import (
   set_fields,
   stand_in_meta,
 )
-from experiments.common.curves import binned_mean, curve, error_pct, mean_curve, mean_std, read_rows
+from experiments.common.curves import (
+  binned_mean,
+  curve,
+  error_pct,
+  mean_curve,
+  mean_std,
+  mismatch,
+  read_rows,
+)
 from experiments.common.figures import (
   MAX_FIGURE_BYTES,
   batch_axis,
@@ -84,6 +92,7 @@ __all__ = [
   "md_table",
   "mean_curve",
   "mean_std",
+  "mismatch",
   "read_rows",
   "run_all",
   "run_dir",

@@ -69,6 +69,23 @@ def mean_curve(
   return series[0][0][:n], np.mean([y[:n] for _, y in series], axis=0)
 
 
+def mismatch(
+  x_ref: np.ndarray, y_ref: np.ndarray, x: np.ndarray, y: np.ndarray, *, start: float
+) -> float:
+  """Mean over the reference points with ``x >= start`` of |ln(y / y_ref)|, y interpolated.
+
+  The curve mismatch of Malladi et al. 2022's comparison (experiments/malladi2022.py,
+  experiments/transfer_rules.py): both curves are functions of examples (epochs,
+  examples / N); ``y`` is interpolated linearly in log space at the reference's
+  points inside its own range. 0 is the same curve; 0.1 about 10% apart on average.
+  """
+  sel = (x_ref >= start) & (x_ref >= x.min()) & (x_ref <= x.max()) & (y_ref > 0)
+  if not sel.any() or (y <= 0).any():
+    return float("nan")
+  interp = np.interp(x_ref[sel], x, np.log(y))
+  return float(np.mean(np.abs(interp - np.log(y_ref[sel]))))
+
+
 def error_pct(summary: Mapping[str, Any], *, num_classes: int = 10) -> float:
   """Final eval error in percent; a diverged run counts as chance (its training failed)."""
   if summary["status"] == "diverged":

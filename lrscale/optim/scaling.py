@@ -15,17 +15,10 @@ resolved config must not be scaled again. With ``k = B / reference_batch``:
 
 Rules for hyperparameters other than the lr are appended with ``+`` to at most
 one of the lr rules above (``"sqrt+beta2_halflife+adamw_timescale"``; alone,
-the lr is unchanged):
-
-==================  ========================================================
-``beta2_halflife``  b2 -> b2 ** k: the EMA of squared gradients keeps its
-                    half-life in examples, ln(1/2) / ln(b2) * B, fixed
-                    (Marek et al. 2025, "Small batch size training for LMs")
-``adamw_timescale`` weight_decay -> weight_decay * k * base_lr / lr: the AdamW
-                    timescale tau = B / (lr * lambda * D) in epochs stays fixed
-                    (Wang & Aitchison 2024; Bergsma et al. 2025 "Power Lines");
-                    lr is the rule's lr at B, base_lr the one at the reference
-==================  ========================================================
+the lr is unchanged): ``beta2_halflife`` (b2 -> b2 ** k, Marek et al. 2025)
+and ``adamw_timescale`` (weight_decay -> weight_decay * k * base_lr / lr,
+Wang & Aitchison 2024; Bergsma et al. 2025), in
+:mod:`lrscale.optim.transfer_rules`.
 
 A fitted rule comes from ``config.scaling.coef``/``exponent`` or from a
 study's analysis.json (``config.scaling.fitted_from``) whose key
@@ -50,14 +43,10 @@ from typing import Any, NamedTuple
 import ml_collections
 from ml_collections import config_dict
 
-from lrscale.optim import optimizer_config
+from lrscale.optim import optimizer_config, transfer_rules
+from lrscale.optim.transfer_rules import EXTRA_RULES
 
 RULES: tuple[str, ...] = ("none", "linear", "sqrt", "adam_sde", "fitted")
-# Rules for other hyperparameters, combined with an lr rule by "+".
-EXTRA_RULES: tuple[str, ...] = ("beta2_halflife", "adamw_timescale")
-# Optimizers whose weight decay is decoupled and multiplied by the lr (the
-# AdamW form, timescale 1 / (lr * lambda) steps).
-LR_COUPLED_DECAY: frozenset[str] = optimizer_config.DECOUPLED_WEIGHT_DECAY
 LR_RULE_KEY = "lr_rule"
 _F = "config.scaling"
 
@@ -215,36 +204,6 @@ def parse_rule(rule: Any) -> tuple[str, tuple[str, ...]]:
   return (lr_rules[0] if lr_rules else "none"), extras
 
 
-def _validate_extras(
-  extras: tuple[str, ...], lr_rule: str, optimizer_cfg: ml_collections.ConfigDict
-) -> None:
-  name = optimizer_cfg.name
-  hp = optimizer_config.resolved_hparams(optimizer_cfg)
-  if "beta2_halflife" in extras:
-    if "b2" not in hp:
-      with_b2 = [o for o in optimizer_config.OPTIMIZERS if "b2" in optimizer_config.DEFAULTS[o]]
-      raise ValueError(
-        f"{_F}.rule='beta2_halflife' rescales config.optimizer.b2, which optimizer {name!r} "
-        f"does not have; use one of {with_b2}."
-      )
-    if lr_rule == "adam_sde":
-      raise ValueError(
-        f"{_F}.rule: 'adam_sde' already rescales b2 (1 - b2 -> k (1 - b2)); drop "
-        "'beta2_halflife' or use the 'sqrt' lr rule with it."
-      )
-  if "adamw_timescale" in extras:
-    if name not in LR_COUPLED_DECAY:
-      raise ValueError(
-        f"{_F}.rule='adamw_timescale' needs decoupled weight decay scaled by the lr; "
-        f"config.optimizer.name={name!r} is not one of {sorted(LR_COUPLED_DECAY)}."
-      )
-    if not hp["weight_decay"] > 0:
-      raise ValueError(
-        f"{_F}.rule='adamw_timescale' rescales config.optimizer.weight_decay, which is 0; "
-        "set it > 0 (its value at the reference batch) or drop the rule."
-      )
-
-
 def validate(
   scaling_cfg: ml_collections.ConfigDict, optimizer_cfg: ml_collections.ConfigDict
 ) -> None:
@@ -254,7 +213,7 @@ def validate(
     ValueError: message names the offending field and the fix.
   """
   rule, extras = parse_rule(scaling_cfg.rule)
-  _validate_extras(extras, rule, optimizer_cfg)
+  transfer_rules.validate(extras, rule, optimizer_cfg)
   ref = scaling_cfg.reference_batch
   if not (isinstance(ref, int) and ref > 0):
     raise ValueError(f"{_F}.reference_batch must be an integer > 0, got {ref!r}.")
@@ -332,26 +291,6 @@ def apply_scaling(
   return _apply_extras(scaled, extras, base_lr=base_lr, optimizer_cfg=optimizer_cfg)
 
 
-def beta2_halflife(b2: float, k: float) -> float:
-  """b2 ** k: the same half-life in examples at k times the batch (Marek et al. 2025).
-
-  An EMA with decay b2 per step halves a gradient's weight after
-  ln(1/2) / ln(b2) steps, i.e. B ln(1/2) / ln(b2) examples; b2' = b2 ** (B'/B)
-  keeps that number fixed.
-  """
-  return b2**k
-
-
-def adamw_timescale_decay(weight_decay: float, k: float, base_lr: float, lr: float) -> float:
-  """lambda' = lambda * k * base_lr / lr: constant tau = B / (lr * lambda * D).
-
-  AdamW's weights are an EMA of updates over 1 / (lr * lambda) steps (Wang &
-  Aitchison 2024), i.e. B / (lr * lambda) examples or tau = B / (lr lambda D)
-  epochs; Bergsma et al. 2025 tune tau, not lambda.
-  """
-  return weight_decay * k * base_lr / lr
-
-
 def _apply_extras(
   scaled: ScaledHparams,
   extras: tuple[str, ...],
@@ -361,17 +300,10 @@ def _apply_extras(
 ) -> ScaledHparams:
   if not extras:
     return scaled
-  hp = optimizer_config.resolved_hparams(optimizer_cfg)
-  overrides, parts = dict(scaled.optimizer_overrides), []
-  if "beta2_halflife" in extras:
-    overrides["b2"] = beta2_halflife(hp["b2"], scaled.k)
-    parts.append(f"beta2_halflife (Marek et al. 2025): b2 {hp['b2']:g} -> {overrides['b2']:.6g}")
-  if "adamw_timescale" in extras:
-    wd = adamw_timescale_decay(hp["weight_decay"], scaled.k, base_lr, scaled.lr)
-    overrides["weight_decay"] = wd
-    parts.append(
-      f"adamw_timescale (Bergsma et al. 2025): weight_decay {hp['weight_decay']:g} -> {wd:.6g}"
-    )
+  extra, parts = transfer_rules.overrides(
+    extras, k=scaled.k, base_lr=base_lr, lr=scaled.lr, optimizer_cfg=optimizer_cfg
+  )
+  overrides = {**scaled.optimizer_overrides, **extra}
   return scaled._replace(
     optimizer_overrides=overrides,
     rule="+".join((scaled.rule,) + extras),

@@ -8,6 +8,13 @@ Learning rates per batch size are either absolute (``lr.mode='absolute'``) or
 multipliers around a scaling rule's prediction (``lr.mode='relative'``: e.g.
 log-spaced multipliers around the linear rule, lr = base_lr * B / ref * m),
 which keeps the grid centred where the optimum is expected at every B.
+``transfer`` names rules for other hyperparameters
+(``"beta2_halflife+adamw_timescale"``, :mod:`lrscale.optim.transfer_rules`)
+that each trial applies from the base point (``lr.reference_batch``,
+``lr.base_lr``, the base config's optimizer): b2 -> b2^(B / B_ref) and
+weight_decay -> weight_decay (B / B_ref) base_lr / lr at the trial's own lr,
+so tau = B / (lr lambda D) is the base point's at every grid point; the values
+are written into the trial's ``config.optimizer``.
 Search types: ``grid`` (all combinations), ``random`` (log-uniform lr
 multipliers between the grid's extremes) and ``quasirandom`` (a scrambled
 Halton sequence over the same range, as Shallue et al. 2018 used).
@@ -27,7 +34,7 @@ import numpy as np
 
 from lrscale import config as config_lib
 from lrscale import errors
-from lrscale.optim import scaling
+from lrscale.optim import scaling, transfer_rules
 
 
 def default_study_config() -> ml_collections.ConfigDict:
@@ -46,6 +53,10 @@ def default_study_config() -> ml_collections.ConfigDict:
       reference_batch=256,
     )
   )
+  # Transfer rules for other hyperparameters, applied per trial from the base point
+  # (lr.reference_batch, lr.base_lr, base optimizer): '' or '+'-joined names of
+  # lrscale.optim.transfer_rules.EXTRA_RULES, e.g. 'beta2_halflife+adamw_timescale'.
+  s.transfer = ""
   # Other swept run-config fields: "optimizer.momentum=0.9,0.99; warmup.length=0 steps,1 epoch".
   s.params = ""
   # type: grid | random | quasirandom | halving (successive halving over the grid's lrs,
@@ -168,6 +179,7 @@ def enumerate_trials(study: ml_collections.ConfigDict) -> list[Trial]:
       f"config.seeds must be a non-empty tuple of integers in [0, 2**32), got {study.seeds!r}."
     )
   _check_target_and_analysis(study)
+  transfer_extras(study)
   swept = parse_params(study.params)
   combos = [
     tuple(zip([k for k, _ in swept], vals)) for vals in itertools.product(*[v for _, v in swept])
@@ -220,6 +232,32 @@ def _unit_draws(kind: str, n: int, *, seed: int) -> np.ndarray:
   return qmc.Halton(d=1, scramble=True, seed=seed).random(n)[:, 0]
 
 
+def transfer_extras(study: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The rules of ``config.transfer``, checked against the base optimizer.
+
+  Raises:
+    ValueError: an unknown or repeated name, or an optimizer without what a rule rescales.
+  """
+  spec = study.get("transfer", "") or ""
+  names = [p.strip() for p in str(spec).split("+")] if spec else []
+  bad = [n for n in names if n not in transfer_rules.EXTRA_RULES]
+  if bad or len(set(names)) != len(names):
+    raise ValueError(
+      f"config.transfer must be '' or '+'-joined names of {transfer_rules.EXTRA_RULES}, "
+      f"each once (e.g. 'beta2_halflife+adamw_timescale'); got {spec!r}. The lr's rule "
+      "is config.lr.rule / config.lr.grid."
+    )
+  if names:
+    transfer_rules.validate(tuple(names), "none", study.base.optimizer, field="config.transfer")
+    ref = study.lr.reference_batch
+    if not (isinstance(ref, int) and ref > 0) or not float(study.lr.base_lr) > 0:
+      raise ValueError(
+        "config.transfer scales from (config.lr.reference_batch, config.lr.base_lr): set "
+        f"both > 0 (got {ref!r}, {study.lr.base_lr!r})."
+      )
+  return tuple(names)
+
+
 def trial_config(study: ml_collections.ConfigDict, trial: Trial) -> ml_collections.ConfigDict:
   """The run config of one trial: the base with this trial's values applied."""
   cfg = ml_collections.ConfigDict(study.base.to_dict())
@@ -233,6 +271,17 @@ def trial_config(study: ml_collections.ConfigDict, trial: Trial) -> ml_collectio
   cfg.target.metric = study.target.metric
   cfg.target.value = stop_value(study)
   cfg.target.mode = study.target.mode
+  extras = transfer_extras(study)
+  if extras:
+    values, _ = transfer_rules.overrides(
+      extras,
+      k=trial.batch_size / study.lr.reference_batch,
+      base_lr=float(study.lr.base_lr),
+      lr=trial.lr,
+      optimizer_cfg=study.base.optimizer,
+    )
+    for key, value in values.items():
+      cfg.optimizer[key] = float(value)
   for key, value in trial.params:
     try:
       config_lib.set_field(cfg, key, value)

@@ -73,10 +73,11 @@ def check_study_json(workdir: str, info: dict[str, Any], *, write: bool) -> None
   old = workdir_lib.read_record(path, "the study's identity", fix)
   new = json.loads(json.dumps(info, default=str))
   if old is not None:
+    skip = set(OPERATIONAL_FIELDS) | _new_at_default(old.get("config"), new["config"])
     changed = [
       c
       for c in workdir_lib.changed_fields(old.get("config"), new["config"])
-      if c.split(".")[0] not in OPERATIONAL_FIELDS
+      if c.split(".")[0] not in skip
     ]
     if changed:
       raise errors.UserError(
@@ -86,6 +87,19 @@ def check_study_json(workdir: str, info: dict[str, Any], *, write: bool) -> None
   elif write:
     os.makedirs(workdir, exist_ok=True)
     atomic_write_json(path, info)
+
+
+def _new_at_default(old: Any, new: dict[str, Any]) -> set[str]:
+  """Top-level study fields a study.json written before they existed lacks, at their default.
+
+  A field added to ``default_study_config`` later (``transfer``) changes nothing an
+  older study computed while it keeps its default, so such a study resumes.
+  """
+  from lrscale.study import space  # pylint: disable=g-import-not-at-top
+
+  defaults = json.loads(json.dumps(space.default_study_config().to_dict(), default=str))
+  old = old if isinstance(old, dict) else {}
+  return {k for k, v in new.items() if k not in old and k in defaults and v == defaults[k]}
 
 
 def write_trial_json(workdir: str, trial_info: dict[str, Any]) -> None:
