@@ -19,8 +19,15 @@ each host reading only its rows of every batch; training images get Inception-st
 random-resized-crop + flip at 224 (config.dataset.augment), a pure function of
 (seed, epoch, index); batches travel as uint8 and are scaled on the device.
 Compute in bfloat16 with float32 parameters, optimizer state and BN statistics.
-Offline stand-in (any machine): python -m lrscale.data.synthetic_imagenet --data_dir=DIR,
-then --config.dataset.name=lrscale_synthetic_imagenet --config.dataset.data_dir=DIR.
+Evaluation: the whole 50k validation split at every evaluation, through the pipeline's
+padded full eval (uint8 batches scaled on the device, sharded over devices and hosts, each
+example counted once; top-1 and top-5 accuracy), lrscale.engine.evaluate.
+Offline stand-in (any machine; 20 steps cut the 90-epoch schedule short, hence the flag):
+  python -m lrscale.data.synthetic_imagenet --data_dir=DIR
+  python -m lrscale.train --config=configs/imagenet_resnet50_goyal.py --workdir=W \
+      --config.dataset.name=lrscale_synthetic_imagenet --config.dataset.data_dir=DIR \
+      --config.model.name=resnet18 --config.dataset.image_size=64 \
+      --config.budget="20 steps" --config.allow_truncated_schedule=True
 """
 
 from lrscale.config import base_config
@@ -32,7 +39,8 @@ def get_config():
   c.dataset.eval_split = "validation"
   c.dataset.image_size = 224
   c.dataset.augment = "inception_crop_flip"
-  c.dataset.eval_examples = 10000  # eval set held on the devices: the first 10k of 50k
+  # eval_examples = 0 (default): every evaluation reads the whole 50k validation split
+  # through the pipeline, padded and sharded over devices and hosts (lrscale.engine.evaluate).
   c.model.name = "resnet50"
   c.model.dtype = "bfloat16"
   c.model.bn_group_size = 32

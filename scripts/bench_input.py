@@ -18,6 +18,14 @@ of ``lrscale_synthetic_imagenet`` under ``--data_dir``) at 224 px with
   (the same work plus per-example seeding, batching and the transfer from
   the worker processes).
 
+Then ResNet-50's train step at 224 px (``configs/imagenet_resnet50_goyal.py``:
+Nesterov, BN groups of ``--step_batch``, one device) on random uint8 images, in
+float32 and in bfloat16 compute (float32 parameters and optimizer state,
+``lrscale.optim.precision``): after one compiling step, ``--step_reps`` steps
+are timed one by one, each waited for; the JSON holds the median images per
+second (how many images per second the pipeline must feed on this machine).
+``--skip_input`` runs only this part (no ``--data_dir`` needed).
+
 Each repetition starts each pipeline afresh and takes two warm-up batches per
 worker (worker start-up is excluded: a run pays it once), then times
 ``--batches`` batches and closes it, so no pipeline computes in the
@@ -45,6 +53,7 @@ from lrscale.data.synthetic_imagenet import NAME
 
 SIZE = 224
 WARMUP_BATCHES = 2  # per worker
+STEP_DTYPES = ("float32", "bfloat16")
 
 
 def bare_pil(source, batch_size: int) -> Callable[[int], None]:
@@ -108,14 +117,87 @@ def lrscale_pipeline(source, batch_size: int, workers: int) -> Callable[[int], N
   return run
 
 
+def resnet50_step_rates(batch_size: int, reps: int) -> dict[str, float]:
+  """Median images/s of ResNet-50's jitted train step at 224 px, per compute dtype."""
+  import os  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
+  from lrscale.data import registry  # pylint: disable=g-import-not-at-top
+  from lrscale.engine.setup import RunSetup  # pylint: disable=g-import-not-at-top
+
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  meta = registry.DatasetMeta(
+    name="imagenet2012",
+    num_train=1_281_167,
+    num_eval=50_000,
+    num_classes=1000,
+    input_shape=(SIZE, SIZE, 3),
+    streamed=True,
+  )
+  rng = np.random.default_rng(0)
+  pixels = rng.integers(0, 256, (1, batch_size, SIZE, SIZE, 3), dtype=np.uint8)
+  x = jnp.asarray(pixels, jnp.float32) / 255.0
+  y = jnp.asarray(rng.integers(0, 1000, (1, batch_size)), jnp.int32)
+  empty = np.zeros((0, SIZE, SIZE, 3), np.float32)
+  data = registry.InMemoryData(
+    "imagenet2012", empty, empty[:, 0, 0, 0], empty, empty[:, 0, 0, 0], 1000
+  )
+  rates = {}
+  for dtype in STEP_DTYPES:
+    cfg = config_lib.load_config_file(os.path.join(repo, "configs", "imagenet_resnet50_goyal.py"))
+    cfg.parallel.num_devices = 1
+    cfg.batch_size = batch_size
+    cfg.model.bn_group_size = batch_size
+    cfg.model.dtype = dtype
+    cfg.compilation_cache = ""
+    plan = config_lib.resolve(cfg, dataset_meta=meta)
+    setup = RunSetup(plan, data)
+    state = setup.initial_state(plan)
+    state, _ = setup.fns.train_step(state, x, y)  # compiles
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(reps):
+      t0 = time.perf_counter()
+      state, metrics = setup.fns.train_step(state, x, y)
+      jax.block_until_ready(metrics)
+      times.append(time.perf_counter() - t0)
+    setup.close()
+    rates[dtype] = batch_size / statistics.median(times)
+    print(f"resnet50 train step, 224 px, batch {batch_size}, {dtype}: {rates[dtype]:.2f} img/s")
+  return rates
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data_dir", required=True)
+  parser.add_argument("--data_dir", default="", help="synthetic set (not with --skip_input)")
   parser.add_argument("--out", required=True, help="JSON file to write")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--batches", type=int, default=16, help="timed batches per repetition")
   parser.add_argument("--reps", type=int, default=4)
+  parser.add_argument("--step_batch", type=int, default=8, help="ResNet-50 train-step batch")
+  parser.add_argument("--step_reps", type=int, default=3, help="timed ResNet-50 steps per dtype")
+  parser.add_argument("--skip_input", action="store_true", help="only the ResNet-50 train step")
   args = parser.parse_args()
+  result: dict = {}
+  if not args.skip_input:
+    if not args.data_dir:
+      raise SystemExit("--data_dir: the synthetic set to read (or pass --skip_input)")
+    result.update(input_rates(args))
+  steps = resnet50_step_rates(args.step_batch, args.step_reps)
+  result.update({f"resnet50_{k}_img_per_s": v for k, v in steps.items()})
+  result["resnet50_setup"] = dict(batch_size=args.step_batch, steps=args.step_reps, image_size=SIZE)
+  with open(args.out, "w") as f:
+    json.dump(result, f, indent=2)
+  for key, value in result.items():
+    if not isinstance(value, dict):
+      print(f"{key}: {value:.3f}")
+
+
+def input_rates(args: argparse.Namespace) -> dict:
+  """The input contenders' medians (see the module docstring)."""
 
   source, _ = tfds_source.open_split_encoded(NAME, "train", data_dir=args.data_dir)
   first = augment.to_pil(source[0]["image"])
@@ -143,11 +225,7 @@ def main() -> None:
   result["setup"] = dict(
     batch_size=args.batch_size, batches=args.batches, reps=args.reps, image_size=SIZE
   )
-  with open(args.out, "w") as f:
-    json.dump(result, f, indent=2)
-  for key, value in result.items():
-    if not isinstance(value, dict):
-      print(f"{key}: {value:.3f}")
+  return result
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ exactly once whatever the device count.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -36,20 +35,11 @@ import grain
 import numpy as np
 
 from lrscale.data import augment, order, stream
+from lrscale.data import workers as workers_lib
+from lrscale.data.workers import resolve_workers  # noqa: F401  (config validates with it)
 
 TrainBatch = tuple[np.ndarray, np.ndarray]  # uint8 [b, H, W, C], int32 [b]
 EvalBatch = tuple[np.ndarray, np.ndarray, np.ndarray]  # + float32 weights [b]
-
-
-def resolve_workers(workers: int) -> int:
-  """``config.dataset.workers``: -1 = one per CPU core this process may use."""
-  if isinstance(workers, bool) or not isinstance(workers, int):
-    raise ValueError(f"config.dataset.workers={workers!r} must be an integer: -1, 0 or N > 0.")
-  if workers == -1:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  if workers < 0:
-    raise ValueError(f"config.dataset.workers={workers}: use -1 (all cores), 0 (inline) or N > 0.")
-  return workers
 
 
 def train_indices(
@@ -151,7 +141,9 @@ class EvalStep:
     image_shape: tuple[int, ...],
     image_key: str = "image",
     label_key: str = "label",
+    image_dtype: Any = np.uint8,
   ):
+    self.image_dtype = image_dtype
     self.source, self.transform, self.num_examples = source, transform, num_examples
     self.batch_size, self.shard_index, self.shard_count = batch_size, shard_index, shard_count
     self.image_shape = tuple(image_shape)
@@ -162,7 +154,7 @@ class EvalStep:
     start = int(step) * global_batch + self.shard_index
     positions = np.arange(start, start + global_batch, self.shard_count)[: self.batch_size]
     valid = positions < self.num_examples
-    images = np.zeros((self.batch_size, *self.image_shape), np.uint8)
+    images = np.zeros((self.batch_size, *self.image_shape), self.image_dtype)
     labels = np.zeros((self.batch_size,), np.int32)
     for slot, ex in zip(np.flatnonzero(valid), _read(self.source, positions[valid])):
       images[slot] = self.transform(ex[self.image_key])
@@ -173,31 +165,6 @@ class EvalStep:
 def num_eval_steps(num_examples: int, batch_size: int, shard_count: int = 1) -> int:
   """Eval steps covering ``num_examples`` with per-host ``batch_size``: ``ceil(N / (b S))``."""
   return -(-num_examples // (batch_size * shard_count))
-
-
-def _iterate(ds: grain.MapDataset, workers: int) -> Iterator[Any]:
-  """Iterates ``ds`` in order, computing elements in ``workers`` processes (0: inline)."""
-  # One reader thread per process: parallelism is the worker count, and a
-  # thread still overlaps reading with the consumer when workers == 0.
-  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
-  if workers > 0:
-    from absl import flags  # pylint: disable=g-import-not-at-top
-
-    if not flags.FLAGS.is_parsed():
-      # grain's worker pool reads its absl flags; outside an absl main (tests,
-      # notebooks) nobody parsed them, so take their defaults.
-      flags.FLAGS.mark_as_parsed()
-    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-  it = iter(it_ds)
-  try:
-    for element in it:
-      # Worker results arrive in grain's shared-memory arrays; plain copies
-      # (cheap next to decoding) free the shared segments at once.
-      yield tuple(np.array(x) for x in element)
-  finally:
-    close = getattr(it, "close", None)
-    if close:
-      close()  # Stops worker processes now rather than at garbage collection.
 
 
 def train_batches_from_source(
@@ -254,7 +221,7 @@ def train_batches_from_source(
     blocks=blocks,
   )
   ds = grain.MapDataset.range(start_step, stop).map(step_fn)
-  return _iterate(ds, resolve_workers(workers))
+  return workers_lib.iterate(ds, workers_lib.resolve_workers(workers))
 
 
 def eval_batches_from_source(
@@ -269,6 +236,7 @@ def eval_batches_from_source(
   workers: int = 0,
   image_key: str = "image",
   label_key: str = "label",
+  image_dtype: Any = np.uint8,
 ) -> Iterator[EvalBatch]:
   """One pass over the first ``num_examples`` records, padded, for one host.
 
@@ -283,6 +251,7 @@ def eval_batches_from_source(
     workers: Worker processes (``-1``: one per core).
     image_key: Feature holding the encoded image.
     label_key: Feature holding the label.
+    image_dtype: dtype of a transformed image (uint8; float32 for float features).
 
   Yields:
     ``num_eval_steps(num_examples, batch_size, shard_count)`` batches
@@ -305,9 +274,10 @@ def eval_batches_from_source(
     image_shape=image_shape,
     image_key=image_key,
     label_key=label_key,
+    image_dtype=image_dtype,
   )
   ds = grain.MapDataset.range(num_eval_steps(n, batch_size, shard_count)).map(step_fn)
-  return _iterate(ds, resolve_workers(workers))
+  return workers_lib.iterate(ds, workers_lib.resolve_workers(workers))
 
 
 # --------------------------------------------------------------------------
@@ -321,6 +291,17 @@ def _open(dataset_cfg: Any, split: str) -> tuple[Sequence[dict[str, Any]], tuple
   return tfds_source.open_split_encoded(
     dataset_cfg.name, split, data_dir=dataset_cfg.data_dir or None
   )
+
+
+def _as_stream_reads(dataset_cfg: Any) -> tuple[Sequence[dict[str, Any]], Callable, Any]:
+  """(decoded eval source, transform, image dtype) of a run without augmentation."""
+  from lrscale.data import registry, tfds_source  # pylint: disable=g-import-not-at-top
+
+  source = tfds_source.open_split(
+    dataset_cfg.name, dataset_cfg.eval_split, data_dir=dataset_cfg.data_dir or None
+  )
+  transform = registry.preprocess_for(dataset_cfg, scale=False)
+  return source, transform, transform(source[0]["image"]).dtype
 
 
 def train_stream(
@@ -358,6 +339,10 @@ def eval_stream(
 ) -> tuple[int, Iterator[EvalBatch]]:
   """The whole ``eval_split`` (or its first ``eval_examples``), padded, for one host.
 
+  Images get ``augment.eval_transform``; with ``augment='none'`` they are read
+  as the un-augmented training stream reads them (TFDS-decoded, in their own
+  dtype, center-cropped and resized when ``image_size`` is set).
+
   Args:
     dataset_cfg: ``config.dataset``.
     batch_size: Per-host batch size (global eval batch / ``shard_count``).
@@ -375,10 +360,16 @@ def eval_stream(
     raise ValueError(
       f"config.dataset.image_size: {dataset_cfg.name!r} has variable-size images; set it (e.g. 224)."
     )
+  transform, dtype = augment.eval_transform(dataset_cfg.augment, size, shape[-1]), np.uint8
+  if dataset_cfg.augment == "none":
+    # Evaluated as training reads it without augmentation (lrscale.data.stream): decoded
+    # by TFDS (any dtype), center-cropped and resized to image_size when set.
+    source, transform, dtype = _as_stream_reads(dataset_cfg)
   n = len(source) if dataset_cfg.eval_examples <= 0 else min(len(source), dataset_cfg.eval_examples)
   batches = eval_batches_from_source(
     source,
-    augment.eval_transform(dataset_cfg.augment, size, shape[-1]),
+    transform,
+    image_dtype=dtype,
     batch_size=batch_size,
     image_shape=shape,
     num_examples=n,

@@ -135,6 +135,13 @@ def check_dataset(dataset_cfg: Any) -> DatasetMeta:
       f"config.dataset.classes={classes!r}: a class subset is supported for "
       f"{offline.OFFLINE_DATASETS} only, not {name!r}; set config.dataset.classes=()"
     )
+  augment = dataset_cfg.get("augment", "none")
+  if augment != "none" and not is_streamed(dataset_cfg):
+    raise ValueError(
+      f"config.dataset.augment={augment!r}: augmentation runs in the streamed input pipeline, "
+      f"and {name!r} is held in memory; set config.dataset.stream=True (TFDS datasets) or "
+      "config.dataset.augment='none'."
+    )
   if name in SEQUENCE:
     return stdlib_chars.meta(dataset_cfg)
   if name in offline.OFFLINE_DATASETS:
@@ -196,35 +203,13 @@ def _unchanged(image: np.ndarray) -> np.ndarray:
   return image
 
 
-def _read_resized(dataset_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """One pass over a split of variable-size images, center-cropped and resized.
-
-  Capped at ``eval_examples`` when set: evaluating all 50k ImageNet images in
-  memory would not fit most machines.
-  """
-  from lrscale.data import stream, tfds_source  # pylint: disable=g-import-not-at-top
-
-  source = tfds_source.open_split(dataset_cfg.name, split, data_dir=dataset_cfg.data_dir or None)
-  n = len(source) if dataset_cfg.eval_examples <= 0 else min(len(source), dataset_cfg.eval_examples)
-  chunk = min(n, 256)
-  it = stream.batches_from_source(
-    source, batch_size=chunk, seed=0, preprocess=preprocess_for(dataset_cfg)
-  )
-  xs, ys, got = [], [], 0
-  while got < n:
-    x, y = next(it)
-    xs.append(x)
-    ys.append(y)
-    got += len(y)
-  return np.concatenate(xs)[:n], np.concatenate(ys)[:n].astype(np.int32)
-
-
 def load_in_memory(dataset_cfg: Any) -> InMemoryData:
   """Reads a dataset that fits in memory; ``check_dataset`` must have passed.
 
-  For a streamed dataset only the eval split is read (``train_x`` has 0 rows
-  but the right shape) and images are not standardised: the stream cannot see
-  the train split's statistics without a pass over it.
+  For a streamed dataset nothing is read: both splits have 0 rows but the
+  right shape (the training batches and the full eval pass stream through
+  grain), and images are not standardised: the stream cannot see the train
+  split's statistics without a pass over it.
   """
   name = dataset_cfg.name
   if name in SEQUENCE:  # int32 token ids: nothing to standardise
@@ -242,15 +227,17 @@ def load_in_memory(dataset_cfg: Any) -> InMemoryData:
     from lrscale.data import tfds_source  # pylint: disable=g-import-not-at-top
 
     data_dir = dataset_cfg.data_dir or None
-    if dataset_cfg.image_size > 0:
-      ex, ey = _read_resized(dataset_cfg, dataset_cfg.eval_split)
-    else:
-      ex, ey = tfds_source.load_split(name, dataset_cfg.eval_split, data_dir=data_dir)
-    if streamed:
-      tx, ty = np.zeros((0,) + ex.shape[1:], np.float32), np.zeros((0,), np.int32)
+    info = tfds_source.dataset_info(name, data_dir=data_dir)
+    num_classes = info.num_classes
+    if streamed:  # both splits stream; eval through the pipeline (lrscale.engine.evaluate)
+      shape = tuple(info.image_shape)
+      if dataset_cfg.image_size > 0:
+        shape = (dataset_cfg.image_size, dataset_cfg.image_size, shape[-1])
+      tx = ex = np.zeros((0,) + shape, np.float32)
+      ty = ey = np.zeros((0,), np.int32)
     else:
       tx, ty = tfds_source.load_split(name, dataset_cfg.train_split, data_dir=data_dir)
-    num_classes = tfds_source.dataset_info(name, data_dir=data_dir).num_classes
+      ex, ey = tfds_source.load_split(name, dataset_cfg.eval_split, data_dir=data_dir)
   if dataset_cfg.eval_examples > 0:
     ex, ey = ex[: dataset_cfg.eval_examples], ey[: dataset_cfg.eval_examples]
   if dataset_cfg.standardize and not streamed:

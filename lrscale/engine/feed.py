@@ -93,8 +93,7 @@ class StreamFeeder:
     from lrscale.data import stream  # pylint: disable=g-import-not-at-top
 
     if self._stream is None or self._stream[:2] != (seed, step):  # new run, or a jump
-      if self._stream is not None and hasattr(self._stream[2], "close"):
-        self._stream[2].close()  # stops the old stream's grain workers
+      self._close_stream()
       ds = plan.config.dataset
       where = dict(
         seed=seed,
@@ -121,5 +120,23 @@ class StreamFeeder:
     self._stream = (seed, step + 1, self._stream[2])
     return batch
 
+  def release(self) -> None:
+    """Stops the grain stream and its worker processes; a later segment reopens it.
+
+    Called at the end of each run: a stream left open at interpreter exit
+    leaves its in-flight batches in shared memory (the resource tracker's
+    "leaked shared_memory objects" warning).
+    """
+    if self._pending is not None:
+      self._pending[1].result()  # the stream is read by the pool's thread only
+      self._pending = None
+    self._pool.submit(self._close_stream).result()
+
+  def _close_stream(self) -> None:
+    if self._stream is not None and hasattr(self._stream[2], "close"):
+      self._stream[2].close()  # stops the grain workers (lrscale.data.workers.iterate)
+    self._stream = None
+
   def close(self) -> None:
+    self.release()
     self._pool.shutdown(wait=True, cancel_futures=True)

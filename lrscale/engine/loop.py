@@ -38,7 +38,7 @@ from lrscale.optim import plateau as plateau_lib
 def _next_boundary(step: int, plan: config_lib.RunPlan, segment_len: int) -> int:
   """The next step at which the host must act: sync, checkpoint, plateau eval or the end."""
   intervals = [segment_len, plan.checkpoint_every]
-  if plan.config.plateau.enabled:  # the plateau controller runs on the host after each eval
+  if plan.config.plateau.enabled or registry.is_streamed(plan.config.dataset):  # host-side evals
     intervals.append(plan.eval_every)
   # A batch-ramp phase starts a segment of its own: its eval cadence differs.
   phase_starts = [p.start_step for p in plan.ramp if p.start_step > step]
@@ -274,10 +274,9 @@ class RunLoop:
     self.saved_step = self.step
 
   def close(self) -> None:
-    self.writer.close()
-    self.ckpt.close()
-    if self.best_ckpt is not None:
-      self.best_ckpt.close()
+    for part in (self.writer, self.ckpt, self.best_ckpt, self.setup):  # setup: input workers
+      if part is not None:
+        part.close()
 
   def summary(self) -> dict[str, Any]:
     """Writes and returns summary.json (call once the run is finished)."""

@@ -16,6 +16,7 @@ from flax import nnx
 from lrscale import config as config_lib
 from lrscale import noise_scale
 from lrscale.data import order, registry
+from lrscale.engine import evaluate as evaluate_lib
 from lrscale.engine import init_from, parallel
 from lrscale.engine.step import SegmentControl, StepFns, TrainState, make_step_fns
 from lrscale.models import build_model
@@ -43,6 +44,7 @@ class RunSetup:
     self.segment_len = plan.sync_every
     # Generated data (linreg): drawn on the device from example ids, scored exactly.
     self.source = registry.generated_source(cfg.dataset)
+    self.streamed = registry.is_streamed(cfg.dataset)
     self.fns: StepFns = make_step_fns(
       graphdef=self.graphdef,
       task=plan.task,
@@ -56,18 +58,25 @@ class RunSetup:
       sample=self.source.sample if self.source else None,
       exact_metrics=self.source.exact_metrics if self.source else None,
       compute_dtype=cfg.model.dtype,
+      device_eval=not self.streamed,
     )
-    self.streamed = registry.is_streamed(cfg.dataset)
+    self.evaluator = None
     if self.streamed:
       from lrscale.engine.feed import StreamFeeder  # pylint: disable=g-import-not-at-top
 
       self.feeder = StreamFeeder(self.mesh, self.segment_len)
+      # The whole eval split, read through the pipeline at each evaluation.
+      self.evaluator = evaluate_lib.StreamedEvaluator(plan, self.mesh, self.fns.eval_sums)
+      self.fns = self.fns._replace(
+        train_segment=self.evaluator.wrap_segment(self.fns.train_segment)
+      )
     else:
       # The training set lives on every device; batches are gathered by index
       # (generated data: empty arrays, the step never reads them).
       self.train_x = parallel.put_replicated(data.train_x, self.mesh)
       self.train_y = parallel.put_replicated(data.train_y, self.mesh)
-    self.eval_batches = self._eval_batches() if self.source is None else ()
+    in_memory_eval = self.source is None and not self.streamed
+    self.eval_batches = self._eval_batches() if in_memory_eval else ()
     micro = plan.batch_size // plan.microbatches
     rows = parallel.local_rows(self.mesh, micro)
     logging.info(
@@ -81,8 +90,15 @@ class RunSetup:
       jax.process_count(),
       rows.start,
       rows.stop,
-      tuple(self.eval_batches[0].shape) if self.eval_batches else "exact",
+      self._eval_layout(),
     )
+
+  def _eval_layout(self) -> str:
+    """(batches, global batch) of the eval set, for the log."""
+    if self.evaluator is not None:
+      ev = self.evaluator
+      return f"({ev.num_steps}, {ev.batch_size}) streamed, {ev.num_examples} examples"
+    return str(tuple(self.eval_batches[0].shape)) if self.eval_batches else "exact"
 
   def _model(self, seed) -> nnx.Module:
     cfg, data = self.plan.config, self.data
@@ -131,10 +147,8 @@ class RunSetup:
     return parallel.put_replicated(state, self.mesh)
 
   def _eval_batches(self):
-    eb = self.plan.config.eval_batch_size
     n = self.data.num_eval
-    eb = min(eb, n)
-    eb += -eb % self.plan.num_devices  # every device gets an equal share
+    eb = evaluate_lib.eval_batch_size(self.plan.config.eval_batch_size, n, self.plan.num_devices)
     nb = -(-n // eb)
     pad = nb * eb - n
     ex, ey = self.data.eval_x, self.data.eval_y  # padding keeps their dtypes (int tokens)
@@ -217,6 +231,13 @@ class RunSetup:
       stop_at_target=jnp.bool_(bool(t.stop)),
     )
 
+  def close(self) -> None:
+    """Stops a streamed run's input workers (the setup stays usable: they restart)."""
+    if self.streamed:
+      self.feeder.release()
+
   def evaluate(self, state: TrainState) -> dict[str, float]:
     """The task's eval metrics of ``state`` (exact for a generated source)."""
+    if self.evaluator is not None:
+      return self.evaluator(state)
     return {k: float(v) for k, v in self.fns.evaluate(state, *self.eval_batches).items()}

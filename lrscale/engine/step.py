@@ -70,6 +70,9 @@ class StepFns(NamedTuple):
   train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
   train_segment: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
   evaluate: Callable[..., dict[str, jax.Array]]
+  # (state, xs, ys, ws) -> ({metric: weighted sum}, sum of weights): one part of an
+  # evaluation that the host streams batch by batch (lrscale.engine.evaluate).
+  eval_sums: Callable[..., tuple[dict[str, jax.Array], jax.Array]]
 
 
 def make_step_fns(
@@ -86,6 +89,7 @@ def make_step_fns(
   sample: Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None = None,
   exact_metrics: Callable[[Callable[[jax.Array], jax.Array]], dict[str, jax.Array]] | None = None,
   compute_dtype: str = "float32",
+  device_eval: bool = True,
 ) -> StepFns:
   """Builds the train step, the on-device segment loop and the evaluation.
 
@@ -108,6 +112,9 @@ def make_step_fns(
     compute_dtype: activations and matmuls in this dtype, parameters, optimizer
       state, loss and BatchNorm statistics in float32 (``lrscale.optim.precision``);
       float16 needs ``tx`` wrapped in ``precision.dynamic_loss_scale``.
+    device_eval: evaluate inside ``train_segment`` (on the device-resident eval
+      batches); False for streamed eval splits, which the host evaluates at
+      segment boundaries with ``eval_sums`` (``lrscale.engine.evaluate``).
 
   Returns:
     ``StepFns`` of jitted functions.
@@ -225,6 +232,27 @@ def make_step_fns(
     )
     return new_state, metrics
 
+  def eval_model(state: TrainState):
+    params = optimizers.eval_params(optimizer_cfg, state.opt_state, state.params)
+    return nnx.merge(graphdef, precision.cast_to_compute(params, dtype), state.batch_stats)
+
+  def eval_sums(state: TrainState, xs, ys, ws):
+    """(weighted sums of the task's metrics, sum of the weights) over batches xs: [nb, eb, ...].
+
+    ``ws`` is 1 for real examples and 0 for padding; uint8 images are scaled on
+    the device as in training (``as_float_images``).
+    """
+    model = eval_model(state)
+
+    def one(carry, xyw):
+      x, y, w = xyw
+      out = model(precision.cast_to_compute(as_float_images(x), dtype), train=False)
+      sums = {k: jnp.sum(fn(out, y) * w) for k, fn in task.metrics.items()}
+      return carry, (sums, jnp.sum(w))
+
+    _, (sums, count) = jax.lax.scan(one, None, (xs, ys, ws))
+    return {k: jnp.sum(v) for k, v in sums.items()}, jnp.sum(count)
+
   def evaluate(state: TrainState, xs=None, ys=None, ws=None):
     """Weighted means of the task's metrics over padded eval batches xs: [nb, eb, ...].
 
@@ -232,20 +260,12 @@ def make_step_fns(
     split counts exactly once whatever the batch and device counts. With
     ``exact_metrics`` there are no eval batches: the metrics are closed-form.
     """
-    params = optimizers.eval_params(optimizer_cfg, state.opt_state, state.params)
-    model = nnx.merge(graphdef, precision.cast_to_compute(params, dtype), state.batch_stats)
     if exact_metrics is not None:
+      model = eval_model(state)
       return exact_metrics(lambda x: model(precision.cast_to_compute(x, dtype), train=False))
-
-    def one(carry, xyw):
-      x, y, w = xyw
-      out = model(precision.cast_to_compute(x, dtype), train=False)
-      sums = {k: jnp.sum(fn(out, y) * w) for k, fn in task.metrics.items()}
-      return carry, (sums, jnp.sum(w))
-
-    _, (sums, count) = jax.lax.scan(one, None, (xs, ys, ws))
-    total = jnp.maximum(jnp.sum(count), 1.0)
-    return {k: jnp.sum(v) / total for k, v in sums.items()}
+    sums, count = eval_sums(state, xs, ys, ws)
+    total = jnp.maximum(count, 1.0)
+    return {k: v / total for k, v in sums.items()}
 
   def train_segment(
     state: TrainState, data_x, data_y, idx, n, eval_data, control: SegmentControl, ks=None
@@ -291,7 +311,10 @@ def make_step_fns(
       loss = m["train_loss"]
       diverged = ~jnp.isfinite(loss) | (loss > control.max_loss)
       do_eval = ((st.step - control.eval_offset) % control.eval_every == 0) & ~diverged
-      ev = jax.lax.cond(do_eval, lambda: evaluate(st, *eval_data), lambda: no_eval)
+      if device_eval:
+        ev = jax.lax.cond(do_eval, lambda: evaluate(st, *eval_data), lambda: no_eval)
+      else:  # the host evaluates at the segment's end (lrscale.engine.evaluate)
+        do_eval, ev = jnp.bool_(False), no_eval
       metric = jnp.stack([ev[k] for k in task.metric_names])[control.target_index]
       reached = do_eval & (control.target_sign * (metric - control.target_value) >= 0)
       m = dict(m, **ev, diverged=diverged, reached=reached)
@@ -312,4 +335,5 @@ def make_step_fns(
     train_step=jax.jit(train_step, donate_argnums=0, out_shardings=out),
     train_segment=jax.jit(train_segment, donate_argnums=0, out_shardings=out),
     evaluate=jax.jit(evaluate, out_shardings=out),
+    eval_sums=jax.jit(eval_sums, out_shardings=out),
   )
