@@ -24,7 +24,8 @@ float32 and in bfloat16 compute (float32 parameters and optimizer state,
 ``lrscale.optim.precision``): after one compiling step, ``--step_reps`` steps
 are timed one by one, each waited for; the JSON holds the median images per
 second (how many images per second the pipeline must feed on this machine).
-``--skip_input`` runs only this part (no ``--data_dir`` needed).
+``--skip_input`` runs only this part (no ``--data_dir`` needed); ``--skip_step``
+only the input part.
 
 Each repetition starts each pipeline afresh and takes two warm-up batches per
 worker (worker start-up is excluded: a run pays it once), then times
@@ -180,15 +181,19 @@ def main() -> None:
   parser.add_argument("--step_batch", type=int, default=8, help="ResNet-50 train-step batch")
   parser.add_argument("--step_reps", type=int, default=3, help="timed ResNet-50 steps per dtype")
   parser.add_argument("--skip_input", action="store_true", help="only the ResNet-50 train step")
+  parser.add_argument("--skip_step", action="store_true", help="only the input pipeline")
   args = parser.parse_args()
   result: dict = {}
   if not args.skip_input:
     if not args.data_dir:
       raise SystemExit("--data_dir: the synthetic set to read (or pass --skip_input)")
     result.update(input_rates(args))
-  steps = resnet50_step_rates(args.step_batch, args.step_reps)
-  result.update({f"resnet50_{k}_img_per_s": v for k, v in steps.items()})
-  result["resnet50_setup"] = dict(batch_size=args.step_batch, steps=args.step_reps, image_size=SIZE)
+  if not args.skip_step:
+    steps = resnet50_step_rates(args.step_batch, args.step_reps)
+    result.update({f"resnet50_{k}_img_per_s": v for k, v in steps.items()})
+    result["resnet50_setup"] = dict(
+      batch_size=args.step_batch, steps=args.step_reps, image_size=SIZE
+    )
   with open(args.out, "w") as f:
     json.dump(result, f, indent=2)
   for key, value in result.items():
