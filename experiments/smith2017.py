@@ -10,7 +10,8 @@ compare their curves per epoch and the steps each used.
 Analogue (here, ~1 minute on 2 CPU cores):
   python -m experiments.smith2017 --mode=analogue --workdir=runs/smith2017
 Full scale (a CIFAR-10 ResNet-20, lr 0.1 at B=128, /5 at epochs 60, 120, 160
-of 200 vs B x 5 at the same epochs; needs CIFAR-10 prepared for TFDS):
+of 200 vs B x 5 at the same epochs; needs CIFAR-10 prepared for TFDS; in memory,
+without augmentation, since a batch ramp does not stream):
   python -m experiments.smith2017 --mode=full --workdir=runs/smith2017_full
 """
 
@@ -74,6 +75,11 @@ def analogue_configs(*, smoke: bool) -> dict[str, Any]:
 def full_configs() -> dict[str, Any]:
   base = common.load_repo_config("configs/cifar10_resnet.py")
   base.warmup.length = "0 steps"
+  # A batch ramp needs in-memory data (the streamed pipeline has one batch size),
+  # and in-memory data is not augmented: CIFAR-10 fits in memory, but this full
+  # mode trains without the pad-4 crop + flip Smith et al. used (expect a higher error).
+  base.dataset.stream = False
+  base.dataset.augment = "none"
   return _pair(
     base,
     batch_size=128,
