@@ -410,7 +410,8 @@ def test_second_process_on_a_workdir_is_refused_then_a_dead_ones_lock_is_taken(t
 
 
 def test_sigterm_checkpoints_at_a_boundary_and_resumes_exactly(tmp_path):
-  overrides = {"budget": "400 steps", "sync_every": "5 steps", "checkpoint_every": "200 steps"}
+  # Long enough that the signal lands mid-run on a quiet machine (~400 steps/s here).
+  overrides = {"budget": "3000 steps", "sync_every": "5 steps", "checkpoint_every": "1000 steps"}
   header = f"import sys\nsys.path.insert(0, {REPO!r})\nfrom tests.test_train import small_config\n"
   config = _write(
     tmp_path / "long.py", header + f"def get_config():\n  return small_config(**{overrides!r})\n"
@@ -433,9 +434,12 @@ def test_sigterm_checkpoints_at_a_boundary_and_resumes_exactly(tmp_path):
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 143, err
   assert "Traceback" not in err and "Rerun the same command to resume" in err, err
-  steps = [int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()]
-  assert len(steps) == 1 and 0 < steps[0] < 400 and steps[0] % 5 == 0  # at a boundary
-  assert os.listdir(workdir / "checkpoints") == [str(steps[0])]  # no temporary leftovers
+  steps = sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit())
+  # The SIGTERM checkpoint is the newest, at a segment boundary; on a fast machine the
+  # run may have passed a scheduled checkpoint before the signal came.
+  assert steps and 0 < steps[-1] < 3000 and steps[-1] % 5 == 0, steps
+  assert all(s % 1000 == 0 for s in steps[:-1]), steps
+  assert sorted(os.listdir(workdir / "checkpoints")) == sorted(map(str, steps))  # no leftovers
   assert not (workdir / "lock").exists()
   cfg = _cfg(**overrides)
   run(cfg, workdir)
