@@ -19,6 +19,7 @@ from experiments import (
   goyal2017_report,
   lars_lamb,
   malladi2022,
+  malladi2022_report,
   mccandlish2018,
   shallue2018,
   smith2017,
@@ -234,7 +235,7 @@ def test_malladi_smoke(tmp_path):
   _, results = _check_outputs(out, ["curves_large_batch.png", "mismatch.png"])
   cells = results["regimes"]["large_batch"]["cells"]
   assert cells["reference@32"]["train_mismatch"] == 0.0
-  assert set(results["regimes"]["large_batch"]["per_rule"]) == set(malladi2022.RULES)
+  assert set(results["regimes"]["large_batch"]["per_rule"]) == set(malladi2022_report.RULES)
 
 
 # ----------------------------------------------------------------------------- LARS / LAMB
