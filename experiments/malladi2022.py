@@ -199,17 +199,13 @@ def collect(
 ) -> dict[str, Any]:
   """Per (rule, B): hyperparameters, final error, mean curves, mismatch to the reference."""
   edges = np.arange(0.0, setting.epochs + 1e-9, 1.0)
-  groups: dict[tuple[str, int], list[common.Run]] = {}
-  for r in runs:
-    groups.setdefault((r.tags["rule"], r.tags["batch_size"]), []).append(r)
-  curves = {}
-  for key, members in groups.items():
-    dirs = [common.run_dir(workdir, r.name) for r in members]
-    curves[key] = dict(
-      train=common.mean_curve(dirs, "train_loss", edges=edges, num_train=setting.num_train),
-      eval=common.mean_curve(dirs, "eval_loss", num_train=setting.num_train),
-      eval_acc=common.mean_curve(dirs, "eval_accuracy", num_train=setting.num_train),
-    )
+  groups, curves = common.curves_by_rule_and_batch(
+    runs,
+    workdir,
+    edges=edges,
+    num_train=setting.num_train,
+    eval_metrics=("eval_loss", "eval_accuracy"),
+  )
   ref = curves[("reference", setting.ref_batch)]
   cells = {}
   for (rule, b), members in groups.items():

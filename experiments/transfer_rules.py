@@ -205,16 +205,9 @@ def steps_to(x: np.ndarray, y: np.ndarray, target: float, batch: int, budget: in
 def collect(runs: Sequence[common.Run], done: common.Summaries, w: Workload, workdir: str):
   """Per (rule, B): hyperparameters, mismatch to its reference, steps to the target."""
   edges = np.linspace(0.0, 1.0, BINS + 1)
-  groups: dict[tuple[str, int], list[common.Run]] = {}
-  for r in runs:
-    groups.setdefault((r.tags["rule"], r.tags["batch_size"]), []).append(r)
-  curves = {}
-  for key, members in groups.items():
-    dirs = [common.run_dir(workdir, r.name) for r in members]
-    curves[key] = dict(
-      train=common.mean_curve(dirs, "train_loss", edges=edges, num_train=w.budget_examples),
-      eval=common.mean_curve(dirs, "eval_loss", num_train=w.budget_examples),
-    )
+  groups, curves = common.curves_by_rule_and_batch(
+    runs, workdir, edges=edges, num_train=w.budget_examples
+  )
   ex, ey = curves[("reference", w.ref_batch)]["eval"]
   target = float(np.interp(0.5, ex, ey))
   cells = {}

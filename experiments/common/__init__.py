@@ -38,6 +38,7 @@ from experiments.common.configs import (
 from experiments.common.curves import (
   binned_mean,
   curve,
+  curves_by_rule_and_batch,
   error_pct,
   mean_curve,
   mean_std,
@@ -90,6 +91,7 @@ __all__ = [
   "launch",
   "load_repo_config",
   "md_table",
+  "curves_by_rule_and_batch",
   "mean_curve",
   "mean_std",
   "mismatch",

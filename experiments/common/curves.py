@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from experiments.common.configs import DIGITS_NUM_TRAIN
+from experiments.common.runs import Run, run_dir
 from lrscale.analysis import store_reader
 
 
@@ -67,6 +68,32 @@ def mean_curve(
     return 0.5 * (edges[1:] + edges[:-1])[ok], ys[:, ok].mean(axis=0)
   n = min(len(x) for x, _ in series)
   return series[0][0][:n], np.mean([y[:n] for _, y in series], axis=0)
+
+
+def curves_by_rule_and_batch(
+  runs: Sequence[Run],
+  workdir: str,
+  *,
+  edges: np.ndarray,
+  num_train: int,
+  eval_metrics: Sequence[str] = ("eval_loss",),
+) -> tuple[dict[tuple[str, int], list[Run]], dict[tuple[str, int], dict[str, Any]]]:
+  """Runs grouped by their (``rule``, ``batch_size``) tags, and each group's mean curves.
+
+  ``train`` is the train loss binned on ``edges``; each of ``eval_metrics`` is keyed
+  by its name without ``eval_`` (``eval_loss`` -> ``eval``, ``eval_accuracy`` -> ``eval_acc``).
+  """
+  groups: dict[tuple[str, int], list[Run]] = {}
+  for r in runs:
+    groups.setdefault((r.tags["rule"], r.tags["batch_size"]), []).append(r)
+  curves = {}
+  for key, members in groups.items():
+    dirs = [run_dir(workdir, r.name) for r in members]
+    curves[key] = dict(train=mean_curve(dirs, "train_loss", edges=edges, num_train=num_train))
+    for metric in eval_metrics:
+      name = {"eval_loss": "eval", "eval_accuracy": "eval_acc"}[metric]
+      curves[key][name] = mean_curve(dirs, metric, num_train=num_train)
+  return groups, curves
 
 
 def mismatch(
