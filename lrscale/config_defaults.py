@@ -57,9 +57,10 @@ def base_config() -> ml_collections.ConfigDict:
       channels=(32, 64),  # cnn conv widths
       dense=128,  # cnn dense width
       zero_init_last_bn=True,  # resnet: last BN gamma of each block = 0 (Goyal et al.)
-      # cnn/resnet convolutions: auto (CPU: im2col + matmul, fast inside the train
-      # loop's scan where XLA's CPU conv is ~15x slower; GPU/TPU: XLA) | xla |
-      # patches. Same parameters and results; only speed differs.
+      # cnn/resnet convolutions: auto (CPU: per conv, canonical or patches, fast inside
+      # the train loop's scan where autodiff of XLA's CPU conv is 15-30x slower;
+      # GPU/TPU: xla) | xla | patches (im2col + matmul) | canonical (XLA's conv with
+      # canonical-form gradients). Same parameters and results; only speed differs.
       conv_impl="auto",
       # BatchNorm statistics group, in examples, so results do not depend on the
       # number of devices: N > 0 = ghost batches of N examples (Goyal: 32);
@@ -158,6 +159,8 @@ def base_config() -> ml_collections.ConfigDict:
       predict="",  # "" = ramp only | short_runs: K short trainings in the bracket
       predict_points=7,  # K log-spaced lrs in [steepest, predict_headroom x stable]
       predict_headroom=4.0,  # top of the bracket over the largest stable lr
+      predict_extend=2,  # best lr at a bracket end: this many more lrs past it ...
+      predict_extend_rounds=2,  # ... at most this many times (0 = never extend)
       predict_fraction=0.25,  # short-run budget as a fraction of the run's
       predict_metric="eval_loss",  # eval_loss (at the short run's end) | target (steps)
     )

@@ -335,9 +335,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   )
   p.add_argument(
     "--conv_impls",
-    default="auto,xla",
-    help="config.model.conv_impl values timed for conv models (the first is 'lrscale'); "
-    "'auto' alone skips XLA's conv, which is slow inside lrscale's scan on CPU.",
+    default="auto,patches",
+    help="config.model.conv_impl values timed for conv models ('auto' is 'lrscale'); "
+    "'xla' (autodiff of XLA's conv) is very slow inside lrscale's scan on CPU.",
   )
   p.add_argument("--torch_threads", type=int, default=os.cpu_count(), help="torch.set_num_threads.")
   p.add_argument(

@@ -31,23 +31,20 @@ def synthetic_data(shape: tuple[int, ...], num_train: int) -> Any:
 def lrscale_model_setup(row: str, batch_size: int, steps: int, conv_impl: str) -> tuple[Any, Any]:
   """(RunSetup, RunPlan) of ``configs/default.py`` with the model and data of ``row``."""
   from lrscale import config as config_lib  # pylint: disable=g-import-not-at-top
-  from lrscale import train as train_lib  # pylint: disable=g-import-not-at-top
   from lrscale.data import registry  # pylint: disable=g-import-not-at-top
-  from lrscale.models import registry as models  # pylint: disable=g-import-not-at-top
+  from lrscale.engine.setup import RunSetup  # pylint: disable=g-import-not-at-top
 
-  # Until train.py builds its model kwargs with models.model_kwargs (conv_impl included).
-  train_lib._model_kwargs = models.model_kwargs  # pylint: disable=protected-access
   name, shape, fields = TORCH_ROWS[row]
   cfg, _ = load_default_config(batch_size, steps, steps)
   cfg.model.name, cfg.model.conv_impl = name, conv_impl
   cfg.model.update(fields)
   if shape is None:
     data = registry.load_in_memory(cfg.dataset)
-    return train_lib.RunSetup(config_lib.resolve(cfg), data), config_lib.resolve(cfg)
+    return RunSetup(config_lib.resolve(cfg), data), config_lib.resolve(cfg)
   data = synthetic_data(shape, max(2048, 2 * batch_size))
   meta = registry.DatasetMeta("synthetic", data.num_train, data.num_eval, 10, shape, False)
   plan = config_lib.resolve(cfg, dataset_meta=meta)
-  return train_lib.RunSetup(plan, data), plan
+  return RunSetup(plan, data), plan
 
 
 class TorchRow(NamedTuple):
@@ -97,29 +94,31 @@ def measure_vs_torch(
 
 
 def print_vs_torch(rows: Sequence[TorchRow]) -> None:
-  """Examples/s (medians) and lrscale / torch throughput ratios (median per repetition)."""
+  """Examples/s (medians) and throughput ratios to torch and to lrscale's default (auto).
+
+  One column per lrscale contender (``lrscale`` = ``conv_impl=auto``, then each other
+  ``--conv_impls`` value); ratios are medians of per-repetition ratios.
+  """
+  names = list(dict.fromkeys(n for row in rows for n in row.times if n != "torch"))
+  others = [n for n in names if n != "lrscale"]
   print("\nlrscale vs PyTorch CPU: examples/s (median of interleaved repetitions), ratios")
-  head = (
-    f"{'model':>9} {'B':>5} | {'lrscale':>9} {'lrs xla':>9} {'torch':>9} | "
-    f"{'lrscale/torch':>13} {'xla/torch':>9} {'lrscale/xla':>11}"
-  )
+  cols = [f"{n:>16}" for n in names] + [f"{'torch':>9}"]
+  ratios = [f"{n + '/torch':>22}" for n in names] + [f"{'auto/' + n[8:]:>16}" for n in others]
+  head = f"{'model':>9} {'B':>5} | {' '.join(cols)} | {' '.join(ratios)}"
   print(head)
   print("-" * len(head))
   for row in rows:
 
-    def thr(name: str, row: TorchRow = row) -> str:
+    def thr(name: str, width: int, row: TorchRow = row) -> str:
       if name not in row.times:
-        return f"{'-':>9}"
-      return f"{row.batch_size * row.steps / statistics.median(row.times[name]):>9.0f}"
+        return f"{'-':>{width}}"
+      return f"{row.batch_size * row.steps / statistics.median(row.times[name]):>{width}.0f}"
 
     def ratio(a: str, b: str, width: int, row: TorchRow = row) -> str:
       if a not in row.times or b not in row.times:
         return f"{'-':>{width}}"
       return f"{median_ratio(row.times[a], row.times[b]):>{width}.2f}"
 
-    print(
-      f"{row.model:>9} {row.batch_size:>5} | {thr('lrscale')} {thr('lrscale xla')} "
-      f"{thr('torch')} | {ratio('lrscale', 'torch', 13)} {ratio('lrscale xla', 'torch', 9)} "
-      f"{ratio('lrscale', 'lrscale xla', 11)}",
-      flush=True,
-    )
+    values = [thr(n, 16) for n in names] + [thr("torch", 9)]
+    rel = [ratio(n, "torch", 22) for n in names] + [ratio("lrscale", n, 16) for n in others]
+    print(f"{row.model:>9} {row.batch_size:>5} | {' '.join(values)} | {' '.join(rel)}", flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -13,11 +15,9 @@ from jax import lax
 
 from lrscale import config as config_lib
 from lrscale.models import CONV_IMPLS, build_model, model_kwargs
-from lrscale.models.conv import (
-  conv_general_dilated_fn,
-  cpu_auto_conv_general_dilated,
-  patches_conv_general_dilated,
-)
+from lrscale.models.canonical_conv import canonical_conv_general_dilated
+from lrscale.models.conv import conv_general_dilated_fn, cpu_auto_conv_general_dilated
+from lrscale.models.patches_conv import patches_conv_general_dilated
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 CENTRED_3 = ((1, 1), (1, 1))  # lrscale.models.resnet's padding for a 3x3 window
@@ -41,6 +41,9 @@ CASES = [
   ((2, 9, 9, 3), (3, 3, 3, 2), (2, 2), "VALID"),
   ((2, 9, 8, 3), (3, 2, 3, 2), (2, 1), "SAME"),
   ((2, 9, 9, 2), (3, 3, 2, 2), (1, 2), ((-1, 1), (2, 0))),
+  # Batches of 64+ (multiples of 16): the canonical weight gradient sums chunks of 16.
+  ((64, 6, 6, 2), (3, 3, 2, 3), (1, 1), CENTRED_3),
+  ((64, 7, 7, 2), (3, 3, 2, 3), (2, 2), CENTRED_3),
 ]
 
 
@@ -67,10 +70,11 @@ def _value_and_vjp(conv_fn, x, k, strides, padding):
   return value_and_vjp(x, k, ct)
 
 
+@pytest.mark.parametrize("impl", ["patches", "canonical", "auto"])
 @pytest.mark.parametrize("x_shape, k_shape, strides, padding", CASES)
-def test_patches_equal_xla_forward_and_gradients(x_shape, k_shape, strides, padding):
+def test_impls_equal_xla_forward_and_gradients(impl, x_shape, k_shape, strides, padding):
   x, k = _arrays(x_shape, k_shape)
-  fn = conv_general_dilated_fn("patches")
+  fn = conv_general_dilated_fn(impl, backend="cpu")
   got = _value_and_vjp(fn, x, k, strides, padding)
   want = _value_and_vjp(lax.conv_general_dilated, x, k, strides, padding)
   for name, g, w in zip(("y", "dx", "dkernel"), got, want):
@@ -98,8 +102,46 @@ def test_auto_picks_per_backend_and_per_layer():
   assert conv_general_dilated_fn("auto", backend="cpu") is cpu_auto_conv_general_dilated
   assert conv_general_dilated_fn("xla") is lax.conv_general_dilated
   assert conv_general_dilated_fn("patches") is patches_conv_general_dilated
+  assert conv_general_dilated_fn("canonical") is canonical_conv_general_dilated
   with pytest.raises(ValueError, match=r"config.model.conv_impl='im2col'"):
     conv_general_dilated_fn("im2col")
+
+
+def _hlo_convs(conv_fn, x, k) -> list[str]:
+  """Dimension labels of every convolution XLA compiles for a 3-step scan of gradients."""
+
+  def loss(k, x):
+    return jnp.sum(jnp.tanh(conv_fn(x, k, (1, 1), CENTRED_3, dimension_numbers=DIMS)))
+
+  def scanned(k, x):
+    def body(k, _):
+      return k - 1e-3 * jax.grad(loss)(k, x), None
+
+    return lax.scan(body, k, None, length=3)[0]
+
+  hlo = jax.jit(scanned).lower(k, x).compile().as_text()
+  return re.findall(r"convolution\(.*?dim_labels=([^,\s]+)", hlo)
+
+
+def test_canonical_gradients_stay_canonical_inside_a_scan():
+  # Why the implementation exists: autodiff of lax's conv leaves non-canonical convs in a
+  # while loop's body, which XLA's CPU backend runs as slow naive loops.
+  x, k = _arrays((4, 16, 16, 4), (3, 3, 4, 4))
+  assert set(_hlo_convs(canonical_conv_general_dilated, x, k)) == {"b01f_01io->b01f"}
+  assert set(_hlo_convs(lax.conv_general_dilated, x, k)) > {"b01f_01io->b01f"}
+
+
+def test_auto_chooses_per_layer_on_cpu():
+  # Stride-1 convs of maps with >= 256 pixels go to canonical XLA convs, the rest to im2col.
+  def convs(x_shape, k_shape, strides):
+    x, k = _arrays(x_shape, k_shape)
+    f = lambda x: cpu_auto_conv_general_dilated(x, k, strides, "SAME", dimension_numbers=DIMS)
+    return str(jax.make_jaxpr(f)(x)).count("conv_general_dilated")
+
+  assert convs((2, 16, 16, 3), (3, 3, 3, 4), (1, 1)) == 1  # canonical: XLA's conv
+  assert convs((2, 8, 8, 3), (3, 3, 3, 4), (1, 1)) == 0  # im2col: slices and a dot
+  assert convs((2, 32, 32, 3), (3, 3, 3, 4), (2, 2)) == 0
+  assert convs((2, 32, 32, 3), (1, 1, 3, 4), (1, 1)) == 0
 
 
 def test_patches_rejects_what_it_cannot_compute():
@@ -139,13 +181,14 @@ def _loss_and_grads(name: str, conv_impl: str, x: jax.Array, y: jax.Array):
   return params, *jax.jit(jax.value_and_grad(loss))(params)
 
 
+@pytest.mark.parametrize("impl", ["patches", "canonical"])
 @pytest.mark.parametrize("name, image", [("cnn", (8, 8, 1)), ("resnet8", (8, 8, 3))])
-def test_model_with_patches_matches_xla(name, image):
+def test_model_with_impl_matches_xla(name, image, impl):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(4, *image)), jnp.float32)
   y = jnp.asarray(rng.integers(0, 10, 4), jnp.int32)
   p_xla, loss_xla, g_xla = _loss_and_grads(name, "xla", x, y)
-  p_pat, loss_pat, g_pat = _loss_and_grads(name, "patches", x, y)
+  p_pat, loss_pat, g_pat = _loss_and_grads(name, impl, x, y)
   # Same parameter names, shapes and initial values: checkpoints carry across impls.
   assert jax.tree.structure(p_xla) == jax.tree.structure(p_pat)
   jax.tree.map(np.testing.assert_array_equal, p_xla, p_pat)
@@ -154,7 +197,7 @@ def test_model_with_patches_matches_xla(name, image):
 
 
 def test_config_validates_conv_impl():
-  assert set(CONV_IMPLS) == {"auto", "xla", "patches"}
+  assert set(CONV_IMPLS) == {"auto", "xla", "patches", "canonical"}
   cfg = config_lib.base_config()
   cfg.parallel.num_devices = 1
   cfg.model.conv_impl = "fast"

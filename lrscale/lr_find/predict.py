@@ -19,9 +19,11 @@ for ``predict_fraction`` of the run's budget, every seed, and picks the lr by
   schedule a short run is an exact prefix of the full one, so a reached
   target is the full run's steps-to-target.
 
-The point estimate is the vertex of the parabola through the best lr and its
-two neighbours in ``(log lr, log score)`` with the score the geometric mean
-over seeds (the vertex kept between the neighbours); the interval is the
+The point estimate is the vertex of the least-squares parabola through the best
+lr and up to two neighbours on each side in ``(log lr, log score)``, the score
+the geometric mean over seeds (the vertex kept within those points). A best lr
+at an end of the bracket extends the grid past it (``predict_extend`` lrs at the
+same spacing, up to ``predict_extend_rounds`` times). The interval is the
 per-seed best lrs (each its own parabola), its spread ``max / min``, and the
 prediction is reliable when the spread is at most ``max_spread`` and the best
 lr is not at the bracket's edge. The top of the bracket goes past the
@@ -104,6 +106,9 @@ def validate(lf: ml_collections.ConfigDict) -> None:
     raise bad("predict_points", "an integer >= 3 (lrs tried in the bracket; default 7).")
   if not lf.predict_headroom >= 1.0:
     raise bad("predict_headroom", "a factor >= 1 over the largest stable lr (default 4).")
+  for field in ("predict_extend", "predict_extend_rounds"):
+    if not (isinstance(lf[field], int) and not isinstance(lf[field], bool) and lf[field] >= 0):
+      raise bad(field, "an integer >= 0 (default 2).")
   if not 0.0 < lf.predict_fraction <= 1.0:
     raise bad("predict_fraction", "a fraction of the run's budget in (0, 1] (default 0.25).")
   if lf.predict_metric not in METRICS:
@@ -122,13 +127,23 @@ def grid(lo: float, hi: float, k: int) -> np.ndarray:
   return np.exp(np.linspace(math.log(lo), math.log(hi), k))
 
 
-def vertex(lrs: Sequence[float], scores: Sequence[float]) -> tuple[float, bool]:
+# Neighbours on each side of the best grid lr that the parabola is fitted to. Two (a
+# least-squares fit to five points) rather than one (the exact parabola through three):
+# steps-to-target of a few seeds is integer and noisy, and on the default study the wider
+# fit moved 6 of 8 batch sizes closer to the study's best lr and none further away
+# (docs/lr_find.md).
+VERTEX_NEIGHBOURS = 2
+
+
+def vertex(
+  lrs: Sequence[float], scores: Sequence[float], neighbours: int = VERTEX_NEIGHBOURS
+) -> tuple[float, bool]:
   """The best lr of a scored grid: (parabola vertex in (log lr, log score), at an edge).
 
-  The parabola goes through the argmin (ties to the lower lr) and its two
-  neighbours; its vertex is kept between them (a flat or concave triple
-  gives the argmin itself). At an end of the grid, or when a neighbour is
-  infinite, the argmin is returned.
+  The parabola is the least-squares fit to the argmin (ties to the lower lr) and up to
+  ``neighbours`` grid points on each side with finite scores; its vertex is kept within
+  those points (a flat or concave fit gives the argmin itself). At an end of the grid,
+  or with fewer than three finite points, the argmin is returned.
   """
   x = np.log(np.asarray(lrs, float))
   y = np.asarray(scores, float)
@@ -137,13 +152,16 @@ def vertex(lrs: Sequence[float], scores: Sequence[float]) -> tuple[float, bool]:
     return float("nan"), True
   if i in (0, len(y) - 1):
     return float(lrs[i]), True
-  yy = np.log(np.maximum(y[i - 1 : i + 2], 1e-30))
-  if not np.all(np.isfinite(yy)):
+  near = slice(max(0, i - neighbours), i + neighbours + 1)
+  xs, ys = x[near], y[near]
+  keep = np.isfinite(ys)
+  if keep.sum() < 3:
     return float(lrs[i]), False
-  a, b, _ = np.polyfit(x[i - 1 : i + 2], yy, 2)
+  xs, yy = xs[keep], np.log(np.maximum(ys[keep], 1e-30))
+  a, b, _ = np.polyfit(xs, yy, 2)
   if a <= 0:
     return float(lrs[i]), False
-  return float(np.exp(np.clip(-b / (2 * a), x[i - 1], x[i + 1]))), False
+  return float(np.exp(np.clip(-b / (2 * a), xs.min(), xs.max()))), False
 
 
 def score(summary: dict[str, Any], metric: str) -> float:
@@ -199,16 +217,38 @@ def predict(
   lrs = grid(*bracket(result, lf), lf.predict_points)
   steps = short_steps(cfg, b, lf.predict_fraction)
   seeds = tuple(lf.seeds)
-  members = [(s, lr) for s in seeds for lr in lrs]
-  cfgs = [short_config(cfg, b, float(lr), s, steps, lf.predict_metric) for s, lr in members]
   with tempfile.TemporaryDirectory() as tmp:
     root = os.path.join(workdir, "short_runs") if workdir else tmp
-    dirs = [os.path.join(root, f"B{b}_lr{lr:.4g}_seed{s}") for s, lr in members]
-    summaries = _train_all(cfgs, dirs, data, lf)
-  flat = [score(s, lf.predict_metric) for s in summaries]
-  scores = np.asarray(flat, float).reshape(len(seeds), len(lrs))
-  with np.errstate(divide="ignore"):
-    mean = np.exp(np.mean(np.log(np.maximum(scores, 1e-30)), axis=0))  # inf if any seed inf
+
+    def run(grid_lrs: np.ndarray) -> np.ndarray:
+      """Scores ``[seed][k]`` of the short runs at ``grid_lrs``."""
+      members = [(s, lr) for s in seeds for lr in grid_lrs]
+      cfgs = [short_config(cfg, b, float(lr), s, steps, lf.predict_metric) for s, lr in members]
+      dirs = [os.path.join(root, f"B{b}_lr{lr:.4g}_seed{s}") for s, lr in members]
+      flat = [score(m, lf.predict_metric) for m in _train_all(cfgs, dirs, data, lf)]
+      return np.asarray(flat, float).reshape(len(seeds), len(grid_lrs))
+
+    scores = run(lrs)
+    # A best lr at an end of the bracket may lie past it: extend the grid on that side
+    # by ``predict_extend`` points (same log spacing), up to ``predict_extend_rounds``
+    # times; the lower end stops at the ramp's smallest lr.
+    step = math.log(lrs[1] / lrs[0])
+    for _ in range(lf.predict_extend_rounds):
+      i = int(np.argmin(_seed_mean(scores)))
+      if 0 < i < len(lrs) - 1 or not np.isfinite(_seed_mean(scores)[i]):
+        break
+      sign = -1.0 if i == 0 else 1.0
+      edge = lrs[0] if i == 0 else lrs[-1]
+      new = edge * np.exp(sign * step * np.arange(1, lf.predict_extend + 1))
+      new = new[new >= lf.min_lr]
+      if not len(new):
+        break
+      more = run(new)
+      if i == 0:
+        lrs, scores = np.concatenate([new[::-1], lrs]), np.concatenate([more[:, ::-1], scores], 1)
+      else:
+        lrs, scores = np.concatenate([lrs, new]), np.concatenate([scores, more], 1)
+  mean = _seed_mean(scores)
   lr, at_edge = vertex(lrs, mean)
   per_seed = tuple(vertex(lrs, row)[0] for row in scores)
   finite = [p for p in per_seed if math.isfinite(p)]
@@ -229,6 +269,12 @@ def predict(
     steps=steps,
     seconds=time.perf_counter() - t0,
   )
+
+
+def _seed_mean(scores: np.ndarray) -> np.ndarray:
+  """Geometric mean over seeds (axis 0) per lr; inf where any seed is inf."""
+  with np.errstate(divide="ignore"):
+    return np.exp(np.mean(np.log(np.maximum(scores, 1e-30)), axis=0))
 
 
 def _train_all(cfgs, dirs, data, lf) -> list[dict[str, Any]]:

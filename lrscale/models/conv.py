@@ -1,21 +1,20 @@
-"""2-D convolutions with a choice of implementation: XLA's native conv or im2col + one matmul.
+"""2-D convolutions with a choice of implementation, chosen per backend and per layer.
 
 XLA's CPU convolutions are slow where lrscale trains: inside the ``lax.scan`` of a train
-segment. A ResNet-8 gradient step at B=32 took 87 ms as a plain jitted call but 1.7 s
-per step inside a 10-step ``lax.scan`` on this team's 2-core machine, while the same model
-with im2col convolutions took 128 ms per step in the scan (docs/benchmarks.md,
-"Convolutions on CPU"). Outside loops XLA's conv is also slow where the output has few
-pixels (the small CNN's 5x5 stride-2 conv of a 4x4x32 map: 24 ms forward at B=256 vs 1.7
-ms as im2col). Im2col (Chellapilla et al. 2006, "High Performance Convolutional Neural
-Networks for Document Processing") writes every receptive field as one row,
+segment. Autodiff leaves non-canonical convs (the input and weight gradients) in the
+loop body, which XLA's CPU backend runs as naive loop nests: six 3x3 convs of 32x32x16 at
+B=64 took 96 ms per gradient step jitted alone and 3.0 s per step in a scan on this
+team's 2-core machine (docs/benchmarks.md, "Convolutions on CPU"). The implementations:
 
-  P[n, (i, j, c)] = x_pad[b, s_h * h + i, s_w * w + j, c],   n = (b, h, w),
-  y = P @ K.reshape(kh * kw * C_in, C_out),
-
-so forward, input gradient (``dy @ K^T`` scattered back by the slices' transposes, pads)
-and weight gradient (``P^T @ dy``) are each one matmul plus data movement; XLA's CPU
-matmuls (YNNPACK) stay fast inside loops. The patches are ``kh * kw / (s_h * s_w)`` times
-the input, so they cost memory traffic on large maps.
+* ``xla``: ``lax.conv_general_dilated`` and autodiff's gradients (GPU/TPU: the native
+  conv; CPU: slow in loops).
+* ``canonical`` (``lrscale.models.canonical_conv``): XLA's conv with a custom vjp whose
+  gradients are canonical convs, the weight gradient summed over chunks of the batch.
+  Fastest on CPU for stride-1 convs of large maps (ResNet stages).
+* ``patches`` (``lrscale.models.patches_conv``): im2col + one matmul. Fastest on CPU for
+  small output maps, strided and 1x1 convs.
+* ``auto`` (default): on CPU one of the two above per conv (``cpu_auto_conv_general_dilated``),
+  elsewhere ``xla``.
 
 Every implementation is used through ``nnx.Conv``'s own ``conv_general_dilated`` hook, so
 parameter names, shapes and initialisation are ``nnx.Conv``'s whatever the choice:
@@ -24,137 +23,64 @@ checkpoints and seeds carry across implementations, and results agree to float32
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["CONV_IMPLS", "ConvFn", "conv_general_dilated_fn", "patches_conv_general_dilated"]
+from lrscale.models.canonical_conv import canonical_conv_general_dilated
+from lrscale.models.patches_conv import patches_conv_general_dilated, supports_patches
 
-# "auto": patches on CPU, XLA's native conv on GPU/TPU (chosen at model build).
-CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "patches")
+__all__ = [
+  "CONV_IMPLS",
+  "ConvFn",
+  "conv_general_dilated_fn",
+  "cpu_auto_conv_general_dilated",
+  "patches_conv_general_dilated",
+]
 
-# NHWC activations, HWIO kernels: what nnx.Conv passes for 2-D convs.
-_NHWC_HWIO = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+# "auto": chosen per conv on CPU, XLA's native conv on GPU/TPU (decided at model build).
+CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "patches", "canonical")
 
 ConvFn = Callable[..., jax.Array]
 
 
-def _check_supported(
-  lhs: jax.Array,
-  rhs: jax.Array,
-  lhs_dilation: Sequence[int] | None,
-  rhs_dilation: Sequence[int] | None,
-  dimension_numbers: Any,
-  feature_group_count: int,
-  batch_group_count: int,
-) -> None:
-  """Raises unless this is a plain 2-D NHWC/HWIO convolution (all that im2col handles)."""
-  dense = all(d == 1 for d in (*(lhs_dilation or (1,)), *(rhs_dilation or (1,))))
-  numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-  if lhs.ndim != 4 or numbers != _NHWC_HWIO or not dense or feature_group_count != 1:
-    raise ValueError(
-      "config.model.conv_impl='patches' supports 2-D NHWC/HWIO convolutions without "
-      f"dilation or feature groups (got input {lhs.shape}, kernel {rhs.shape}, "
-      f"dimension numbers {dimension_numbers}); use conv_impl='xla' for this model."
-    )
-  if batch_group_count != 1:
-    raise ValueError("patches convolution does not support batch_group_count != 1.")
-
-
-def patches_conv_general_dilated(
-  lhs: jax.Array,
-  rhs: jax.Array,
-  window_strides: Sequence[int],
-  padding: str | Sequence[tuple[int, int]],
-  lhs_dilation: Sequence[int] | None = None,
-  rhs_dilation: Sequence[int] | None = None,
-  dimension_numbers: Any = None,
-  feature_group_count: int = 1,
-  batch_group_count: int = 1,
-  precision: Any = None,
-  preferred_element_type: Any = None,
-  out_sharding: Any = None,
-) -> jax.Array:
-  """``lax.conv_general_dilated`` for 2-D NHWC/HWIO convs, as im2col + one matmul.
-
-  Same signature and result as ``lax.conv_general_dilated`` (to float32 rounding) for
-  the convolutions it supports; gradients come from autodiff of slices and one
-  ``dot_general``, so the weight gradient is the matmul ``P^T @ dy``.
-
-  Raises:
-    ValueError: For dilation, feature groups or any layout other than NHWC/HWIO.
-  """
-  del out_sharding  # the batch axis of the patches keeps the input's sharding
-  _check_supported(
-    lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, batch_group_count
-  )
-  kh, kw, c_in, c_out = rhs.shape
-  sh, sw = window_strides
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (sh, sw), padding)
-  (top, bottom), (left, right) = padding
-  # lax.pad, not jnp.pad: conv padding may be negative (cropping).
-  zero = jnp.zeros((), lhs.dtype)
-  x = lax.pad(lhs, zero, ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
-  batch, height, width, _ = x.shape
-  out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
-  taps = [
-    lax.slice(
-      x,
-      (0, i, j, 0),
-      (batch, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, c_in),
-      (1, sh, sw, 1),
-    )
-    for i in range(kh)
-    for j in range(kw)
-  ]
-  # Feature order (i, j, c) is the row-major order of the HWIO kernel's first three axes.
-  patches = jnp.concatenate(taps, axis=-1).reshape(batch * out_h * out_w, kh * kw * c_in)
-  y = lax.dot_general(
-    patches,
-    rhs.reshape(kh * kw * c_in, c_out),
-    (((1,), (0,)), ((), ())),
-    precision=precision,
-    preferred_element_type=preferred_element_type,
-  )
-  return y.reshape(batch, out_h, out_w, c_out)
-
-
-def _supports_patches(lhs: jax.Array, rhs: jax.Array, **kwargs: Any) -> bool:
-  """Whether ``patches_conv_general_dilated`` computes this convolution."""
-  try:
-    _check_supported(
-      lhs,
-      rhs,
-      kwargs.get("lhs_dilation"),
-      kwargs.get("rhs_dilation"),
-      kwargs.get("dimension_numbers"),
-      kwargs.get("feature_group_count", 1),
-      kwargs.get("batch_group_count", 1),
-    )
-  except ValueError:
-    return False
-  return True
+# Stride-1 convs of maps of at least 16x16 pixels: canonical XLA convs beat im2col there
+# (B=32 and 256, gradient step of one layer in a scan: 32x32x16 3x3, 1.7-2.3x; 16x16x32,
+# 1.3-1.5x); on 8x8 maps they tie; for strided, 1x1 and the small CNNs' convs im2col wins
+# (docs/benchmarks.md).
+_CANONICAL_MIN_PIXELS = 256
 
 
 def cpu_auto_conv_general_dilated(
   lhs: jax.Array, rhs: jax.Array, window_strides, padding, **kwargs: Any
 ) -> jax.Array:
-  """Im2col where it applies (every conv of lrscale's models), XLA's conv otherwise."""
-  if _supports_patches(lhs, rhs, **kwargs):
-    return patches_conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
-  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+  """Per conv on CPU: canonical XLA convs for stride-1 convs of large maps, im2col for the
+  rest, XLA's own conv for what neither covers (dilation, groups, other layouts)."""
+  if not supports_patches(lhs, rhs, **kwargs):
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+  kh, kw = rhs.shape[:2]
+  pixels = lhs.shape[1] * lhs.shape[2]
+  if tuple(window_strides) == (1, 1) and kh * kw > 1 and pixels >= _CANONICAL_MIN_PIXELS:
+    return canonical_conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+  return patches_conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+
+
+_IMPLS: dict[str, ConvFn] = {
+  "xla": lax.conv_general_dilated,
+  "patches": patches_conv_general_dilated,
+  "canonical": canonical_conv_general_dilated,
+}
 
 
 def conv_general_dilated_fn(impl: str, backend: str | None = None) -> ConvFn:
   """The ``conv_general_dilated`` to hand to ``nnx.Conv`` for ``config.model.conv_impl``.
 
   Args:
-    impl: ``"xla"`` (``lax.conv_general_dilated``), ``"patches"`` (im2col + matmul) or
-      ``"auto"`` (on CPU ``"patches"`` wherever it applies, elsewhere ``"xla"``).
+    impl: ``"xla"`` (``lax.conv_general_dilated``), ``"patches"`` (im2col + matmul),
+      ``"canonical"`` (XLA's conv with canonical-form gradients) or ``"auto"`` (on CPU
+      chosen per conv by ``cpu_auto_conv_general_dilated``, elsewhere ``"xla"``).
     backend: Platform ``auto`` decides for; default ``jax.default_backend()`` (at model
       build time, not per call: the model is built where it runs).
 
@@ -166,4 +92,4 @@ def conv_general_dilated_fn(impl: str, backend: str | None = None) -> ConvFn:
   if impl == "auto":
     on_cpu = (backend or jax.default_backend()) == "cpu"
     return cpu_auto_conv_general_dilated if on_cpu else lax.conv_general_dilated
-  return patches_conv_general_dilated if impl == "patches" else lax.conv_general_dilated
+  return _IMPLS[impl]

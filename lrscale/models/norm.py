@@ -92,18 +92,21 @@ class GhostBatchNorm(nnx.Module):
     """Normalises ``x`` ``[B, ..., C]``; in training mode also updates the running stats."""
     if not train:
       return self._affine(x, self.mean[...], self.var[...])
-    # [G, examples-per-group * spatial, C]: one reduction axis, whatever x's rank.
-    num_groups = split_ghost_batches(x, self.group_size).shape[0]
-    groups = x.reshape(num_groups, -1, self.num_features)
+    # [G, examples-per-group, *spatial, C], reduced over all but the first and last axes.
+    # Not flattened to [G, -1, C]: XLA's CPU code for the flattened form (and its
+    # gradient) made a ResNet-20 step at B=32 1.5x slower (180 vs 121 ms, in a scan).
+    groups = split_ghost_batches(x, self.group_size)
+    axes = tuple(range(1, groups.ndim - 1))
     # Statistics in at least float32 so half-precision activations do not lose them.
     stats_in = groups.astype(jnp.promote_types(x.dtype, jnp.float32))
-    mean = stats_in.mean(axis=1, keepdims=True)
+    mean = stats_in.mean(axis=axes, keepdims=True)
     # Two-pass variance: with small ghost batches E[x^2] - E[x]^2 cancels badly.
-    var = jnp.square(stats_in - mean).mean(axis=1, keepdims=True)
+    var = jnp.square(stats_in - mean).mean(axis=axes, keepdims=True)
     # Running stats track the average over groups, independent of the group count;
     # they are state, not part of the differentiated computation.
     keep = self.momentum
-    avg_mean, avg_var = mean.mean(axis=(0, 1)), var.mean(axis=(0, 1))
+    avg_mean = mean.mean(axis=(0, *axes))
+    avg_var = var.mean(axis=(0, *axes))
     self.mean[...] = jax.lax.stop_gradient(keep * self.mean[...] + (1 - keep) * avg_mean)
     self.var[...] = jax.lax.stop_gradient(keep * self.var[...] + (1 - keep) * avg_var)
     return self._affine(groups, mean, var).reshape(x.shape)
