@@ -92,8 +92,13 @@ def test_one_vs_eight_devices_same_losses(tmp_path):
   np.testing.assert_allclose(runs[1], runs[8], rtol=1e-5, atol=1e-6)
 
 
-def test_ghost_batchnorm_resnet_is_device_count_invariant(tmp_path):
-  """BN statistics over groups of 16 examples: 1 and 8 devices see the same groups."""
+@pytest.mark.parametrize("conv_impl", ["auto", "canonical"])
+def test_ghost_batchnorm_resnet_is_device_count_invariant(tmp_path, conv_impl):
+  """BN statistics over groups of 16 examples: 1 and 8 devices see the same groups.
+
+  ``canonical`` at B=64 sums its weight gradients over chunks of the batch that is
+  sharded over the 8 devices (lrscale.models.canonical_conv).
+  """
   runs = {}
   for n in (1, 8):
     cfg = small_config(
@@ -101,7 +106,12 @@ def test_ghost_batchnorm_resnet_is_device_count_invariant(tmp_path):
       log_every="2 steps",
       eval_every="6 steps",
       checkpoint_every="6 steps",
-      **{"parallel.num_devices": n, "model.name": "resnet8", "model.bn_group_size": 16},
+      **{
+        "parallel.num_devices": n,
+        "model.name": "resnet8",
+        "model.bn_group_size": 16,
+        "model.conv_impl": conv_impl,
+      },
     )
     summary = train_lib.train(cfg, str(tmp_path / f"d{n}"))
     runs[n] = train_losses(tmp_path / f"d{n}") + [summary["final"]["eval_loss"]]

@@ -140,28 +140,19 @@ def canonical_conv_general_dilated(
   rhs: jax.Array,
   window_strides: Sequence[int],
   padding: str | Sequence[tuple[int, int]],
-  lhs_dilation: Sequence[int] | None = None,
-  rhs_dilation: Sequence[int] | None = None,
-  dimension_numbers: Any = None,
-  feature_group_count: int = 1,
-  batch_group_count: int = 1,
+  *,
   precision: Any = None,
   preferred_element_type: Any = None,
   out_sharding: Any = None,
+  **kwargs: Any,
 ) -> jax.Array:
   """``lax.conv_general_dilated`` whose gradients are canonical convs (see module doc).
 
-  Same signature and forward result as ``lax.conv_general_dilated``; a conv the custom
-  vjp does not cover (dilation, groups, another layout) is passed to
-  ``lax.conv_general_dilated`` unchanged.
+  Same arguments (``kwargs``: ``lhs_dilation``, ``rhs_dilation``, ``dimension_numbers``,
+  ``feature_group_count``, ``batch_group_count``) and forward result as
+  ``lax.conv_general_dilated``; a conv the custom vjp does not cover (dilation, groups,
+  another layout) is passed to ``lax.conv_general_dilated`` unchanged.
   """
-  kwargs = dict(
-    lhs_dilation=lhs_dilation,
-    rhs_dilation=rhs_dilation,
-    dimension_numbers=dimension_numbers,
-    feature_group_count=feature_group_count,
-    batch_group_count=batch_group_count,
-  )
   if not supports_patches(lhs, rhs, **kwargs):
     return lax.conv_general_dilated(
       lhs,
