@@ -234,8 +234,9 @@ def predict(
     # times; the lower end stops at the ramp's smallest lr.
     step = math.log(lrs[1] / lrs[0])
     for _ in range(lf.predict_extend_rounds):
-      i = int(np.argmin(_seed_mean(scores)))
-      if 0 < i < len(lrs) - 1 or not np.isfinite(_seed_mean(scores)[i]):
+      mean = _seed_mean(scores)
+      i = int(np.argmin(mean))
+      if 0 < i < len(lrs) - 1 or not np.isfinite(mean[i]):
         break
       sign = -1.0 if i == 0 else 1.0
       edge = lrs[0] if i == 0 else lrs[-1]
