@@ -41,8 +41,10 @@ CASES = [
   ((2, 9, 9, 3), (3, 3, 3, 2), (2, 2), "VALID"),
   ((2, 9, 8, 3), (3, 2, 3, 2), (2, 1), "SAME"),
   ((2, 9, 9, 2), (3, 3, 2, 2), (1, 2), ((-1, 1), (2, 0))),
-  # Batches of 64+ (multiples of 16): the canonical weight gradient sums chunks of 16.
+  # Batches of 32+ (multiples of 8): the canonical weight gradient sums chunks of 8, as
+  # im2col's transpose on maps of <= 16x16 pixels and as a conv on larger ones.
   ((64, 6, 6, 2), (3, 3, 2, 3), (1, 1), CENTRED_3),
+  ((32, 17, 17, 2), (3, 3, 2, 3), (1, 1), CENTRED_3),
   ((64, 7, 7, 2), (3, 3, 2, 3), (2, 2), CENTRED_3),
 ]
 
@@ -79,8 +81,11 @@ def test_impls_equal_xla_forward_and_gradients(impl, x_shape, k_shape, strides, 
   want = _value_and_vjp(lax.conv_general_dilated, x, k, strides, padding)
   for name, g, w in zip(("y", "dx", "dkernel"), got, want):
     assert g.shape == w.shape, name
-    # float32 sums of up to a few hundred terms of size ~1, in a different order.
-    np.testing.assert_allclose(g, w, rtol=1e-5, atol=2e-5, err_msg=name)
+    # float32 sums in a different order: a few hundred terms of size ~1, except the
+    # weight gradient, which sums B*H*W (up to ~9000) and whose rounding grows with it.
+    terms = x_shape[0] * x_shape[1] * x_shape[2] if name == "dkernel" else 300
+    tol = 2e-5 * max(1.0, np.sqrt(terms / 300))
+    np.testing.assert_allclose(g, w, rtol=tol / 2, atol=tol, err_msg=name)
 
 
 def test_patches_against_a_direct_numpy_convolution():

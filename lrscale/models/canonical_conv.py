@@ -65,9 +65,14 @@ def _canonical_fwd(x, k, strides, padding, precision, preferred):
   return _conv(x, k, strides, padding, precision, preferred), (x, k)
 
 
-# Weight gradients contract over the whole batch; XLA's CPU conv does that 1.3-2.5x faster
-# in chunks of ~16 images (B=256, 3x3 convs of 32x32x16 ... 8x8x64, docs/benchmarks.md).
-_DK_CHUNK = 16
+# Weight gradients contract over the whole batch; XLA's CPU conv does that faster in
+# chunks of a few images (B=256, 3x3 convs of 32x32x16 ... 8x8x64, in a scan: chunks of 8
+# 1.1-1.6x faster than 16, 1.3-2.5x faster than the whole batch; docs/benchmarks.md).
+_DK_CHUNK = 8
+# On maps of at most 16x16 pixels a chunk's weight gradient is faster as im2col's
+# transpose (patches^T @ dy: 16x16x32 and 8x8x64, 1.4-1.7x) than as a conv; on 32x32
+# maps the patches cost more to build than the conv (docs/benchmarks.md).
+_DK_PATCHES_MAX_PIXELS = 256
 
 
 def _input_grad(x, k, dy, strides, padding, precision, preferred):
@@ -103,11 +108,28 @@ def _weight_grad(x, k, dy, strides, padding, precision, preferred):
   hi = ((out_hw - 1) * s + 1) - in_hw + window - lo - 1
   pads = tuple(zip(lo.tolist(), hi.tolist()))
 
-  def dk(x, dy):
+  def dk_conv(x, dy):
     lhs, rhs = x.transpose(3, 1, 2, 0).astype(dy.dtype), dy.transpose(1, 2, 0, 3)
     out = _conv(lhs, rhs, (1, 1), pads, precision, preferred, rhs_dilation=strides)
     return out.transpose(1, 2, 0, 3).astype(jnp.float32)
 
+  def dk_patches(x, dy):
+    # patches^T @ dy, the patches (kh*kw strided slices, HWIO order) built per chunk.
+    (kh, kw), (oh, ow) = k.shape[:2], dy.shape[1:3]
+    zero = jnp.zeros((), dy.dtype)  # lax.pad: negative padding crops, as lax's conv does
+    xp = lax.pad(
+      x.astype(dy.dtype), zero, ((0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0))
+    )
+    cols = [
+      xp[:, i : i + (oh - 1) * s[0] + 1 : s[0], j : j + (ow - 1) * s[1] + 1 : s[1]]
+      for i in range(kh)
+      for j in range(kw)
+    ]
+    p = jnp.concatenate(cols, axis=-1)
+    out = jnp.einsum("bhwk,bhwo->ko", p, dy, precision=precision)
+    return out.reshape(k.shape).astype(jnp.float32)
+
+  dk = dk_patches if x.shape[1] * x.shape[2] <= _DK_PATCHES_MAX_PIXELS else dk_conv
   batch = x.shape[0]
   chunks = batch // _DK_CHUNK
   if chunks < 4 or batch % _DK_CHUNK:
