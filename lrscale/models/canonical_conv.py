@@ -100,7 +100,9 @@ def _input_grad(x, k, dy, strides, padding, precision, preferred):
 
 
 def _weight_grad(x, k, dy, strides, padding, precision, preferred):
-  """dK: channels as the batch, the batch as features, dy as a kernel dilated by the stride."""
+  """dK summed over chunks of the batch; per chunk im2col's transpose on small maps, else
+  a conv with channels as the batch, the batch as features, dy as a kernel dilated by the
+  stride."""
   window, s = np.array(k.shape[:2]), np.array(strides)
   in_hw, out_hw = np.array(x.shape[1:3]), np.array(dy.shape[1:3])
   lo = np.array([p[0] for p in padding])
