@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
-from lrscale.models import canonical_conv  # noqa: E402
+from lrscale.models import canonical_conv, patches_conv  # noqa: E402
 
 PADS = ((1, 1), (1, 1))
 LAYERS = {"32x32x16": (32, 16, 16), "16x16x32": (16, 32, 32), "8x8x64": (8, 64, 64)}
@@ -48,10 +48,8 @@ def conv_dk(x, k, dy):
 
 def im2col_dk(x, k, dy):
   """patches^T @ dy of one chunk."""
-  h, w = dy.shape[1:3]
-  xp = jnp.pad(x, ((0, 0), *PADS, (0, 0)))
-  p = jnp.concatenate([xp[:, i : i + h, j : j + w] for i in range(3) for j in range(3)], -1)
-  return jnp.einsum("bhwk,bhwo->ko", p, dy).reshape(k.shape)
+  p, _ = patches_conv.im2col(x, (3, 3), (1, 1), PADS)
+  return (p.T @ dy.reshape(p.shape[0], -1)).reshape(k.shape)
 
 
 def chunked(fn, chunk):
@@ -91,6 +89,9 @@ def main(argv) -> None:
   p.add_argument("--reps", type=int, default=5)
   args = p.parse_args(argv)
   b = args.batch
+  if b < 16 or b % 16:
+    print(f"--batch={b}: the chunked variants need a multiple of 16 (e.g. 256).", file=sys.stderr)
+    sys.exit(2)
   variants = {
     "lrscale": lambda x, k, dy: canonical_conv._weight_grad(x, k, dy, (1, 1), PADS, None, None),
     f"conv/{b}": chunked(conv_dk, b),

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lrscale.models.patches_conv import patches_conv_general_dilated, supports_patches
+from lrscale.models.patches_conv import im2col, patches_conv_general_dilated, supports_patches
 
 __all__ = ["canonical_conv_general_dilated"]
 
@@ -116,19 +116,10 @@ def _weight_grad(x, k, dy, strides, padding, precision, preferred):
     return out.transpose(1, 2, 0, 3).astype(jnp.float32)
 
   def dk_patches(x, dy):
-    # patches^T @ dy, the patches (kh*kw strided slices, HWIO order) built per chunk.
-    (kh, kw), (oh, ow) = k.shape[:2], dy.shape[1:3]
-    zero = jnp.zeros((), dy.dtype)  # lax.pad: negative padding crops, as lax's conv does
-    xp = lax.pad(
-      x.astype(dy.dtype), zero, ((0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0))
+    p, _ = im2col(x.astype(dy.dtype), k.shape[:2], strides, padding)
+    out = lax.dot_general(
+      p, dy.reshape(p.shape[0], -1), (((0,), (0,)), ((), ())), precision=precision
     )
-    cols = [
-      xp[:, i : i + (oh - 1) * s[0] + 1 : s[0], j : j + (ow - 1) * s[1] + 1 : s[1]]
-      for i in range(kh)
-      for j in range(kw)
-    ]
-    p = jnp.concatenate(cols, axis=-1)
-    out = jnp.einsum("bhwk,bhwo->ko", p, dy, precision=precision)
     return out.reshape(k.shape).astype(jnp.float32)
 
   dk = dk_patches if x.shape[1] * x.shape[2] <= _DK_PATCHES_MAX_PIXELS else dk_conv

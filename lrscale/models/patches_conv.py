@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["patches_conv_general_dilated", "supports_patches"]
+__all__ = ["im2col", "patches_conv_general_dilated", "supports_patches"]
 
 # NHWC activations, HWIO kernels: what nnx.Conv passes for 2-D convs.
 _NHWC_HWIO = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
@@ -48,6 +48,48 @@ def _check_supported(
     )
   if batch_group_count != 1:
     raise ValueError("patches convolution does not support batch_group_count != 1.")
+
+
+def im2col(
+  x: jax.Array,
+  window: Sequence[int],
+  strides: Sequence[int],
+  padding: str | Sequence[tuple[int, int]],
+) -> tuple[jax.Array, tuple[int, int, int]]:
+  """The patch matrix ``P`` of the module doc and the output's (batch, height, width).
+
+  Args:
+    x: NHWC input.
+    window: (kh, kw).
+    strides: (s_h, s_w).
+    padding: ``lax`` padding: a string or (lo, hi) per spatial axis; negative crops.
+
+  Returns:
+    ``P`` of shape [batch * out_h * out_w, kh * kw * C] (features in HWIO order), and
+    (batch, out_h, out_w).
+  """
+  (kh, kw), (sh, sw), c_in = window, strides, x.shape[-1]
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(x.shape[1:3], (kh, kw), (sh, sw), padding)
+  (top, bottom), (left, right) = padding
+  # lax.pad, not jnp.pad: conv padding may be negative (cropping).
+  zero = jnp.zeros((), x.dtype)
+  x = lax.pad(x, zero, ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
+  batch, height, width, _ = x.shape
+  out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
+  taps = [
+    lax.slice(
+      x,
+      (0, i, j, 0),
+      (batch, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, c_in),
+      (1, sh, sw, 1),
+    )
+    for i in range(kh)
+    for j in range(kw)
+  ]
+  # Feature order (i, j, c) is the row-major order of the HWIO kernel's first three axes.
+  patches = jnp.concatenate(taps, axis=-1).reshape(batch * out_h * out_w, kh * kw * c_in)
+  return patches, (batch, out_h, out_w)
 
 
 def patches_conv_general_dilated(
@@ -78,27 +120,7 @@ def patches_conv_general_dilated(
     lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, batch_group_count
   )
   kh, kw, c_in, c_out = rhs.shape
-  sh, sw = window_strides
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (sh, sw), padding)
-  (top, bottom), (left, right) = padding
-  # lax.pad, not jnp.pad: conv padding may be negative (cropping).
-  zero = jnp.zeros((), lhs.dtype)
-  x = lax.pad(lhs, zero, ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
-  batch, height, width, _ = x.shape
-  out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
-  taps = [
-    lax.slice(
-      x,
-      (0, i, j, 0),
-      (batch, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, c_in),
-      (1, sh, sw, 1),
-    )
-    for i in range(kh)
-    for j in range(kw)
-  ]
-  # Feature order (i, j, c) is the row-major order of the HWIO kernel's first three axes.
-  patches = jnp.concatenate(taps, axis=-1).reshape(batch * out_h * out_w, kh * kw * c_in)
+  patches, (batch, out_h, out_w) = im2col(lhs, (kh, kw), window_strides, padding)
   y = lax.dot_general(
     patches,
     rhs.reshape(kh * kw * c_in, c_out),
