@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lrscale import noise_scale
+from lrscale.engine.compiler_options import program_compiler_options
 from lrscale.engine.parallel import AXIS
 from lrscale.optim import hyperparams, optimizers, precision
 from lrscale.tasks import Task
@@ -329,11 +330,14 @@ def make_step_fns(
 
   # Outputs replicated: the state is, and every process reads the metrics.
   out = NamedSharding(mesh, P())
+  opts = program_compiler_options(mesh.devices.flat[0].platform)
   return StepFns(
     step=train_step,
     segment=train_segment,
-    train_step=jax.jit(train_step, donate_argnums=0, out_shardings=out),
-    train_segment=jax.jit(train_segment, donate_argnums=0, out_shardings=out),
-    evaluate=jax.jit(evaluate, out_shardings=out),
-    eval_sums=jax.jit(eval_sums, out_shardings=out),
+    train_step=jax.jit(train_step, donate_argnums=0, out_shardings=out, compiler_options=opts),
+    train_segment=jax.jit(
+      train_segment, donate_argnums=0, out_shardings=out, compiler_options=opts
+    ),
+    evaluate=jax.jit(evaluate, out_shardings=out, compiler_options=opts),
+    eval_sums=jax.jit(eval_sums, out_shardings=out, compiler_options=opts),
   )

@@ -22,6 +22,7 @@ import numpy as np
 from lrscale import config as config_lib
 from lrscale.data import order
 from lrscale.engine import parallel
+from lrscale.engine.compiler_options import program_compiler_options
 from lrscale.engine.programs import program_key
 from lrscale.engine.setup import RunSetup
 from lrscale.engine.step import StepFns, TrainState, make_step_fns
@@ -125,9 +126,10 @@ class RangeTest:
       vmap = lf.vmap == "on" or (lf.vmap == "auto" and jax.default_backend() != "cpu")
     self.vmap = vmap
     self._vsegment = jax.jit(
-      jax.vmap(self.fns.train_segment, in_axes=(0, None, None, 0, None, None, None, None)),
+      jax.vmap(self.fns.segment, in_axes=(0, None, None, 0, None, None, None, None)),
       donate_argnums=0,
       out_shardings=parallel.replicated(setup.mesh),  # every process reads the losses
+      compiler_options=program_compiler_options(setup.mesh.devices.flat[0].platform),
     )
 
   def _indices(

@@ -26,6 +26,7 @@ import numpy as np
 
 from lrscale import config as config_lib
 from lrscale.engine import interrupt, parallel
+from lrscale.engine.compiler_options import program_compiler_options
 from lrscale.engine.loop import RunLoop
 from lrscale.engine.setup import RunSetup
 
@@ -40,7 +41,9 @@ def _group_segment(setup: RunSetup, with_ks: bool):
   if not hasattr(setup, key):
     in_axes = (0, None, None, 0, 0, None, 0, 0 if with_ks else None)
     out = parallel.replicated(setup.mesh)  # every process reads the buffers
-    setattr(setup, key, jax.jit(jax.vmap(setup.fns.segment, in_axes=in_axes), out_shardings=out))
+    opts = program_compiler_options(setup.mesh.devices.flat[0].platform)
+    fn = jax.vmap(setup.fns.segment, in_axes=in_axes)
+    setattr(setup, key, jax.jit(fn, out_shardings=out, compiler_options=opts))
   return getattr(setup, key)
 
 
